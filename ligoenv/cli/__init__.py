@@ -1,0 +1,1 @@
+"""The `ligoenv` command line: thin modules that parse, call the core and print."""

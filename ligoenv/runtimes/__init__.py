@@ -1,0 +1,1 @@
+"""Container runtimes that `ligoenv run` drives: Apptainer/Singularity, Docker/Podman, bubblewrap."""

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, type check, then pytest against real registries,
+# databases and bubblewrap. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff"
+ruff check ligoenv server tests bench
+echo "== mypy"
+mypy ligoenv server
+echo "== pytest"
+pytest "$@"

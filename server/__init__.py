@@ -1,0 +1,1 @@
+"""ligoenv-server: relay, queue, worker and publishers (imported as `ligoenv_server`)."""

@@ -1,0 +1,1 @@
+"""The relay: authenticated, schema-checked webhook endpoints that feed the queue."""

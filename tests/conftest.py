@@ -1,0 +1,23 @@
+"""Shared fixtures: a real Distribution registry per session, and image helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.registry import RegistryProcess
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """The real `docker-registry` on a free loopback port, for the whole session."""
+    process = RegistryProcess(tmp_path_factory.mktemp("registry")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def layout_dir(tmp_path: Path) -> Path:
+    return tmp_path / "layout"
