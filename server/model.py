@@ -1,0 +1,81 @@
+"""The values that flow from relay to queue to worker: publish requests and jobs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Action(enum.StrEnum):
+    PUBLISH = "publish"  # publish the image a tag points at (digest given or resolved)
+    UNTAG = "untag"  # the tag was deleted upstream: record it in history, keep the image
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """A normalised webhook event: what to publish, and where we heard of it."""
+
+    registry: str  # a registry configured for the endpoint, never a host from the payload
+    repository: str
+    tag: str | None
+    digest: str | None  # sha256:... when the source told us; resolved by the worker otherwise
+    source: str  # e.g. "distribution:main-registry", "dockerhub:hub", "cli"
+    received_at: datetime
+    action: Action = Action.PUBLISH
+    callback_url: str | None = None  # Docker Hub only, host already validated by the relay
+
+    def dedup_key(self) -> str:
+        """Identical pending requests share this key and are queued once."""
+        return "|".join([self.action, self.registry, self.repository, self.tag or "",
+                         self.digest or ""])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"registry": self.registry, "repository": self.repository, "tag": self.tag,
+                "digest": self.digest, "source": self.source,
+                "received_at": self.received_at.isoformat(), "action": str(self.action),
+                "callback_url": self.callback_url}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PublishRequest:
+        return cls(registry=data["registry"], repository=data["repository"], tag=data.get("tag"),
+                   digest=data.get("digest"), source=data["source"],
+                   received_at=datetime.fromisoformat(data["received_at"]),
+                   action=Action(data.get("action", "publish")),
+                   callback_url=data.get("callback_url"))
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # dead letter: attempts exhausted or a permanent error
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    job_id: int
+    created: bool  # False when an identical request was already pending
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    request: PublishRequest
+    state: JobState
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    available_at: datetime  # not claimable before this (backoff)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class JobSink(Protocol):
+    """What the relay needs of a queue: durable acceptance, or QueueUnavailable."""
+
+    def enqueue(self, request: PublishRequest) -> EnqueueResult: ...
