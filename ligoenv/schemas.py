@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 from ligoenv.errors import LigoenvError
@@ -17,9 +19,18 @@ from ligoenv.errors import LigoenvError
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The schema `name` (e.g. `lockfile`, `index`, `webhooks/harbor`) as a dict."""
-    path = resources.files("ligoenv.schemas").joinpath(f"{name}.schema.json")
+    path = _schema_dir().joinpath(f"{name}.schema.json")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def _schema_dir() -> Traversable:
+    try:
+        return resources.files("ligoenv.schemas")
+    except TypeError:
+        # In a source checkout `ligoenv.schemas` is this module, which shadows the data
+        # package mapped from `schemas/`: read the files from the checkout instead.
+        return Path(__file__).resolve().parent.parent / "schemas"
 
 
 def schema_errors(document: Any, name: str) -> list[str]:
