@@ -1,0 +1,67 @@
+"""LayerCache: content-addressed blobs on disk, each downloaded once however many images share it.
+
+Blobs live at `<root>/blobs/<algorithm>/<hex>` and only ever appear there after verification.
+Threads and processes that want the same blob take an flock on `<root>/locks/...` in turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import platformdirs
+
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import Descriptor
+from ligoenv.oci.registry import RegistryClient
+
+
+class LayerCache:
+    """A directory of verified blobs, keyed by digest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def default(cls) -> LayerCache:
+        """The per-user cache of the command-line client."""
+        return cls(platformdirs.user_cache_path("ligoenv") / "layers")
+
+    def path_for(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def has(self, descriptor: Descriptor) -> bool:
+        """True when the blob is here with its declared size (its content was verified on arrival)."""
+        try:
+            return self.path_for(descriptor.digest).stat().st_size == descriptor.size
+        except FileNotFoundError:
+            return False
+
+    def ensure(self, client: RegistryClient, repository: str, descriptor: Descriptor,
+               progress: Callable[[int], None] | None = None) -> Path:
+        """The path of the blob, downloading it first unless it is already cached."""
+        path = self.path_for(descriptor.digest)
+        if self.has(descriptor):
+            return path
+        with self._locked(descriptor.digest):
+            # Whoever held the lock before us may have fetched it meanwhile.
+            if not self.has(descriptor):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # wrong size: truncated by a crash or tampered with
+                client.download_blob(repository, descriptor, path, progress)
+        return path
+
+    @contextlib.contextmanager
+    def _locked(self, digest: Digest) -> Iterator[None]:
+        # Lock files stay: unlinking one while another process waits on it would split the lock.
+        lock = self.root / "locks" / digest.algorithm / f"{digest.hex}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,259 @@
+"""RegistryClient: the only code that talks HTTP to a registry (Distribution API v2).
+
+Every manifest and blob that comes back is checked against its digest before anyone uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+from ligoenv.errors import DigestMismatch, InvalidReference, NotFound, RegistryError
+from ligoenv.oci.auth import Credentials, find_credentials
+from ligoenv.oci.digest import Digest, VerifyingReader
+from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
+from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
+from ligoenv.oci.transport import Body, RetryPolicy, Transport, buffered, error_text
+
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_SMALL_BLOB_BYTES = 32 << 20  # configs; layers go through download_blob or open_blob
+Progress = Callable[[int], None]
+
+
+class RegistryClient:
+    """A client for one registry (`registry` as in a Reference, e.g. `docker.io` or `host:5000`)."""
+
+    def __init__(self, registry: str, *, insecure: bool | None = None, timeout: float = 30.0,
+                 retries: int = 3, credentials: Credentials | None = None, anonymous: bool = False,
+                 transport: Transport | None = None) -> None:
+        self.registry = registry
+        if transport is None:
+            lookup: Credentials | Callable[[], Credentials | None] | None = credentials
+            if credentials is None and not anonymous:
+                lookup = functools.partial(find_credentials, registry)  # run only when challenged
+            transport = Transport(registry, host=DOCKER_HUB_API if registry == DOCKER_HUB else registry,
+                                  insecure=insecure, timeout=timeout,
+                                  retry=RetryPolicy(retries=retries), credentials=lookup)
+        self.transport = transport
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- manifests -------------------------------------------------------------------------
+
+    def resolve(self, ref: Reference) -> Digest:
+        """The manifest digest `ref` names now: HEAD (not counted as a pull), GET if HEAD gives none."""
+        self._check_registry(ref)
+        response = self._request("HEAD", ref.repository, f"manifests/{ref.reference}",
+                                 headers={"Accept": ACCEPT_HEADER})
+        response.close()
+        self._expect(response, (200,), f"manifest {ref.repository}:{ref.reference}")
+        header = _header_digest(response)
+        if header is None:
+            return self.fetch_manifest(ref).digest
+        if ref.digest is not None and header != ref.digest:
+            raise DigestMismatch(f"registry {self.registry} reports {header} for {ref}")
+        return header
+
+    def fetch_manifest(self, ref: Reference) -> ImageManifest | ImageIndex:
+        """GET a manifest or index; its digest is the hash of the exact bytes served."""
+        self._check_registry(ref)
+        what = f"manifest {ref.repository}:{ref.reference}"
+        response = self._request("GET", ref.repository, f"manifests/{ref.reference}",
+                                 headers={"Accept": ACCEPT_HEADER}, stream=True)
+        with contextlib.closing(response):
+            self._expect(response, (200,), what)
+            raw = _read_capped(response, self.registry, MAX_MANIFEST_BYTES, what)
+        digest = Digest.of_bytes(raw, ref.digest.algorithm if ref.digest else "sha256")
+        if ref.digest is not None and digest != ref.digest:
+            raise DigestMismatch(f"{what}: registry {self.registry} served content with digest {digest}")
+        header = _header_digest(response)
+        if header is not None and header != Digest.of_bytes(raw, header.algorithm):
+            raise DigestMismatch(f"{what}: content does not match the Docker-Content-Digest {header}")
+        return parse_manifest(raw, digest, response.headers.get("Content-Type", ""))
+
+    def push_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> Digest:
+        """PUT a manifest under a tag or its digest; returns its digest."""
+        digest = Digest.of_bytes(raw)
+        response = self._request("PUT", repository, f"manifests/{reference}", push=True, body=raw,
+                                 headers={"Content-Type": media_type})
+        response.close()
+        self._expect(response, (200, 201), f"manifest {repository}:{reference}")
+        header = _header_digest(response)
+        if header is not None and header != digest:
+            raise DigestMismatch(f"registry {self.registry} stored manifest {digest} as {header}")
+        return digest
+
+    def delete_manifest(self, repository: str, digest: Digest) -> None:
+        response = self._request("DELETE", repository, f"manifests/{digest}", push=True)
+        response.close()
+        if response.status_code == 405:
+            raise RegistryError(f"registry {self.registry} does not allow deleting manifests")
+        self._expect(response, (200, 202), f"manifest {repository}@{digest}")
+
+    def list_tags(self, repository: str) -> list[str]:
+        """All tags of `repository`, following the registry's pagination."""
+        tags: list[str] = []
+        path = f"/v2/{repository}/tags/list"
+        while path:
+            response = self.transport.request("GET", path, scope=_scope(repository))
+            self._expect(response, (200,), f"repository {repository}")
+            tags.extend(str(tag) for tag in (response.json().get("tags") or []))
+            path = response.links.get("next", {}).get("url", "")
+            if path and "://" not in path:
+                path = urllib.parse.urljoin(self.transport.base_url + "/", path)
+        return tags
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open_blob(self, repository: str, descriptor: Descriptor) -> Iterator[VerifyingReader]:
+        """A verifying stream over a blob: read (or drain) it to the end to run the check."""
+        what = f"blob {descriptor.digest.short} of {repository}"
+        response = self._request("GET", repository, f"blobs/{descriptor.digest}", stream=True)
+        with contextlib.closing(response):
+            self._expect(response, (200,), what)
+            yield VerifyingReader(buffered(response, self.registry, what), descriptor.digest,
+                                  descriptor.size, what)
+
+    def fetch_blob(self, repository: str, descriptor: Descriptor) -> bytes:
+        """A small blob such as a config, verified, in memory."""
+        if descriptor.size > MAX_SMALL_BLOB_BYTES:
+            raise RegistryError(f"blob {descriptor.digest.short} of {repository} is too large to "
+                                f"hold in memory ({descriptor.size} bytes)")
+        with self.open_blob(repository, descriptor) as reader:
+            return reader.read()
+
+    def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
+                      progress: Progress | None = None) -> None:
+        """Stream a blob to `dest` through a temp file beside it; never leaves an unverified file."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, self.open_blob(repository, descriptor) as reader:
+                while chunk := reader.read(1 << 20):
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(name, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            raise
+        _fsync_dir(dest.parent)
+
+    def blob_exists(self, repository: str, digest: Digest) -> bool:
+        response = self._request("HEAD", repository, f"blobs/{digest}")
+        response.close()
+        if response.status_code == 404:
+            return False
+        self._expect(response, (200,), f"blob {digest.short} of {repository}")
+        return True
+
+    def push_blob(self, repository: str, data: bytes | Path, digest: Digest | None = None) -> Digest:
+        """Upload a blob monolithically (POST then PUT), unless the registry already has it."""
+        digest = digest or _digest_of(data)
+        if self.blob_exists(repository, digest):
+            return digest
+        what = f"upload of blob {digest.short} to {repository}"
+        started = self._request("POST", repository, "blobs/uploads/", push=True)
+        started.close()
+        self._expect(started, (202,), what)
+        location = urllib.parse.urljoin(self.transport.base_url + "/", started.headers["Location"])
+        body: Body = data
+        response = self.transport.request(
+            "PUT", location, scope=_scope(repository, push=True), body=body,
+            params={"digest": str(digest)}, headers={"Content-Type": "application/octet-stream"})
+        response.close()
+        self._expect(response, (201,), what)
+        return digest
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _request(self, method: str, repository: str, tail: str, *, push: bool = False,
+                 headers: dict[str, str] | None = None, body: Body = None,
+                 stream: bool = False) -> requests.Response:
+        return self.transport.request(method, f"/v2/{repository}/{tail}", scope=_scope(repository, push),
+                                      headers=headers, body=body, stream=stream)
+
+    def _expect(self, response: requests.Response, ok: Iterable[int], what: str) -> None:
+        status = response.status_code
+        if status in ok:
+            return
+        detail = error_text(response) if response.request.method != "HEAD" else ""
+        if status == 404:
+            raise NotFound(f"{what} not found on registry {self.registry}"
+                           + (f" ({detail})" if detail else ""))
+        raise RegistryError(f"registry {self.registry} answered {status} {response.reason} "
+                            f"for {what}" + (f": {detail}" if detail else ""))
+
+    def _check_registry(self, ref: Reference) -> None:
+        if ref.registry != self.registry:
+            raise InvalidReference(f"{ref} is not on registry {self.registry}")
+
+
+def client_for(ref: Reference, insecure_registries: Iterable[str] = (), *, timeout: float = 30.0,
+               retries: int = 3) -> RegistryClient:
+    """A client for `ref`'s registry: plain HTTP for loopback hosts and those listed as insecure."""
+    insecure = True if ref.registry in set(insecure_registries) else None
+    return RegistryClient(ref.registry, insecure=insecure, timeout=timeout, retries=retries)
+
+
+def _scope(repository: str, push: bool = False) -> str:
+    return f"repository:{repository}:{'pull,push' if push else 'pull'}"
+
+
+def _header_digest(response: requests.Response) -> Digest | None:
+    value = response.headers.get("Docker-Content-Digest")
+    if not value:
+        return None
+    try:
+        return Digest.parse(value.strip())
+    except InvalidReference:
+        return None  # a malformed hint is no hint: the bytes decide
+
+
+def _read_capped(response: requests.Response, registry: str, cap: int, what: str) -> bytes:
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        raise RegistryError(f"{what}: {length} bytes is more than the {cap} a manifest may have")
+    data = buffered(response, registry, what).read(cap + 1)
+    if len(data) > cap:
+        raise RegistryError(f"{what}: more than the {cap} bytes a manifest may have")
+    return data
+
+
+def _digest_of(data: bytes | Path) -> Digest:
+    if isinstance(data, bytes):
+        return Digest.of_bytes(data)
+    hasher = hashlib.sha256()
+    with data.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return Digest("sha256", hasher.hexdigest())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
