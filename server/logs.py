@@ -1,0 +1,98 @@
+"""Server logging: plain text for people, or one JSON object per line for log collectors.
+
+Context goes in `extra=` (endpoint, repository, tag, digest, job_id, ...) and becomes fields.
+Secrets never reach a record: config values print as `***` and auth headers are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from .config import AuthType, LogConfig, Secret, ServerConfig
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_") and value is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "msg", "logger", <extra fields>}` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            "logger": record.name,
+        }
+        data.update(extra_fields(record))
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, sort_keys=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`TIME LEVEL logger: message key=value ...`"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = " ".join(f"{key}={value}" for key, value in extra_fields(record).items())
+        return f"{text} {fields}" if fields else text
+
+
+class Redactor(logging.Filter):
+    """Replaces secrets that can appear in log lines not of our making, such as the URL-path
+    secret of a Docker Hub endpoint in a web server's access log, with `***`."""
+
+    def __init__(self, secrets: Iterable[Secret]) -> None:
+        super().__init__()
+        self.values = [secret.reveal() for secret in secrets]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.values:
+            message = record.getMessage()
+            redacted = self.redact(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+    def redact(self, text: str) -> str:
+        for value in self.values:
+            text = text.replace(value, "***")
+        return text
+
+
+def url_secrets(config: ServerConfig) -> list[Secret]:
+    """The secrets that travel in request URLs, hence in access logs."""
+    return [e.auth.secret for e in config.relay.endpoints
+            if e.auth.type is AuthType.URL_SECRET and e.auth.secret is not None]
+
+
+def configure_logging(config: LogConfig, stream: TextIO | None = None, *,
+                      redact: Iterable[Secret] = ()) -> logging.Handler:
+    """Send the root logger to `stream` (stderr) in the configured format, with `redact`ed
+    secrets replaced by `***`; returns the handler. Run uvicorn with `log_config=None` so that
+    its access log goes through this handler too."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
+    handler.addFilter(Redactor(redact))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(config.level, logging.INFO))
+    return handler

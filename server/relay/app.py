@@ -1,0 +1,140 @@
+"""The relay's Starlette app: one POST route per configured endpoint, plus GET /healthz.
+
+A delivery is answered 202 only after every publish request in it was durably queued; while
+the queue is down the answer is 503, so the registry keeps the delivery and sends it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ligoenv.errors import QueueUnavailable, UsageError
+from ligoenv.schemas import schema_errors
+
+from ..config import EndpointConfig, EndpointKind, ServerConfig
+from ..model import JobSink, PublishRequest
+from . import auth, body, distribution, dockerhub, generic, harbor
+from .common import Ignored, Parsed, allowed, not_allowed
+
+RETRY_AFTER_SECONDS = 30
+_PARSERS: dict[EndpointKind, Callable[[dict[str, Any], EndpointConfig, datetime], list[Parsed]]] = {
+    EndpointKind.DISTRIBUTION: distribution.parse,
+    EndpointKind.DOCKERHUB: dockerhub.parse,
+    EndpointKind.HARBOR: harbor.parse,
+    EndpointKind.GENERIC: generic.parse,
+}
+log = logging.getLogger("ligoenv_server.relay")
+
+
+def create_relay_app(config: ServerConfig, sink: JobSink, *,
+                     clock: Callable[[], datetime] | None = None) -> Starlette:
+    routes = [Route("/healthz", _healthz, methods=["GET"])]
+    for endpoint in config.relay.endpoints:
+        handler = _EndpointHandler(endpoint, sink, config.relay.body_limit, clock or _utcnow)
+        routes.append(Route(endpoint.path, handler.handle, methods=["POST"]))
+    return Starlette(routes=routes, exception_handlers={HTTPException: _error_response})
+
+
+class _EndpointHandler:
+    def __init__(self, endpoint: EndpointConfig, sink: JobSink, body_limit: int,
+                 clock: Callable[[], datetime]) -> None:
+        self.endpoint = endpoint
+        self.sink = sink
+        self.body_limit = body_limit
+        self.clock = clock
+
+    async def handle(self, request: Request) -> Response:
+        now = self.clock()
+        try:
+            document = await self.read(request)
+            items = self.parse(document, now)
+        except HTTPException as error:
+            log.warning("rejected delivery (%s): %s", error.status_code, error.detail,
+                        extra={"endpoint": self.endpoint.name})
+            raise
+        requests, ignored = self.split(items)
+        try:
+            jobs = await run_in_threadpool(self.enqueue_all, requests)
+        except QueueUnavailable as error:
+            log.error("queue unavailable, asked the sender to retry: %s", error,
+                      extra={"endpoint": self.endpoint.name})
+            return JSONResponse({"error": f"queue unavailable: {error}"}, 503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return JSONResponse({"accepted": len(jobs), "jobs": jobs,
+                             "ignored": [item.to_json() for item in ignored]}, 202)
+
+    async def read(self, request: Request) -> Any:
+        """Checks in the order a sender can act on: credentials, content type, size, JSON, schema."""
+        auth_config = self.endpoint.auth
+        auth.check_request(auth_config, request.headers, request.path_params)
+        if not auth.needs_body(auth_config):
+            body.check_content_type(self.endpoint.kind, request)
+        raw = await body.read_capped(request, self.body_limit)
+        auth.check_signature(auth_config, request.headers, raw)
+        if auth.needs_body(auth_config):
+            body.check_content_type(self.endpoint.kind, request)
+        document = body.parse_json(raw)
+        errors = schema_errors(document, f"webhooks/{self.endpoint.kind}")
+        if errors:
+            # A field's value may be huge: keep the answer (and the log line) short.
+            raise HTTPException(400, f"payload does not match the {self.endpoint.kind} webhook "
+                                f"schema: {_shorten(errors[0])}")
+        return document
+
+    def parse(self, document: dict[str, Any], now: datetime) -> list[Parsed]:
+        try:
+            return _PARSERS[self.endpoint.kind](document, self.endpoint, now)
+        except UsageError as error:
+            raise HTTPException(400, str(error)) from None
+
+    def split(self, items: list[Parsed]) -> tuple[list[PublishRequest], list[Ignored]]:
+        requests: list[PublishRequest] = []
+        ignored: list[Ignored] = []
+        for item in items:
+            if isinstance(item, PublishRequest) and not allowed(self.endpoint, item):
+                item = not_allowed(self.endpoint, item)
+            if isinstance(item, Ignored):
+                log.info("ignored: %s", item.reason, extra={"endpoint": self.endpoint.name})
+                ignored.append(item)
+            else:
+                requests.append(item)
+        return requests, ignored
+
+    def enqueue_all(self, requests: list[PublishRequest]) -> list[int]:
+        # In order, and all before answering: a failure part-way leaves the earlier ones queued,
+        # and the sender's retry finds them pending (the queue deduplicates them).
+        jobs = []
+        for request in requests:
+            result = self.sink.enqueue(request)
+            log.info("queued %s request", request.action, extra={
+                "endpoint": self.endpoint.name, "repository": request.repository,
+                "tag": request.tag, "digest": request.digest, "job_id": result.job_id})
+            jobs.append(result.job_id)
+        return jobs
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _error_response(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return JSONResponse({"error": error.detail}, error.status_code, headers=error.headers)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,63 @@
+"""What every webhook parser shares: the Ignored outcome, building checked publish requests, allowlists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+from ligoenv.errors import InvalidReference
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.reference import Reference
+
+from ..config import EndpointConfig
+from ..model import Action, PublishRequest
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An event acknowledged but not queued, with the reason the sender gets back."""
+
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"reason": self.reason}
+
+
+Parsed = PublishRequest | Ignored
+
+
+def publish_request(endpoint: EndpointConfig, repository: str, tag: str | None, digest: str | None,
+                    now: datetime, *, where: str, action: Action = Action.PUBLISH,
+                    callback_url: str | None = None) -> PublishRequest:
+    """A request for `repository` on the endpoint's own registry, whatever host the payload names.
+
+    Raises InvalidReference naming `where` (the payload field) when a name or digest is malformed.
+    """
+    text = f"{endpoint.registry_host}/{repository}" + (f":{tag}" if tag else "")
+    try:
+        reference = Reference.parse(text)
+        checked_digest = str(Digest.parse(digest)) if digest is not None else None
+    except InvalidReference as error:
+        raise InvalidReference(f"{where}: {error}") from None
+    if reference.repository != repository:
+        # e.g. "ubuntu" on Docker Hub would silently become "library/ubuntu": callers normalise.
+        raise InvalidReference(f"{where}: repository {repository!r} is not in canonical form "
+                               f"(expected {reference.repository!r})")
+    return PublishRequest(registry=reference.registry, repository=repository, tag=tag,
+                          digest=checked_digest, source=endpoint.source, received_at=now,
+                          action=action, callback_url=callback_url)
+
+
+def allowed(endpoint: EndpointConfig, request: PublishRequest) -> bool:
+    """True when a glob of the endpoint matches: `lvk/*` matches any tag, `lvk/x:nightly` one tag."""
+    if not endpoint.allow:
+        return True
+    named = f"{request.repository}:{request.tag or ''}"
+    return any(fnmatchcase(named if ":" in pattern else request.repository, pattern)
+               for pattern in endpoint.allow)
+
+
+def not_allowed(endpoint: EndpointConfig, request: PublishRequest) -> Ignored:
+    name = request.repository + (f":{request.tag}" if request.tag else "")
+    return Ignored(f"repository {name} not in allowlist of endpoint {endpoint.name}")

@@ -1,0 +1,47 @@
+"""Docker Hub repository webhooks: a repository and a tag, no digest (the worker resolves it).
+
+The only URL kept from the payload is `callback_url`, and only when it is Docker Hub's own
+(https://registry.hub.docker.com/...); the relay itself never fetches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..config import EndpointConfig
+from .common import Parsed, publish_request
+
+CALLBACK_HOST = "registry.hub.docker.com"
+log = logging.getLogger(__name__)
+
+
+def parse(body: dict[str, Any], endpoint: EndpointConfig, now: datetime) -> list[Parsed]:
+    repository = body["repository"]["repo_name"]
+    if "/" not in repository:
+        repository = f"library/{repository}"  # official images live under library/
+    return [publish_request(endpoint, repository, body["push_data"]["tag"], None, now,
+                            where="repository.repo_name",
+                            callback_url=_callback_url(body.get("callback_url"), endpoint))]
+
+
+def _callback_url(url: str | None, endpoint: EndpointConfig) -> str | None:
+    if url is None or is_docker_hub_callback(url):
+        return url
+    # Posting our result to an arbitrary host would let a forged payload aim us at anything.
+    log.warning("dropped a callback_url that is not https://%s", CALLBACK_HOST,
+                extra={"endpoint": endpoint.name})
+    return None
+
+
+def is_docker_hub_callback(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    return (parts.scheme == "https" and parts.hostname == CALLBACK_HOST and port is None
+            and parts.username is None and parts.password is None
+            and parts.netloc == CALLBACK_HOST)

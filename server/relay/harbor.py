@@ -1,0 +1,32 @@
+"""Harbor webhooks (default format): PUSH_ARTIFACT publishes each tagged resource, DELETE_ARTIFACT
+untags it. `resource_url` names a host from the payload and is never used."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..config import EndpointConfig
+from ..model import Action
+from .common import Ignored, Parsed, publish_request
+
+_ACTIONS = {"PUSH_ARTIFACT": Action.PUBLISH, "DELETE_ARTIFACT": Action.UNTAG}
+
+
+def parse(body: dict[str, Any], endpoint: EndpointConfig, now: datetime) -> list[Parsed]:
+    action = _ACTIONS.get(body["type"])
+    if action is None:
+        return [Ignored(f"Harbor event {body['type']} is not a push or a delete")]
+    repository = body["event_data"]["repository"]["repo_full_name"]
+    return [_resource(i, resource, repository, action, endpoint, now)
+            for i, resource in enumerate(body["event_data"]["resources"])]
+
+
+def _resource(i: int, resource: dict[str, Any], repository: str, action: Action,
+              endpoint: EndpointConfig, now: datetime) -> Parsed:
+    tag = resource.get("tag") or ""
+    # Harbor puts the digest in `tag` when an artifact was pushed by digest only.
+    if not tag or tag.startswith(("sha256:", "sha512:")):
+        return Ignored(f"{repository}: artifact {resource.get('digest', '?')} has no tag")
+    return publish_request(endpoint, repository, tag, resource.get("digest"), now,
+                           where=f"event_data.resources[{i}]", action=action)

@@ -1,0 +1,258 @@
+"""The server configuration: the documented example, the defaults, and clear errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ligoenv.errors import ConfigError
+from ligoenv.oci.platform import Platform
+from ligoenv_server.config import (
+    AuthType,
+    EndpointKind,
+    Secret,
+    ServerConfig,
+    default_config,
+    load_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "server-config.example.toml"
+EXAMPLE_ENV = {name: f"value-of-{name}" for name in (
+    "LIGOENV_GITLAB_TOKEN", "LIGOENV_IGWN_TOKEN", "LIGOENV_HUB_PATH_SECRET",
+    "LIGOENV_HARBOR_SECRET", "LIGOENV_CI_HMAC_SECRET", "LIGOENV_GITLAB_REGISTRY_TOKEN")}
+
+MINIMAL = """
+[registries.local]
+host = "127.0.0.1:5000"
+
+[[relay.endpoints]]
+name = "local"
+kind = "distribution"
+path = "/hooks/distribution"
+registry = "local"
+auth = { type = "bearer", secret = "s3cret" }
+"""
+
+
+def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> ServerConfig:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return load_config(path, environ=environ or {})
+
+
+def error_of(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, text, environ)
+    return str(raised.value)
+
+
+def test_the_documented_example_parses() -> None:
+    config = load_config(EXAMPLE, environ=EXAMPLE_ENV)
+    assert [e.name for e in config.relay.endpoints] == ["gitlab", "igwn", "hub", "harbor", "ci"]
+    hub = config.relay.endpoints[2]
+    assert hub.kind is EndpointKind.DOCKERHUB and hub.auth.type is AuthType.URL_SECRET
+    assert hub.registry_host == "docker.io"
+    assert hub.auth.secret is not None and hub.auth.secret.reveal() == "value-of-LIGOENV_HUB_PATH_SECRET"
+    assert config.relay.endpoints[0].auth.header == "X-Gitlab-Token"
+    assert config.relay.endpoints[4].auth.header == "X-Ligoenv-Signature"
+    assert config.publisher.backend == "cvmfs" and not config.publisher.include_registry
+    assert config.publisher.root == Path("/cvmfs/singularity.opensciencegrid.org")
+    assert config.registries["gitlab"].username == "ligoenv-bot"
+    assert config.worker.cache_dir == Path("/var/cache/ligoenv-server")
+    assert config.log.format == "json"
+    assert config.platforms_for("dockerhub:hub") == (Platform("linux", "amd64"), Platform("linux", "arm64"))
+    assert config.platforms_for("distribution:gitlab") == config.publisher.platforms
+
+
+def test_defaults_live_under_the_state_dir(tmp_path: Path) -> None:
+    config = default_config(tmp_path / "state")
+    state = (tmp_path / "state").resolve()
+    assert config.queue.url == f"sqlite:///{state}/queue.db"
+    assert config.publisher.root == state / "publish" and config.publisher.backend == "directory"
+    assert config.worker.cache_dir == state / "cache"
+    assert (config.relay.host, config.relay.port, config.relay.body_limit) == ("127.0.0.1", 8080, 1 << 20)
+    [endpoint] = config.relay.endpoints
+    assert (endpoint.path, endpoint.kind, endpoint.auth.type) == (
+        "/hooks/distribution", EndpointKind.DISTRIBUTION, AuthType.NONE)
+    assert endpoint.registry_host == "127.0.0.1:5000"
+
+
+def test_defaults_refuse_an_unauthenticated_endpoint_off_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'none' is only allowed when relay.host is a loopback"):
+        default_config(tmp_path, host="0.0.0.0")
+    assert default_config(tmp_path, host="::1").relay.host == "::1"
+
+
+def test_no_path_means_the_environment_then_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(MINIMAL)
+    assert load_config(None, environ={"LIGOENV_SERVER_CONFIG": str(path)}).relay.endpoints[0].name == "local"
+    config = load_config(None, environ={"LIGOENV_STATE_DIR": str(tmp_path / "st")})
+    assert config.state_dir == (tmp_path / "st").resolve()
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, 'state_dir = "state"\n' + MINIMAL)
+    assert config.state_dir == tmp_path / "state"
+    assert config.queue.url == f"sqlite:///{tmp_path}/state/queue.db"
+    assert (config.queue.max_attempts, config.queue.lease_seconds) == (5, 60)
+    assert config.worker.concurrency == 1 and config.log.level == "info"
+    assert config.publisher.platforms == (Platform("linux", "amd64"),)
+
+
+def test_a_bad_value_names_the_key(tmp_path: Path) -> None:
+    text = MINIMAL + """
+[[relay.endpoints]]
+name = "quay"
+kind = "quay"
+path = "/hooks/quay"
+registry = "local"
+auth = { type = "none" }
+"""
+    assert error_of(tmp_path, text) == (
+        f"{tmp_path / 'config.toml'}: relay.endpoints[1].kind: 'quay' is not one of "
+        "['distribution', 'dockerhub', 'harbor', 'generic']")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (MINIMAL + "[relay]\nprot = 80\n",
+     "relay: Additional properties are not allowed ('prot' was unexpected)"),
+    (MINIMAL.replace('host = "127.0.0.1:5000"', 'host = "127.0.0.1:5000"\ninsecur = true'),
+     "registries.local: Additional properties are not allowed ('insecur' was unexpected)"),
+    (MINIMAL + "[publisher]\nlayout = 'flat'\n",
+     "publisher.layout: 'flat' is not one of ['registry', 'osg']"),
+    (MINIMAL + "[worker]\nconcurrency = 0\n", "worker.concurrency: 0 is less than the minimum of 1"),
+    (MINIMAL + "[relay]\nport = '8080'\n", "relay.port: '8080' is not of type 'integer'"),
+    (MINIMAL + "[log]\nformat = 'xml'\n", "log.format: 'xml' is not one of ['text', 'json']"),
+    ("colour = true\n" + MINIMAL,
+     "(top level): Additional properties are not allowed ('colour' was unexpected)"),
+])
+def test_schema_errors_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+@pytest.mark.parametrize(("replace", "expected"), [
+    ('registry = "local"', "relay.endpoints[0].registry: no [registries.other] section (local)"),
+    ('auth = { type = "bearer", secret = "s3cret" }',
+     "relay.endpoints[0].auth: auth type 'bearer' needs one of secret, secret_env, secret_file"),
+    ('path = "/hooks/distribution"', "relay.endpoints[0].path: /healthz is the relay's own health check"),
+])
+def test_endpoint_errors(tmp_path: Path, replace: str, expected: str) -> None:
+    substitutes = {'registry = "local"': 'registry = "other"',
+                   'auth = { type = "bearer", secret = "s3cret" }': 'auth = { type = "bearer" }',
+                   'path = "/hooks/distribution"': 'path = "/healthz"'}
+    assert expected in error_of(tmp_path, MINIMAL.replace(replace, substitutes[replace]))
+
+
+def endpoint(auth: str, *, kind: str = "distribution", path: str = "/hooks/x",
+             host: str = "127.0.0.1") -> str:
+    return f"""
+[relay]
+host = "{host}"
+
+[registries.r]
+host = "registry.example.org"
+
+[[relay.endpoints]]
+name = "x"
+kind = "{kind}"
+path = "{path}"
+registry = "r"
+auth = {auth}
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (endpoint('{ type = "none" }', host="0.0.0.0"),
+     "relay.endpoints[0].auth.type: 'none' is only allowed when relay.host is a loopback address"),
+    (endpoint('{ type = "none", secret = "x" }'), "auth type 'none' takes no secret"),
+    (endpoint('{ type = "bearer", secret = "a", secret_env = "B" }'),
+     "relay.endpoints[0].auth: give only one of secret, secret_env"),
+    (endpoint('{ type = "bearer", secret_env = "UNSET_VAR" }'),
+     "relay.endpoints[0].auth.secret_env: environment variable UNSET_VAR is not set"),
+    (endpoint('{ type = "bearer", secret_file = "missing.secret" }'), "auth.secret_file: cannot read"),
+    (endpoint('{ type = "header", secret = "a" }'), "auth.header: auth type 'header' needs the header name"),
+    (endpoint('{ type = "gitlab", header = "X-Other", secret = "a" }'),
+     "auth type 'gitlab' uses a fixed header"),
+    (endpoint('{ type = "url-secret", secret = "a" }'),
+     "auth type 'url-secret' needs '{secret}' in the path"),
+    (endpoint('{ type = "bearer", secret = "a" }', path="/hooks/{secret}"),
+     "'{secret}' in the path needs auth type 'url-secret'"),
+    (endpoint('{ type = "url-secret", secret = "a" }', path="/hooks/{secret}/{name}"),
+     "the only placeholder allowed is '{secret}'"),
+    (endpoint('{ type = "bearer", secret = "a" }', kind="dockerhub"), "Docker Hub cannot send headers"),
+])
+def test_auth_errors(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+def test_auth_none_is_fine_on_loopback(tmp_path: Path) -> None:
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.53"):
+        assert load(tmp_path, endpoint('{ type = "none" }', host=host)).relay.endpoints[0].auth.secret is None
+
+
+def test_secrets_from_env_and_files_never_print(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "hook").write_text("from-a-file\n")
+    config = load(tmp_path, endpoint('{ type = "bearer", secret_file = "secrets/hook" }')
+                  + '[queue]\nurl = "https://queue.example.org"\ntoken_env = "QT"\n', {"QT": "queue-token"})
+    secret = config.relay.endpoints[0].auth.secret
+    assert secret is not None and secret.reveal() == "from-a-file"
+    assert secret.origin == f"file {tmp_path / 'secrets' / 'hook'}"
+    assert config.queue.token == Secret("queue-token", "env QT")
+    for text in (repr(config), str(config), repr(secret), f"{secret}"):
+        assert "from-a-file" not in text and "queue-token" not in text
+    assert str(secret) == repr(secret) == "***"
+    assert secret.matches("from-a-file") and not secret.matches("from-a-fil")
+
+
+def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    assert "auth.secret_file: " in error_of(tmp_path, endpoint('{ type = "bearer", secret_file = "empty" }'))
+
+
+def test_duplicate_names_and_paths(tmp_path: Path) -> None:
+    second = MINIMAL[MINIMAL.index("[[relay.endpoints]]"):]
+    assert "relay.endpoints[1].name: 'local' is used twice" in error_of(tmp_path, MINIMAL + second)
+    renamed = second.replace('name = "local"', 'name = "other"')
+    assert ("relay.endpoints[1].path: '/hooks/distribution' is used twice"
+            in error_of(tmp_path, MINIMAL + renamed))
+
+
+def test_registries(tmp_path: Path) -> None:
+    text = MINIMAL + """
+[registries.hub]
+host = "index.docker.io"
+
+[registries.gitlab]
+host = "Registry.GitLab.com"
+username = "bot"
+password = "pw"
+"""
+    config = load(tmp_path, text)
+    assert config.registries["hub"].host == "docker.io"
+    assert config.registries["gitlab"].host == "registry.gitlab.com"
+    assert config.registry_by_host("registry.gitlab.com") == config.registries["gitlab"]
+    assert config.registry_by_host("quay.io") is None
+    assert config.registries["local"].insecure is None
+    bad_host = MINIMAL.replace('host = "127.0.0.1:5000"', 'host = "myregistry"')
+    assert "registries.local.host: 'myregistry' is not a registry host" in error_of(tmp_path, bad_host)
+    no_password = MINIMAL.replace('host = "127.0.0.1:5000"', 'host = "127.0.0.1:5000"\nusername = "u"')
+    assert "registries.local: give both username and a password" in error_of(tmp_path, no_password)
+
+
+def test_publisher(tmp_path: Path) -> None:
+    cvmfs = MINIMAL + "[publisher]\nbackend = 'cvmfs'\n"
+    assert "publisher.repository: the cvmfs backend needs" in error_of(tmp_path, cvmfs)
+    config = load(tmp_path, MINIMAL + "[publisher]\nroot = 'pub'\n"
+                  "platforms = ['linux/arm64/v8', 'linux/x86_64']\n")
+    assert config.publisher.root == tmp_path / "pub"
+    assert config.publisher.platforms == (Platform("linux", "arm64"), Platform("linux", "amd64"))
+    assert config.publisher.include_registry
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.toml"):
+        load_config(tmp_path / "nope.toml")
+    assert error_of(tmp_path, "[relay\n").startswith(f"{tmp_path / 'config.toml'}: not valid TOML")
