@@ -74,8 +74,51 @@ class Job:
     last_error: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """The job as schemas/job.schema.json describes it (the queue service speaks this)."""
+        return {"id": self.id, "request": self.request.to_json(), "state": str(self.state),
+                "attempts": self.attempts, "max_attempts": self.max_attempts,
+                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
+                "available_at": self.available_at.isoformat(), "lease_owner": self.lease_owner,
+                "lease_expires_at": _iso(self.lease_expires_at), "last_error": self.last_error,
+                "result": self.result}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        return cls(id=data["id"], request=PublishRequest.from_json(data["request"]),
+                   state=JobState(data["state"]), attempts=data["attempts"],
+                   max_attempts=data["max_attempts"],
+                   created_at=datetime.fromisoformat(data["created_at"]),
+                   updated_at=datetime.fromisoformat(data["updated_at"]),
+                   available_at=datetime.fromisoformat(data["available_at"]),
+                   lease_owner=data.get("lease_owner"),
+                   lease_expires_at=_from_iso(data.get("lease_expires_at")),
+                   last_error=data.get("last_error"), result=data.get("result") or {})
+
 
 class JobSink(Protocol):
     """What the relay needs of a queue: durable acceptance, or QueueUnavailable."""
 
     def enqueue(self, request: PublishRequest) -> EnqueueResult: ...
+
+
+class JobSource(Protocol):
+    """What a worker needs of a queue. A lost lease makes the lease methods return False."""
+
+    def claim(self, worker_id: str) -> Job | None: ...
+
+    def heartbeat(self, job_id: int, worker_id: str) -> bool: ...
+
+    def complete(self, job_id: int, worker_id: str, result: dict[str, Any]) -> bool: ...
+
+    def fail(self, job_id: int, worker_id: str, error: str, temporary: bool) -> bool: ...
+
+    def release(self, job_id: int, worker_id: str) -> bool: ...
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
