@@ -1,0 +1,161 @@
+"""A client of the queue service: the same methods as SqlQueue, over HTTP with timeouts.
+
+A service that cannot be reached, times out, answers 5xx or refuses our token raises
+QueueUnavailable, so a relay answers 503 and the registry delivers the event again later.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
+
+from ..model import EnqueueResult, Job, JobState, PublishRequest
+
+
+def redact_http(url: str) -> str:
+    """`url` without user information, fit for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class HttpQueueClient:
+    """Talks to `create_queue_app` at `url` (e.g. `http://queue.example:8081`)."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0) -> None:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigError(f"queue service URL {redact_http(url)} must be http(s)://HOST[:PORT]")
+        if not token:
+            raise ConfigError("the queue service needs a token: set [queue] token")
+        self.base = url.rstrip("/")
+        self.url = redact_http(self.base)
+        self.timeout = timeout
+        self._token = token
+        self._local = threading.local()  # requests sessions are not shared between threads
+        self._sessions: builtins.list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def enqueue(self, request: PublishRequest) -> EnqueueResult:
+        data = self._call("POST", "/v1/jobs", request.to_json())
+        return EnqueueResult(job_id=int(data["job_id"]), created=bool(data["created"]))
+
+    def claim(self, worker_id: str) -> Job | None:
+        response = self._send("POST", "/v1/claim", {"worker_id": worker_id})
+        if response.status_code == 204:
+            return None
+        return Job.from_json(self._json(response))
+
+    def heartbeat(self, job_id: int, worker_id: str) -> bool:
+        return self._leased(job_id, "heartbeat", {"worker_id": worker_id})
+
+    def complete(self, job_id: int, worker_id: str, result: dict[str, Any]) -> bool:
+        return self._leased(job_id, "complete", {"worker_id": worker_id, "result": result})
+
+    def fail(self, job_id: int, worker_id: str, error: str, temporary: bool) -> bool:
+        return self._leased(job_id, "fail", {"worker_id": worker_id, "error": error,
+                                             "temporary": temporary})
+
+    def release(self, job_id: int, worker_id: str) -> bool:
+        return self._leased(job_id, "release", {"worker_id": worker_id})
+
+    def get(self, job_id: int) -> Job:
+        return Job.from_json(self._call("GET", f"/v1/jobs/{int(job_id)}"))
+
+    def list(self, state: JobState | None = None, limit: int = 100) -> builtins.list[Job]:
+        params = {"limit": str(limit)} | ({"state": str(state)} if state else {})
+        data = self._call("GET", "/v1/jobs", params=params)
+        return [Job.from_json(job) for job in data["jobs"]]
+
+    def retry(self, job_id: int) -> Job:
+        return Job.from_json(self._call("POST", f"/v1/jobs/{int(job_id)}/retry"))
+
+    def counts(self) -> dict[JobState, int]:
+        data = self._call("GET", "/v1/counts")
+        return {state: int(data.get(str(state), 0)) for state in JobState}
+
+    def ping(self) -> None:
+        """Raise QueueUnavailable unless the service and its database answer."""
+        self._call("GET", "/healthz", auth=False)
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> HttpQueueClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _leased(self, job_id: int, action: str, body: dict[str, Any]) -> bool:
+        response = self._send("POST", f"/v1/jobs/{int(job_id)}/{action}", body)
+        if response.status_code == 409:
+            return False  # the lease went to another worker, or the job was dead-lettered
+        self._json(response)
+        return True
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+              params: dict[str, str] | None = None, auth: bool = True) -> Any:
+        return self._json(self._send(method, path, body, params=params, auth=auth))
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+              params: dict[str, str] | None = None, auth: bool = True) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self._token}"} if auth else {}
+        try:
+            return self._session().request(method, self.base + path, json=body, params=params,
+                                           headers=headers, timeout=self.timeout,
+                                           allow_redirects=False)
+        except requests.Timeout as error:
+            raise QueueUnavailable(f"queue service {self.url} did not answer within "
+                                   f"{self.timeout:g}s") from error
+        except requests.RequestException as error:
+            raise QueueUnavailable(f"queue service {self.url} unreachable: "
+                                   f"{type(error).__name__}") from error
+
+    def _json(self, response: requests.Response) -> Any:
+        """The JSON of a 2xx answer; any other answer becomes the matching error."""
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return response.json()
+            except ValueError as error:
+                raise QueueUnavailable(f"queue service {self.url} answered {status} "
+                                       "with a body that is not JSON") from error
+        reason = _reason(response)
+        if status in (401, 403):
+            raise QueueUnavailable(f"queue service {self.url} refused our token ({status}): "
+                                   "check [queue] token")
+        if status == 404:
+            raise NotFound(reason)
+        if status in (400, 409, 413, 422):
+            raise UsageError(f"queue service {self.url}: {reason}")
+        raise QueueUnavailable(f"queue service {self.url} answered {status}: {reason}")
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        message = response.json().get("error")
+    except (ValueError, AttributeError):
+        message = None
+    if isinstance(message, str) and message:
+        return message.splitlines()[0]
+    return response.reason or f"HTTP {response.status_code}"
