@@ -1,0 +1,296 @@
+"""What a publisher does for the worker, and the factory that builds one from the config.
+
+The worker unpacks each platform image into `staging_dir()`, completes it, then calls
+`publish()`, which makes the images, the index update and the tag move visible, or nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ligoenv.errors import ConfigError, PublishError
+from ligoenv.index import DigestRecord, RepositoryIndex, load_index, save_index
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import INDEX_TYPES
+from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
+
+if TYPE_CHECKING:
+    from ligoenv.oci.platform import Platform
+
+BACKENDS = ("directory", "cvmfs")
+
+
+@dataclass(frozen=True)
+class StagedPlatform:
+    """One platform's image: its manifest digest, its record and where it was unpacked."""
+
+    platform: str  # "linux/amd64"
+    digest: Digest  # the manifest digest: the image directory's name
+    record: DigestRecord  # e.g. ligoenv.index.manifest_record(manifest, platform)
+    tree: Path | None  # a completed tree in staging_dir(); None when has_image(digest) said so
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    """Everything the worker hands to `publish()`. The tag link points at platforms[0]."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    top_digest: Digest  # the index digest, or the manifest digest of a single-platform image
+    top_media_type: str
+    platforms: tuple[StagedPlatform, ...]
+    source: str  # tag history: how we learned of it, e.g. "webhook:distribution/gitlab"
+    when: datetime  # tag history: when the tag moved
+    index_platforms: dict[str, Digest] = field(default_factory=dict)  # all in the index, if any
+
+    def records(self, published: datetime, paths: dict[Digest, str]) -> list[DigestRecord]:
+        """The index records to write: one per platform manifest plus the top-level index."""
+        out = [replace(p.record, path=paths[p.digest], published=published)
+               for p in self.platforms]
+        if self.top_media_type in INDEX_TYPES:
+            platforms = {**self.index_platforms, **{p.platform: p.digest for p in self.platforms}}
+            out.append(DigestRecord(self.top_digest, self.top_media_type, platforms,
+                                    published=published))
+        return out
+
+    def check(self) -> None:
+        if not self.platforms:
+            raise PublishError(f"nothing to publish for {self.registry}/{self.repository}")
+        if self.top_media_type not in INDEX_TYPES and (
+                len(self.platforms) != 1 or self.platforms[0].digest != self.top_digest):
+            raise PublishError(f"{self.top_digest.short} is a single manifest: it must be its "
+                               "own and only platform image")
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    top_digest: Digest
+    tag: str | None
+    tag_moved: bool  # False when the tag already pointed at this digest
+    new_images: tuple[Digest, ...]  # trees published now
+    reused_images: tuple[Digest, ...]  # trees that were already published
+    paths: dict[str, str]  # platform -> path relative to the publish root
+    index_path: Path
+
+
+class Publisher(abc.ABC):
+    """Puts unpacked images, their index entries and tag links into a publish root."""
+
+    name: str
+    layout: PublishRoot
+
+    @abc.abstractmethod
+    def staging_dir(self) -> Path:
+        """A new empty directory, on the file system the images are moved from, to unpack into."""
+
+    @abc.abstractmethod
+    def discard(self, staging: Path) -> None:
+        """Remove a staging directory the worker will not publish (e.g. the pull failed)."""
+
+    @abc.abstractmethod
+    def has_image(self, digest: Digest) -> bool:
+        """True when the image of manifest `digest` is published: skip unpacking it again."""
+
+    @abc.abstractmethod
+    def publish(self, image: StagedImage) -> PublishOutcome:
+        """Publish the images, update the index, move the tag. Consumes the staged trees."""
+
+    @abc.abstractmethod
+    def untag(self, registry: str, repository: str, tag: str, when: datetime,
+              source: str) -> bool:
+        """Record that the tag was deleted upstream and remove its link; images are kept."""
+
+    def read_index(self, registry: str, repository: str) -> RepositoryIndex | None:
+        return load_index(self.layout.index_path(registry, repository))
+
+
+@dataclass
+class MetadataPlan:
+    """What an index update and tag move will change; empty when the image is already there."""
+
+    index_path: Path
+    index: RepositoryIndex
+    index_changed: bool
+    tag_moved: bool
+    digest_links: list[tuple[Path, str]]  # only the links that must change
+    tag_link: tuple[Path, str] | None
+    remove_tag_link: Path | None = None
+
+    @property
+    def links(self) -> list[tuple[Path, str]]:
+        return self.digest_links + ([self.tag_link] if self.tag_link else [])
+
+    @property
+    def empty(self) -> bool:
+        return not (self.index_changed or self.links or self.remove_tag_link)
+
+    def write_digest_links(self) -> None:
+        for link, target in self.digest_links:
+            replace_symlink(link, target)
+
+    def write_index(self) -> None:
+        if self.index_changed:
+            save_index(self.index_path, self.index)
+
+    def write_tag_link(self) -> None:
+        if self.tag_link is not None:
+            replace_symlink(*self.tag_link)
+        if self.remove_tag_link is not None:
+            remove_symlink(self.remove_tag_link)
+
+
+def plan_publish(layout: PublishRoot, image: StagedImage, published: datetime) -> MetadataPlan:
+    """Plan the index records, digest links and tag link for `image` against what is there."""
+    index_path = layout.index_path(image.registry, image.repository)
+    index = load_index(index_path) or RepositoryIndex.empty(image.registry, image.repository)
+    before = index.to_json()
+    paths = {p.digest: layout.relative_image_path(p.digest) for p in image.platforms}
+    for record in image.records(published, paths):
+        index.record_image(record)
+    moved = bool(image.tag) and index.move_tag(image.tag or "", image.top_digest, image.when,
+                                               image.source)
+    default = image.platforms[0].digest
+    wanted = [(layout.digest_link(image.registry, image.repository, image.top_digest), default)]
+    wanted += [(layout.digest_link(image.registry, image.repository, p.digest), p.digest)
+               for p in image.platforms if p.digest != image.top_digest]
+    tag_link = None
+    if image.tag:
+        tag_link = _tag_link(layout, index, image.tag, image.platforms[0].platform)
+    return MetadataPlan(index_path, index, index.to_json() != before, moved,
+                        _changed([(link, layout.link_target(link, d)) for link, d in wanted]),
+                        tag_link if tag_link and _changed([tag_link]) else None)
+
+
+def plan_untag(layout: PublishRoot, registry: str, repository: str, tag: str, when: datetime,
+               source: str) -> MetadataPlan:
+    index_path = layout.index_path(registry, repository)
+    index = load_index(index_path) or RepositoryIndex.empty(registry, repository)
+    changed = index.untag(tag, when, source)
+    link = layout.tag_link(registry, repository, tag)
+    # The link goes only if the tag is gone now: a late untag must not hide a newer push.
+    remove = link if index.current(tag) is None and link.is_symlink() else None
+    return MetadataPlan(index_path, index, changed, False, [], None, remove)
+
+
+def _tag_link(layout: PublishRoot, index: RepositoryIndex, tag: str,
+              platform: str) -> tuple[Path, str] | None:
+    """The tag link for the tag's *current* digest, which a late event may not have changed."""
+    current = index.current(tag)
+    if current is None:
+        return None
+    path = index.path_of(current, platform)
+    if path is None:
+        return None
+    link = layout.tag_link(index.registry, index.repository, tag)
+    return link, os.path.relpath(layout.root / path, link.parent)
+
+
+def _changed(links: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    return [(link, target) for link, target in links
+            if not (link.is_symlink() and os.readlink(link) == target)]
+
+
+class PublisherSettings(Protocol):
+    """The parts of the server config's `[publisher]` section a publisher is built from."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def root(self) -> Path: ...
+    @property
+    def repository(self) -> str | None: ...
+    @property
+    def cvmfs_server(self) -> str: ...
+    @property
+    def gateway(self) -> bool: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def platforms(self) -> tuple[Platform, ...]: ...
+
+
+def make_publisher(config: PublisherSettings, *, staging_root: Path | None = None) -> Publisher:
+    """The publisher `config.backend` names.
+
+    `staging_root` is where the cvmfs backend unpacks before copying into a transaction (a
+    local disk, not the repository); the directory backend stages inside its root.
+    """
+    include_registry = config.layout != "osg"
+    if config.backend == "directory":
+        from .directory import DirectoryPublisher
+
+        return DirectoryPublisher(Path(config.root), include_registry=include_registry)
+    if config.backend == "cvmfs":
+        from .cvmfs import CvmfsPublisher
+
+        if not config.repository:
+            raise ConfigError("publisher.repository: the cvmfs backend needs the repository name, "
+                              "e.g. repository = \"singularity.opensciencegrid.org\"")
+        return CvmfsPublisher(
+            config.repository, mount=Path(config.root),
+            staging_root=staging_root or Path("/var/lib/ligoenv/staging"),
+            cvmfs_server=config.cvmfs_server, gateway=config.gateway,
+            include_registry=include_registry)
+    raise ConfigError(f"publisher.backend: unknown backend {config.backend!r}; "
+                      f"choose one of {', '.join(BACKENDS)}")
+
+
+class StagingArea:
+    """Directories the worker unpacks into. Each is locked while in use, so that the cleaning
+    of directories left by a crash never removes one a live worker is still filling."""
+
+    def __init__(self, root: Path, stale_after: timedelta = timedelta(hours=6),
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.root = root
+        self.stale_after = stale_after
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._locks: dict[Path, int] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    def new(self) -> Path:
+        path = Path(tempfile.mkdtemp(dir=self.root, prefix="stage-"))
+        os.chmod(path, 0o755)  # noqa: S103  (it becomes the root directory of a public image)
+        fd = os.open(self._lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._locks[path] = fd
+        return path
+
+    def discard(self, path: Path) -> None:
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
+        fd = self._locks.pop(path, None)
+        self._lock_path(path).unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+
+    def clean(self, now: datetime | None = None) -> list[Path]:
+        """Remove unlocked staging directories older than `stale_after`; return them."""
+        cutoff = (now or self._clock()).timestamp() - self.stale_after.total_seconds()
+        removed = []
+        for path in sorted(self.root.glob("stage-*")):
+            if path.suffix == ".lock" or path in self._locks or path.lstat().st_mtime > cutoff:
+                continue
+            fd = os.open(self._lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live worker in another process holds it
+            finally:
+                os.close(fd)
+            self.discard(path)
+            removed.append(path)
+        return removed
+
+    @staticmethod
+    def _lock_path(path: Path) -> Path:
+        return path.with_name(path.name + ".lock")

@@ -1,0 +1,142 @@
+"""Publish into a plain directory: stage, sync, rename into place, then index and tag link.
+
+The order makes every crash safe: a tree appears in `.images/` only by an atomic rename of a
+complete, synced tree; the index names a tree only after it is in place; the tag link moves
+last. Concurrent workers serialise their index updates with a lock per repository.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ligoenv.errors import PublishError
+from ligoenv.oci.digest import Digest
+from ligoenv.publishroot import PublishRoot, fsync_dir
+
+from .base import Publisher, PublishOutcome, StagedImage, StagingArea, plan_publish, plan_untag
+
+Step = Callable[[str], None]
+
+
+class DirectoryPublisher(Publisher):
+    """`root` is the publish root; staging lives in `root/.ligoenv/staging` (same file system).
+
+    `on_step` is called after each durable step ("synced", "images", "digest-links", "index",
+    "tag-link"), for progress logs and for tests that simulate a crash between steps.
+    """
+
+    name = "directory"
+
+    def __init__(self, root: Path, *, include_registry: bool = True,
+                 stale_after: timedelta = timedelta(hours=6),
+                 clock: Callable[[], datetime] | None = None, on_step: Step | None = None) -> None:
+        self.layout = PublishRoot(root, include_registry)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._on_step = on_step or (lambda step: None)
+        self.staging = StagingArea(root / ".ligoenv" / "staging", stale_after, self._clock)
+        self.staging.clean()  # trees left by a worker that crashed before publishing
+
+    def staging_dir(self) -> Path:
+        return self.staging.new()
+
+    def discard(self, staging: Path) -> None:
+        self.staging.discard(staging)
+
+    def has_image(self, digest: Digest) -> bool:
+        return self.layout.image_dir(digest).is_dir()
+
+    def publish(self, image: StagedImage) -> PublishOutcome:
+        image.check()
+        try:
+            new, reused = self._place_images(image)
+            with self._repository_lock(image.registry, image.repository):
+                plan = plan_publish(self.layout, image, self._clock())
+                plan.write_digest_links()
+                self._on_step("digest-links")
+                plan.write_index()
+                self._on_step("index")
+                plan.write_tag_link()
+                self._on_step("tag-link")
+        finally:
+            for platform in image.platforms:
+                if platform.tree is not None:
+                    self.discard(platform.tree)  # what was not renamed into place
+        return PublishOutcome(
+            image.top_digest, image.tag, plan.tag_moved, tuple(new), tuple(reused),
+            {p.platform: self.layout.relative_image_path(p.digest) for p in image.platforms},
+            plan.index_path)
+
+    def untag(self, registry: str, repository: str, tag: str, when: datetime,
+              source: str) -> bool:
+        with self._repository_lock(registry, repository):
+            plan = plan_untag(self.layout, registry, repository, tag, when, source)
+            plan.write_index()
+            plan.write_tag_link()
+        return plan.index_changed
+
+    def _place_images(self, image: StagedImage) -> tuple[list[Digest], list[Digest]]:
+        """Rename each new tree into `.images/`; returns (new, already published) digests."""
+        staged = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
+        if staged:
+            # Once per publish: the unpacker wrote without fsync, so that a tree is durable
+            # before the rename that makes it visible.
+            _syncfs(self.layout.root)
+        self._on_step("synced")
+        new, reused = [], []
+        for platform in image.platforms:
+            target = self.layout.image_dir(platform.digest)
+            if platform in staged and platform.tree is not None and _rename(platform.tree, target):
+                new.append(platform.digest)
+            elif target.is_dir():
+                reused.append(platform.digest)
+            else:
+                raise PublishError(f"image {platform.digest.short} is neither staged nor published",
+                                   temporary=True)
+        self._on_step("images")
+        return new, reused
+
+    @contextmanager
+    def _repository_lock(self, registry: str, repository: str) -> Iterator[None]:
+        index_path = self.layout.index_path(registry, repository)
+        lock_path = self.layout.root / ".ligoenv" / "locks" / index_path.relative_to(
+            self.layout.root / ".ligoenv" / "index").with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held briefly: read-modify-write of one index
+            yield
+        finally:
+            os.close(fd)
+
+
+def _rename(tree: Path, target: Path) -> bool:
+    """Move `tree` to `target` atomically; False when another worker published it first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tree, target)
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+    fsync_dir(target.parent)
+    return True
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the file system holding `path` (syncfs(2)); all file systems where unavailable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (AttributeError, OSError):
+        os.sync()
+    finally:
+        os.close(fd)

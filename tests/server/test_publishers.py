@@ -1,0 +1,271 @@
+"""The directory publisher: trees, index and links; idempotence; history; crashes between steps."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ligoenv.errors import ConfigError, NotFound, PublishError
+from ligoenv.index import load_index, open_index_reader
+from ligoenv.oci.platform import Platform
+from ligoenv_server.publishers.base import make_publisher
+from ligoenv_server.publishers.directory import DirectoryPublisher
+from tests.support.images import TAG_FILE
+from tests.support.staging import REGISTRY, REPOSITORY, T0, stage, tree_files
+
+HOUR = timedelta(hours=1)
+STEPS = ("synced", "images", "digest-links", "index", "tag-link")
+
+
+class Crash(Exception):
+    """Stands for the worker dying between two steps."""
+
+
+def publisher(root: Path, **kwargs: object) -> DirectoryPublisher:
+    return DirectoryPublisher(root, clock=lambda: T0 + 10 * HOUR, **kwargs)  # type: ignore[arg-type]
+
+
+def link_content(link: Path) -> str:
+    return (link / TAG_FILE).read_text().strip()
+
+
+def test_publish_tree_index_and_links(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    image = stage(pub, "v1")
+    digest = image.top_digest
+    outcome = pub.publish(image)
+
+    tree = tmp_path / ".images" / digest.hex[:2] / digest.hex
+    assert outcome.new_images == (digest,) and outcome.reused_images == ()
+    assert outcome.tag_moved and outcome.paths == {"linux/amd64": f".images/{digest.hex[:2]}/{digest.hex}"}
+    assert (tree / "bin/busybox").is_file() and (tree / ".cvmfscatalog").exists()
+    assert (tree / ".singularity.d/runscript").exists()
+    assert oct((tree).stat().st_mode & 0o777) == oct(0o755)
+
+    tag_link = tmp_path / REGISTRY / f"{REPOSITORY}:nightly"
+    digest_link = tmp_path / REGISTRY / f"{REPOSITORY}@{digest}"
+    assert os.readlink(tag_link) == f"../../.images/{digest.hex[:2]}/{digest.hex}"
+    assert link_content(tag_link) == "v1" and link_content(digest_link) == "v1"
+
+    index = load_index(outcome.index_path, validate=True)
+    assert outcome.index_path == tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json"
+    assert index is not None and index.current("nightly") == digest
+    record = index.digests[str(digest)]
+    assert record.platform == "linux/amd64" and record.platforms == {"linux/amd64": digest}
+    assert record.path == outcome.paths["linux/amd64"] and record.published == T0 + 10 * HOUR
+    assert record.size is not None and record.size > 0 and len(record.layers) == 2
+    assert [(e.digest, e.since, e.until, e.source) for e in index.history("nightly")] == [
+        (digest, T0, None, "webhook:distribution/test")]
+    assert list((tmp_path / ".ligoenv/staging").iterdir()) == []
+
+
+def test_same_digest_again_only_moves_tags(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    first = pub.publish(stage(pub, "v1"))
+    index_path = first.index_path
+    before = index_path.read_bytes()
+
+    again = stage(pub, "v1", when=T0 + HOUR)
+    assert again.platforms[0].tree is None  # the worker skips the unpack: has_image() said so
+    outcome = pub.publish(again)
+    assert not outcome.tag_moved and outcome.new_images == ()
+    assert outcome.reused_images == (first.top_digest,)
+    assert index_path.read_bytes() == before  # nothing changed at all
+
+    stable = pub.publish(stage(pub, "v1", tag="stable", when=T0 + 2 * HOUR))
+    assert stable.tag_moved
+    index = load_index(index_path)
+    assert index is not None and index.current("stable") == index.current("nightly")
+    assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}:stable") == "v1"
+
+
+def test_new_digest_to_the_same_tag_keeps_history(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    v1 = pub.publish(stage(pub, "v1")).top_digest
+    v2 = pub.publish(stage(pub, "v2", when=T0 + 24 * HOUR, source="cli")).top_digest
+
+    index = load_index(tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json")
+    assert index is not None
+    assert [(e.digest, e.since, e.until, e.source) for e in index.history("nightly")] == [
+        (v1, T0, T0 + 24 * HOUR, "webhook:distribution/test"),
+        (v2, T0 + 24 * HOUR, None, "cli")]
+    assert index.at("nightly", T0 + HOUR) == v1 and index.current("nightly") == v2
+    assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}:nightly") == "v2"
+    assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}@{v1}") == "v1"  # never moves
+
+
+def test_late_event_does_not_move_the_tag_back(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    pub.publish(stage(pub, "v2", when=T0 + 2 * HOUR))
+    late = pub.publish(stage(pub, "v1", when=T0 + HOUR))  # delivered after v2, happened before
+    index = load_index(late.index_path)
+    assert index is not None and index.at("nightly", T0 + HOUR) == late.top_digest
+    assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}:nightly") == "v2"
+
+
+def test_multi_platform_records(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    image = stage(pub, "v1", platforms=("linux/amd64", "linux/arm64"),
+                  extra_index_platforms=("linux/ppc64le",))
+    outcome = pub.publish(image)
+    amd64, arm64 = (p.digest for p in image.platforms)
+    assert set(outcome.new_images) == {amd64, arm64}
+
+    index = load_index(outcome.index_path, validate=True)
+    assert index is not None
+    top = index.digests[str(image.top_digest)]
+    assert top.platform is None and top.path is None
+    assert set(top.platforms) == {"linux/amd64", "linux/arm64", "linux/ppc64le"}
+    assert index.platform_digest(image.top_digest, "linux/arm64") == arm64
+    arm64_path = f".images/{arm64.hex[:2]}/{arm64.hex}"
+    assert index.path_of(image.top_digest, Platform("linux", "arm64")) == arm64_path
+    assert index.path_of(image.top_digest, "linux/ppc64le") is None  # listed, not published
+    # The tag and the index digest name the default (first) platform's image.
+    for name in ("nightly", f"@{image.top_digest}"):
+        link = tmp_path / REGISTRY / (f"{REPOSITORY}:{name}" if ":" not in name else REPOSITORY + name)
+        assert os.readlink(link).endswith(amd64.hex)
+    assert os.readlink(tmp_path / REGISTRY / f"{REPOSITORY}@{arm64}").endswith(arm64.hex)
+
+    reader = open_index_reader(tmp_path)
+    assert reader.image_path(REGISTRY, REPOSITORY, image.top_digest, "linux/arm64") == (
+        tmp_path / ".images" / arm64.hex[:2] / arm64.hex)
+
+
+def test_osg_layout(tmp_path: Path) -> None:
+    pub = publisher(tmp_path, include_registry=False)
+    outcome = pub.publish(stage(pub, "v1"))
+    assert link_content(tmp_path / f"{REPOSITORY}:nightly") == "v1"
+    assert not (tmp_path / REGISTRY).exists()
+    assert outcome.index_path == tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json"
+
+
+def test_untag_keeps_the_image_and_the_history(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    v1 = pub.publish(stage(pub, "v1")).top_digest
+    assert pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + HOUR, "webhook:harbor/h")
+    assert not pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + 2 * HOUR, "webhook:harbor/h")
+    assert not (tmp_path / REGISTRY / f"{REPOSITORY}:nightly").is_symlink()
+    assert pub.has_image(v1)
+    index = pub.read_index(REGISTRY, REPOSITORY)
+    assert index is not None and index.current("nightly") is None
+    assert [(e.digest, e.event) for e in index.history("nightly")] == [(v1, "push"), (None, "untag")]
+    with pytest.raises(NotFound, match="did not exist"):
+        index.at("nightly", T0 + 2 * HOUR)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_crash_between_steps_leaves_no_partial_image(tmp_path: Path, step: str) -> None:
+    def crash_at(name: str) -> None:
+        if name == step:
+            raise Crash(name)
+
+    pub = publisher(tmp_path)
+    v1 = pub.publish(stage(pub, "v1")).top_digest
+    expected_tree = tree_files(tmp_path / ".images" / v1.hex[:2] / v1.hex)
+
+    crashing = publisher(tmp_path, on_step=crash_at)
+    with pytest.raises(Crash):
+        crashing.publish(stage(crashing, "v2", when=T0 + HOUR))
+
+    # Only complete trees in .images, whatever the step.
+    for tree in (tmp_path / ".images").glob("*/*"):
+        assert tree_files(tree) == expected_tree
+    index = pub.read_index(REGISTRY, REPOSITORY)
+    assert index is not None
+    for record in index.digests.values():  # the index never names a missing tree
+        assert record.path is None or (tmp_path / record.path).is_dir()
+    tag_link = tmp_path / REGISTRY / f"{REPOSITORY}:nightly"
+    if STEPS.index(step) < STEPS.index("tag-link"):
+        assert link_content(tag_link) == "v1"
+    if STEPS.index(step) < STEPS.index("index"):
+        assert index.current("nightly") == v1
+    assert list((tmp_path / ".ligoenv/staging").iterdir()) == []
+
+    # The queue retries the job: it converges.
+    retry = pub.publish(stage(pub, "v2", when=T0 + HOUR))
+    assert link_content(tag_link) == "v2"
+    assert pub.read_index(REGISTRY, REPOSITORY).current("nightly") == retry.top_digest  # type: ignore[union-attr]
+
+
+def test_stale_staging_is_cleaned_unless_a_live_worker_holds_it(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    dead, live = pub.staging_dir(), pub.staging_dir()
+    (dead / "half-unpacked").write_text("x")
+    # A crash: the process is gone, its locks released; another process still holds `live`.
+    for path in (dead, live):
+        os.close(pub.staging._locks.pop(path))
+    holder = os.open(str(live) + ".lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    old = (T0 - 24 * HOUR).timestamp()
+    for path in (dead, live):
+        os.utime(path, (old, old))
+    try:
+        fresh = publisher(tmp_path, stale_after=timedelta(hours=6))  # cleans on start
+        assert not dead.exists() and live.exists()
+        recent = fresh.staging_dir()
+        assert fresh.staging.clean() == [] and recent.exists()
+    finally:
+        os.close(holder)
+
+
+def test_concurrent_publishers_do_not_lose_index_updates(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        pub = publisher(tmp_path)
+        try:
+            for i in range(3):
+                pub.publish(stage(pub, f"w{n}-{i}", tag=f"t{n}-{i}", when=T0 + i * HOUR))
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    index = load_index(tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json", validate=True)
+    assert index is not None and sorted(index.tags) == sorted(
+        f"t{n}-{i}" for n in range(3) for i in range(3))
+    assert len(index.digests) == 9
+
+
+def test_a_directory_in_place_of_a_link_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / REGISTRY / f"{REPOSITORY}:nightly").mkdir(parents=True)
+    pub = publisher(tmp_path)
+    with pytest.raises(PublishError, match="not a symlink"):
+        pub.publish(stage(pub, "v1"))
+
+
+def test_invalid_names_are_refused(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    with pytest.raises(PublishError, match="invalid name"):
+        pub.publish(stage(pub, "v1", repository="lvk/../../etc"))
+    assert not (tmp_path / "etc").exists()
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str
+    root: Path
+    repository: str | None = None
+    cvmfs_server: str = "cvmfs_server"
+    gateway: bool = False
+    layout: str = "registry"
+    platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
+
+
+def test_make_publisher(tmp_path: Path) -> None:
+    directory = make_publisher(Settings("directory", tmp_path, layout="osg"))
+    assert isinstance(directory, DirectoryPublisher) and not directory.layout.include_registry
+    with pytest.raises(ConfigError, match="choose one of directory, cvmfs"):
+        make_publisher(Settings("s3", tmp_path))
+    with pytest.raises(ConfigError, match="repository"):
+        make_publisher(Settings("cvmfs", tmp_path))
