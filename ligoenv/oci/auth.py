@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,8 +140,7 @@ def run_helper(name: str, server: str, registry: str, *, env: Mapping[str, str] 
     """Ask `docker-credential-<name>` for the credentials of `server`; None if it has none."""
     program = f"docker-credential-{name}"
     try:
-        done = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
-                              timeout=timeout, env=None if env is None else dict(env), check=False)
+        done = _run(program, server, env, timeout)
     except FileNotFoundError:
         raise AuthError(f"credential helper {program} (configured for {registry}) is not on PATH: "
                         "install it or remove it from your docker config") from None
@@ -155,6 +155,21 @@ def run_helper(name: str, server: str, registry: str, *, env: Mapping[str, str] 
         raise AuthError(f"credential helper {program} failed for {registry}: "
                         f"{message.splitlines()[0] if message else 'exit ' + str(done.returncode)}")
     return _helper_answer(done.stdout, program, registry)
+
+
+def _run(program: str, server: str, env: Mapping[str, str] | None,
+         timeout: float) -> subprocess.CompletedProcess[bytes]:
+    # Its own session, so a timeout also stops whatever the helper started (gpg, pass, ...).
+    with subprocess.Popen([program, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=None if env is None else dict(env),
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(server.encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def _helper_answer(stdout: bytes, program: str, registry: str) -> Credentials | None:

@@ -171,7 +171,7 @@ class Stub:
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
@@ -201,7 +201,8 @@ class Stub:
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(reply.body)))
+                if "Content-Length" not in reply.headers:  # a script may declare more than it sends
+                    self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
                 if with_body:
                     self.wfile.write(reply.body)

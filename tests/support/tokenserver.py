@@ -49,7 +49,7 @@ class TokenServer:
         self.requests: list[dict[str, Any]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def auth_config(self) -> dict[str, Any]:
         return {"token": {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
