@@ -74,7 +74,8 @@ class _EndpointHandler:
                              "ignored": [item.to_json() for item in ignored]}, 202)
 
     async def read(self, request: Request) -> Any:
-        """Checks in the order a sender can act on: credentials, content type, size, JSON, schema."""
+        """Checks in the order a sender can act on: credentials, content type, size, JSON, schema
+        (an HMAC signs the body, so it is checked once the capped body is read)."""
         auth_config = self.endpoint.auth
         auth.check_request(auth_config, request.headers, request.path_params)
         if not auth.needs_body(auth_config):
@@ -104,7 +105,8 @@ class _EndpointHandler:
             if isinstance(item, PublishRequest) and not allowed(self.endpoint, item):
                 item = not_allowed(self.endpoint, item)
             if isinstance(item, Ignored):
-                log.info("ignored: %s", item.reason, extra={"endpoint": self.endpoint.name})
+                # Debug: every pushed layer sends an event that is ignored here.
+                log.debug("ignored: %s", item.reason, extra={"endpoint": self.endpoint.name})
                 ignored.append(item)
             else:
                 requests.append(item)

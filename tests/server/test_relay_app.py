@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from ligoenv.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig
 from ligoenv_server.logs import JsonFormatter
-from ligoenv_server.model import Action, PublishRequest
+from ligoenv_server.model import Action, EnqueueResult, PublishRequest
 from tests.support.relay import (
     DISTRIBUTION_V1,
     NOW,
@@ -208,6 +209,33 @@ def test_queue_down_is_503_and_the_retry_is_accepted(client: TestClient,
     assert (response.status_code, response.json()["accepted"]) == (202, 1)
     queued = [(r.repository, r.tag, r.digest) for r in sink.queued()]
     assert queued == [("lvk/lalsuite", "nightly", PUSH_DIGEST)]
+
+
+class FailsOnce:
+    """Passes enqueues to `inner`, except call number `failing`, which finds the queue down."""
+
+    def __init__(self, inner: MemorySink | FlakySink, failing: int) -> None:
+        self.inner, self.failing, self.calls = inner, failing, 0
+
+    def enqueue(self, request: PublishRequest) -> EnqueueResult:
+        self.calls += 1
+        if self.calls == self.failing:
+            raise QueueUnavailable("queue database is locked")
+        return self.inner.enqueue(request)
+
+
+def test_a_queue_failure_part_way_loses_and_duplicates_nothing(config: ServerConfig,
+                                                               sink: MemorySink | FlakySink) -> None:
+    document = fixture_json("distribution_push.json")
+    second = json.loads(json.dumps(document["events"][0]))
+    second["target"]["tag"] = "latest"
+    document["events"].append(second)
+    with relay_client(config, FailsOnce(sink, failing=2)) as client:
+        assert client.post(PATH, content=to_body(document), headers=HEADERS).status_code == 503
+        assert [r.tag for r in sink.queued()] == ["nightly"]  # the first was already durable
+        response = client.post(PATH, content=to_body(document), headers=HEADERS)
+    assert (response.status_code, response.json()["jobs"]) == (202, [1, 2])
+    assert [r.tag for r in sink.queued()] == ["nightly", "latest"]
 
 
 def test_the_registry_is_the_endpoints_whatever_the_payload_says(client: TestClient,
