@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Any
 
 from ligoenv.errors import LigoenvError
@@ -19,18 +17,10 @@ from ligoenv.errors import LigoenvError
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The schema `name` (e.g. `lockfile`, `index`, `webhooks/harbor`) as a dict."""
-    path = _schema_dir().joinpath(f"{name}.schema.json")
+    # `schemas/` at the top of the repository ships as the data package `ligoenv.schemafiles`.
+    path = resources.files("ligoenv.schemafiles").joinpath(f"{name}.schema.json")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
-
-
-def _schema_dir() -> Traversable:
-    try:
-        return resources.files("ligoenv.schemas")
-    except TypeError:
-        # In a source checkout `ligoenv.schemas` is this module, which shadows the data
-        # package mapped from `schemas/`: read the files from the checkout instead.
-        return Path(__file__).resolve().parent.parent / "schemas"
 
 
 def schema_errors(document: Any, name: str) -> list[str]:

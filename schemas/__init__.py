@@ -1,1 +1,1 @@
-"""JSON Schemas for lockfiles, indexes, jobs, server config and webhooks; loaded via importlib.resources."""
+"""JSON Schemas for lockfiles, indexes, jobs, server config and webhooks; loaded as the data package `ligoenv.schemafiles`."""
