@@ -1,0 +1,210 @@
+"""pull(): a reference to an unpacked, verified root filesystem (the core of `ligoenv pull` and the worker).
+
+Resolve the manifest (choosing a platform from an index), fetch and check the config, download
+the layers in parallel into the cache, then apply them in order into a staging directory that
+is renamed onto the target only when every layer matched its diff_id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ligoenv.errors import PlatformNotFound, RegistryError, UsageError
+from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import (
+    Descriptor,
+    ImageConfig,
+    ImageIndex,
+    ImageManifest,
+    layer_compression,
+    parse_config,
+)
+from ligoenv.oci.platform import Platform
+from ligoenv.oci.reference import Reference
+from ligoenv.oci.registry import RegistryClient, client_for
+from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
+
+__all__ = ["PulledImage", "ResolvedImage", "client_for", "pull", "resolve_image"]
+
+DOWNLOAD_THREADS = 4
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """The manifest half of a pull: what a reference names now, for one platform."""
+
+    top_digest: Digest  # the index's digest for a multi-platform image, else the manifest's
+    top_media_type: str
+    manifest: ImageManifest
+    platforms: dict[str, Digest] = field(default_factory=dict, hash=False)  # index entries only
+    platform: Platform | None = None  # the index entry chosen; None for a single manifest
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    reference: Reference  # pinned to top_digest
+    top_digest: Digest
+    top_media_type: str
+    manifest: ImageManifest
+    config: ImageConfig
+    platform: Platform
+    platforms: dict[str, Digest] = field(default_factory=dict, hash=False)
+    layers: tuple[UnpackReport, ...] = ()
+
+
+def resolve_image(client: RegistryClient, ref: Reference, platform: Platform | None = None) -> ResolvedImage:
+    """Fetch what `ref` names; from an index, the manifest for `platform` (default: this host's)."""
+    top = client.fetch_manifest(ref)
+    if isinstance(top, ImageManifest):
+        return ResolvedImage(top.digest, top.media_type, top)
+    chosen = top.select(platform or Platform.host())
+    child = client.fetch_manifest(ref.with_digest(chosen.digest))
+    if isinstance(child, ImageIndex):
+        raise RegistryError(f"{ref.display()}: index {top.digest.short} points at another index, "
+                            "which ligoenv does not support")
+    return ResolvedImage(top.digest, top.media_type, child, _platforms(top), chosen.platform)
+
+
+def pull(ref: Reference, target: Path, *, platform: Platform | None = None,
+         cache: LayerCache | None = None, client: RegistryClient | None = None,
+         options: UnpackOptions | None = None, progress: Progress | None = None) -> PulledImage:
+    """Pull `ref` into the directory `target` (absent or empty); nothing appears there on failure.
+
+    Without a cache, layers go to a temporary one beside the target that is removed afterwards.
+    """
+    target = Path(target)
+    _check_target(target)
+    own_client = client is None
+    client = client or client_for(ref)
+    try:
+        resolved = resolve_image(client, ref, platform)
+        config = _fetch_config(client, ref, resolved.manifest)
+        _check_platform(ref, config, platform, resolved)
+        with _cache_or_temporary(cache, target.parent) as layer_cache:
+            paths = _download(client, ref.repository, resolved.manifest.layers, layer_cache, progress)
+            reports = _unpack(paths, resolved.manifest.layers, config.diff_ids, target,
+                              options or UnpackOptions())
+    finally:
+        if own_client:
+            client.close()
+    chosen = resolved.platform or Platform(config.os, config.architecture)
+    return PulledImage(ref.with_digest(resolved.top_digest), resolved.top_digest,
+                       resolved.top_media_type, resolved.manifest, config, chosen,
+                       dict(resolved.platforms), tuple(reports))
+
+
+def _platforms(index: ImageIndex) -> dict[str, Digest]:
+    # Entries for unknown/unknown are build attestations, not runnable images.
+    return {str(Platform.parse(str(d.platform))): d.digest for d in index.manifests
+            if d.platform is not None and d.platform.os not in ("", "unknown")
+            and d.platform.architecture not in ("", "unknown")}
+
+
+def _check_target(target: Path) -> None:
+    if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
+        raise UsageError(f"{target} already exists and is not an empty directory: choose a new path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _fetch_config(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> ImageConfig:
+    config = parse_config(client.fetch_blob(ref.repository, manifest.config), manifest.config.digest)
+    if len(config.diff_ids) != len(manifest.layers):
+        raise RegistryError(f"{ref.display()}: image {manifest.digest.short} is malformed: its config "
+                            f"lists {len(config.diff_ids)} diff_ids for {len(manifest.layers)} layers")
+    for layer in manifest.layers:
+        layer_compression(layer.media_type)  # refuse unknown layer types before downloading
+    return config
+
+
+def _check_platform(ref: Reference, config: ImageConfig, wanted: Platform | None,
+                    resolved: ResolvedImage) -> None:
+    if wanted is None or resolved.platform is not None:
+        return
+    if (wanted.os, wanted.architecture) != (config.os, config.architecture):
+        raise PlatformNotFound(f"{ref.display()} is a single-platform image for "
+                               f"{config.os}/{config.architecture}; {wanted} was requested")
+
+
+@contextlib.contextmanager
+def _cache_or_temporary(cache: LayerCache | None, parent: Path) -> Iterator[LayerCache]:
+    if cache is not None:
+        yield cache
+        return
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".ligoenv-layers-") as scratch:
+        yield LayerCache(Path(scratch))
+
+
+class _Counter:
+    """Adds up downloaded bytes from several threads and reports (done, total)."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.done, self.total, self._progress = 0, total, progress
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            self.done += count
+            self._progress(self.done, self.total)
+
+
+def _download(client: RegistryClient, repository: str, layers: Sequence[Descriptor], cache: LayerCache,
+              progress: Progress | None) -> list[Path]:
+    unique = list({layer.digest: layer for layer in layers}.values())
+    counter = _Counter(sum(layer.size for layer in unique), progress)
+    counter.add(sum(layer.size for layer in unique if cache.has(layer)))
+    missing = [layer for layer in unique if not cache.has(layer)]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, len(missing)),
+                                thread_name_prefix="ligoenv-pull") as pool:
+            futures = [pool.submit(cache.ensure, client, repository, layer, counter.add)
+                       for layer in missing]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+    return [cache.path_for(layer.digest) for layer in layers]
+
+
+def _unpack(paths: Sequence[Path], layers: Sequence[Descriptor], diff_ids: Sequence[Digest],
+            target: Path, options: UnpackOptions) -> list[UnpackReport]:
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        staging.chmod(0o755)
+        reports = []
+        for path, layer, diff_id in zip(paths, layers, diff_ids, strict=True):
+            with path.open("rb") as blob:
+                reports.append(apply_layer(blob, layer_compression(layer.media_type), staging,
+                                           options, diff_id))
+        os.rename(staging, target)  # replaces an empty target directory atomically
+    except BaseException:
+        remove_tree(staging)
+        raise
+    return reports
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree even where a layer made directories read-only or unreadable."""
+    with contextlib.suppress(FileNotFoundError):
+        path.chmod(stat.S_IRWXU)
+    # Top-down walk: each directory is opened up before the walk descends into it.
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            child = os.path.join(root, name)
+            if not os.path.islink(child):
+                os.chmod(child, stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=not path.exists())

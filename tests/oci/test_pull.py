@@ -1,0 +1,288 @@
+"""pull() and the layer cache against the real registry: trees, platforms, refusals, downloads once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UsageError
+from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.layout import LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
+from ligoenv.oci.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor
+from ligoenv.oci.platform import Platform
+from ligoenv.oci.pull import pull, resolve_image
+from ligoenv.oci.reference import Reference
+from ligoenv.oci.registry import Progress, RegistryClient
+from tests.oci.conftest import blob_file
+from tests.support.images import (
+    ARM64,
+    build_busybox_image,
+    build_multiplatform_images,
+    busybox_layer,
+    files_layer,
+    push_image,
+    push_umoci_image,
+)
+from tests.support.registry import RegistryProcess
+
+
+class CountingClient(RegistryClient):
+    """A real client that records which blobs it downloaded."""
+
+    def __init__(self, registry: str) -> None:
+        super().__init__(registry, anonymous=True)
+        self.downloads: list[Digest] = []
+
+    def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
+                      progress: Progress | None = None) -> None:
+        self.downloads.append(descriptor.digest)
+        super().download_blob(repository, descriptor, dest, progress)
+
+
+def ref_on(registry: RegistryProcess, text: str) -> Reference:
+    return Reference.parse(f"{registry.host}/{text}")
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Hidden staging or scratch directories that a pull must not leave behind."""
+    return sorted(name for name in os.listdir(directory) if name.startswith("."))
+
+
+def three_layer_image(tag: str) -> Image:
+    overlay = Layer.from_entries([
+        Entry("etc", "dir", mode=0o755),
+        Entry("etc/motd", data=b"second version\n"),
+        Entry("etc/.wh.remove-me"),
+        Entry("opt", "dir", mode=0o755),
+        Entry("opt/run.sh", data=b"#!/bin/sh\necho run\n", mode=0o755),
+    ])
+    return build_busybox_image(tag, {"etc/motd": "first version\n", "etc/remove-me": "gone soon\n"},
+                               extra_layers=[overlay])
+
+
+def test_pull_multi_layer_image(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    pushed = push_image(registry.host, repo, "v1", three_layer_image("multi"))
+    target = tmp_path / "rootfs"
+    seen: list[tuple[int, int]] = []
+    pulled = pull(ref_on(registry, f"{repo}:v1"), target, cache=LayerCache(tmp_path / "cache"),
+                  progress=lambda done, total: seen.append((done, total)))
+    assert (target / "etc/motd").read_text() == "second version\n"
+    assert not (target / "etc/remove-me").exists()
+    assert (target / "etc/ligoenv-image-tag").read_text() == "multi\n"
+    assert os.readlink(target / "bin/sh") == "busybox"
+    assert (target / "bin/busybox").read_bytes() == Path("/bin/busybox").read_bytes()
+    assert os.access(target / "opt/run.sh", os.X_OK)
+    assert pulled.reference == ref_on(registry, f"{repo}:v1@{pushed}")
+    assert (pulled.top_digest, pulled.top_media_type) == (pushed, OCI_MANIFEST)
+    assert pulled.manifest.digest == pushed and pulled.platform == Platform("linux", "amd64")
+    assert pulled.platforms == {} and len(pulled.layers) == 3
+    assert [r.diff_id for r in pulled.layers] == list(pulled.config.diff_ids)
+    total = pulled.manifest.total_size - pulled.manifest.config.size
+    assert seen[-1] == (total, total)
+    assert leftovers(tmp_path) == []
+
+
+def test_pull_index_default_and_chosen_platform(registry: RegistryProcess, repo: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    top = push_image(registry.host, repo, "multi", build_multiplatform_images("multi"))
+    ref = ref_on(registry, f"{repo}:multi")
+    monkeypatch.setattr(Platform, "host", classmethod(lambda cls: Platform("linux", "amd64")))
+    default = pull(ref, tmp_path / "amd64")
+    arm = pull(ref, tmp_path / "arm64", platform=ARM64)
+    assert default.top_digest == arm.top_digest == top and arm.top_media_type == OCI_INDEX
+    assert (default.platform, arm.platform) == (Platform("linux", "amd64"), ARM64)
+    assert default.platforms == arm.platforms == {"linux/amd64": default.manifest.digest,
+                                                  "linux/arm64": arm.manifest.digest}
+    assert arm.config.architecture == "arm64"
+    assert (tmp_path / "arm64/etc/ligoenv-image-tag").read_text() == "multi\n"
+
+
+def test_missing_platform_lists_the_available_ones(registry: RegistryProcess, client: RegistryClient,
+                                                   repo: str, tmp_path: Path) -> None:
+    top = push_image(registry.host, repo, "multi", build_multiplatform_images("p"))
+    with pytest.raises(PlatformNotFound) as caught:
+        pull(ref_on(registry, f"{repo}:multi"), tmp_path / "out", platform=Platform.parse("linux/s390x"))
+    assert str(caught.value) == (f"no image for platform linux/s390x in index {top.short}; "
+                                 "available: linux/amd64, linux/arm64")
+    assert not (tmp_path / "out").exists()
+    resolved = resolve_image(client, ref_on(registry, f"{repo}:multi"), ARM64)
+    assert resolved.platform == ARM64 and resolved.top_digest == top
+
+
+def test_single_platform_image_and_another_platform(registry: RegistryProcess, repo: str,
+                                                    tmp_path: Path) -> None:
+    push_image(registry.host, repo, "v1", build_busybox_image("single"))
+    with pytest.raises(PlatformNotFound, match=r"is a single-platform image for linux/amd64; "
+                                                r"linux/arm64 was requested"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out", platform=ARM64)
+    assert os.listdir(tmp_path) == []
+
+
+def test_pull_docker_schema2_image_and_list(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    push_image(registry.host, repo, "d", build_busybox_image("docker"), docker=True)
+    push_image(registry.host, repo, "list", build_multiplatform_images("docker"), docker=True)
+    single = pull(ref_on(registry, f"{repo}:d"), tmp_path / "d")
+    listed = pull(ref_on(registry, f"{repo}:list"), tmp_path / "list", platform=ARM64)
+    assert (single.top_media_type, listed.top_media_type) == (DOCKER_MANIFEST, DOCKER_LIST)
+    assert (tmp_path / "d/etc/ligoenv-image-tag").read_text() == "docker\n"
+    assert (tmp_path / "list/bin/busybox").exists()
+
+
+def test_pull_zstd_and_uncompressed_layers(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    image = Image([busybox_layer(LAYER_ZSTD), files_layer({"data/plain.txt": "tar\n"}, LAYER_TAR)])
+    push_image(registry.host, repo, "v1", image)
+    pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out")
+    assert (tmp_path / "out/data/plain.txt").read_text() == "tar\n"
+    assert os.readlink(tmp_path / "out/bin/sh") == "busybox"
+
+
+def test_pull_image_built_by_umoci(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    pushed = push_umoci_image(registry.host, repo, "u1", tmp_path / "build", {"etc/motd": "umoci\n"})
+    pulled = pull(ref_on(registry, f"{repo}:u1"), tmp_path / "out")
+    assert pulled.top_digest == pushed
+    assert (tmp_path / "out/etc/motd").read_text() == "umoci\n"
+    assert os.readlink(tmp_path / "out/bin/sh") == "busybox"
+
+
+# -- refusals leave nothing behind -----------------------------------------------------------
+
+
+def test_tampered_layer_is_refused_and_nothing_is_left(registry: RegistryProcess, repo: str,
+                                                       tmp_path: Path) -> None:
+    image = build_busybox_image("tampered", {"etc/unique": repo})
+    push_image(registry.host, repo, "v1", image)
+    top = image.layers[1]
+    stored = blob_file(registry, top.digest)
+    stored.write_bytes(stored.read_bytes()[:-1] + bytes([stored.read_bytes()[-1] ^ 0xFF]))
+    cache = LayerCache(tmp_path / "cache")
+    with pytest.raises(DigestMismatch, match=f"blob {top.digest.short} of {repo}: expected {top.digest}"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out", cache=cache)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert not cache.path_for(top.digest).exists()
+    assert os.listdir(cache.path_for(top.digest).parent) == [image.layers[0].digest.hex]
+
+
+def test_wrong_diff_id_is_refused_and_nothing_is_left(registry: RegistryProcess, repo: str,
+                                                      tmp_path: Path) -> None:
+    honest = files_layer({"etc/claim": "the config lies about me\n"})
+    lying = Layer(honest.blob, honest.media_type, Digest.of_bytes(b"something else"))
+    push_image(registry.host, repo, "v1", Image([busybox_layer(), lying]))
+    with pytest.raises(DigestMismatch):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_config_with_too_few_diff_ids_is_refused(registry: RegistryProcess, client: RegistryClient,
+                                                 repo: str, tmp_path: Path) -> None:
+    image = build_busybox_image("short")
+    config = image.config_bytes().replace(f',"{image.layers[1].diff_id}"'.encode(), b"")
+    data = json.loads(image.manifest_bytes())
+    data["config"].update(digest=str(Digest.of_bytes(config)), size=len(config))
+    manifest = canonical_json(data)
+    for blob in [*(layer.blob for layer in image.layers), config]:
+        client.push_blob(repo, blob)
+    client.push_manifest(repo, "v1", manifest, OCI_MANIFEST)
+    with pytest.raises(RegistryError, match="is malformed: its config lists 1 diff_ids for 2 layers"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_target_must_be_new_or_empty(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full/file").write_text("keep me")
+    with pytest.raises(UsageError, match="already exists and is not an empty directory"):
+        pull(ref_on(registry, f"{repo}:never-pushed"), tmp_path / "full")
+    push_image(registry.host, repo, "v1", build_busybox_image("empty"))
+    (tmp_path / "empty").mkdir()
+    pull(ref_on(registry, f"{repo}:v1"), tmp_path / "empty")
+    assert (tmp_path / "empty/bin/busybox").exists()
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+
+def test_shared_layer_is_downloaded_once(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    first, second = build_busybox_image("first"), build_busybox_image("second")
+    push_image(registry.host, f"{repo}/one", "v1", first)
+    push_image(registry.host, f"{repo}/two", "v1", second)
+    cache, client = LayerCache(tmp_path / "cache"), CountingClient(registry.host)
+    pull(ref_on(registry, f"{repo}/one:v1"), tmp_path / "a", cache=cache, client=client)
+    pull(ref_on(registry, f"{repo}/two:v1"), tmp_path / "b", cache=cache, client=client)
+    pull(ref_on(registry, f"{repo}/two:v1"), tmp_path / "c", cache=cache, client=client)
+    assert sorted(client.downloads) == sorted([busybox_layer().digest, first.layers[1].digest,
+                                               second.layers[1].digest])
+    assert cache.path_for(busybox_layer().digest).read_bytes() == busybox_layer().blob
+
+
+def test_concurrent_threads_download_once(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    layer = files_layer({"etc/threads": "x" * 100_000})
+    descriptor = Descriptor(layer.media_type, layer.digest, len(layer.blob))
+    client = CountingClient(registry.host)
+    client.push_blob(repo, layer.blob)
+    cache = LayerCache(tmp_path / "cache")
+    barrier, paths = threading.Barrier(6), []
+
+    def fetch() -> None:
+        barrier.wait()
+        paths.append(cache.ensure(client, repo, descriptor))
+
+    threads = [threading.Thread(target=fetch) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.downloads == [layer.digest]
+    assert len(paths) == 6 and {p.read_bytes() for p in paths} == {layer.blob}
+
+
+ENSURE = """
+import sys
+from pathlib import Path
+from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import Descriptor
+from tests.oci.test_pull import CountingClient
+host, repo, digest, size, root = sys.argv[1:]
+client = CountingClient(host)
+sys.stdin.readline()  # start together
+descriptor = Descriptor("application/octet-stream", Digest.parse(digest), int(size))
+LayerCache(Path(root)).ensure(client, repo, descriptor)
+print(len(client.downloads))
+"""
+
+
+def test_concurrent_processes_download_once(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    layer = files_layer({"etc/processes": os.urandom(2_000_000).hex()})
+    RegistryClient(registry.host).push_blob(repo, layer.blob)
+    args = [sys.executable, "-c", ENSURE, registry.host, repo, str(layer.digest), str(len(layer.blob)),
+            str(tmp_path / "cache")]
+    root = Path(__file__).resolve().parent.parent.parent
+    processes = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, text=True)
+                 for _ in range(3)]
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    counts = [int(process.communicate(timeout=60)[0]) for process in processes]
+    assert sorted(counts) == [0, 0, 1]
+    assert LayerCache(tmp_path / "cache").path_for(layer.digest).read_bytes() == layer.blob
+
+
+def test_truncated_cache_entry_is_fetched_again(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    layer = files_layer({"etc/truncated": "y" * 5000})
+    descriptor = Descriptor(layer.media_type, layer.digest, len(layer.blob))
+    client = CountingClient(registry.host)
+    client.push_blob(repo, layer.blob)
+    cache = LayerCache(tmp_path / "cache")
+    path = cache.path_for(layer.digest)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(layer.blob[:10])
+    assert cache.ensure(client, repo, descriptor).read_bytes() == layer.blob
+    assert client.downloads == [layer.digest]
