@@ -80,7 +80,8 @@ def test_resolve_pinned_reference_checks_the_digest(registry: RegistryProcess, c
 
 def test_umoci_image_pushed_by_skopeo(registry: RegistryProcess, client: RegistryClient, repo: str,
                                       tmp_path: Path) -> None:
-    pushed = push_umoci_image(registry.host, repo, "u1", tmp_path, {"etc/motd": "from umoci\n"})
+    pushed = push_umoci_image(registry.host, repo, "u1", tmp_path, {"etc/motd": "from umoci\n"},
+                              method="insert")
     manifest = client.fetch_manifest(ref_on(registry.host, f"{repo}:u1"))
     assert manifest.digest == pushed and isinstance(manifest, ImageManifest)
     assert len(manifest.layers) == 2

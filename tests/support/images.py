@@ -158,33 +158,49 @@ def _layout_blob(layout: Path, digest: str) -> Path:
     return layout / "blobs" / algorithm / hexpart
 
 
-def build_umoci_layout(workdir: Path, tag: str, files: Files) -> Path:
-    """An OCI layout made by umoci: busybox as /bin/busybox and /bin/sh, plus `files`. Returns it."""
-    layout = workdir / "umoci-layout"
-    source = workdir / "umoci-src"
-    (source / "bin").mkdir(parents=True)
-    (source / "bin" / "busybox").write_bytes(BUSYBOX.read_bytes())
-    (source / "bin" / "busybox").chmod(0o755)
-    (source / "bin" / "sh").symlink_to("busybox")
-    for path, content in files.items():
-        dest = source / "files" / path.strip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(content.encode() if isinstance(content, str) else content)
-    image = f"{layout}:{tag}"
+def build_umoci_layout(workdir: Path, tag: str, files: Files, *, method: str = "repack") -> Path:
+    """An OCI layout made by umoci: busybox as /bin/busybox and /bin/sh, plus `files`. Returns it.
+
+    `repack` (umoci unpack, edit the rootfs, umoci repack) makes valid layers. `insert` uses
+    `umoci insert`, which in umoci < 0.4.8 (Debian 12 ships 0.4.7) writes layers without the tar
+    footer and the last file's padding (umoci issue #436): such layers exist in the wild.
+    """
+    layout, image = workdir / "umoci-layout", f"{workdir / 'umoci-layout'}:{tag}"
     _umoci("init", "--layout", str(layout))
     _umoci("new", "--image", image)
-    _umoci("insert", "--rootless", "--image", image, str(source / "bin"), "/bin")
-    if files:
-        _umoci("insert", "--rootless", "--image", image, str(source / "files"), "/")
+    if method == "repack":
+        bundle = workdir / "umoci-bundle"
+        _umoci("unpack", "--rootless", "--image", image, str(bundle))
+        _write_tree(bundle / "rootfs", files)
+        _umoci("repack", "--image", image, str(bundle))
+    elif method == "insert":
+        source = workdir / "umoci-src"
+        _write_tree(source, files)
+        _umoci("insert", "--rootless", "--image", image, str(source / "bin"), "/bin")
+        for top in sorted(p.name for p in source.iterdir() if p.name != "bin"):
+            _umoci("insert", "--rootless", "--image", image, str(source / top), f"/{top}")
+    else:
+        raise ValueError(f"unknown umoci method {method!r}: expected repack or insert")
     _umoci("config", "--image", image, "--os", "linux", "--architecture", "amd64",
            "--config.cmd", "/bin/sh")
     return layout
 
 
+def _write_tree(root: Path, files: Files) -> None:
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    (root / "bin" / "busybox").write_bytes(BUSYBOX.read_bytes())
+    (root / "bin" / "busybox").chmod(0o755)
+    (root / "bin" / "sh").symlink_to("busybox")
+    for path, content in files.items():
+        dest = root / path.strip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
 def push_umoci_image(registry_host: str, repository: str, tag: str, workdir: Path,
-                     files: Files) -> Digest:
+                     files: Files, *, method: str = "repack") -> Digest:
     """Build with umoci, push with `skopeo copy`; returns the digest the registry serves."""
-    layout = build_umoci_layout(workdir, tag, files)
+    layout = build_umoci_layout(workdir, tag, files, method=method)
     skopeo_push(layout, tag, f"{registry_host}/{repository}:{tag}")
     return Digest.parse(skopeo_digest(f"{registry_host}/{repository}:{tag}"))
 
