@@ -1,0 +1,259 @@
+"""Publish into a CernVM-FS repository: every change between `cvmfs_server transaction` and
+`publish`, and `abort -f` on any failure, so clients never see a partial image.
+
+Images are unpacked on local disk and copied in, one transaction per image subpath with a
+gateway (so several publisher nodes can work at once), or one for the whole repository
+without. The index and the links follow in their own short transaction(s).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ligoenv.errors import ConfigError, LigoenvError, PublishError
+from ligoenv.oci.digest import Digest
+from ligoenv.publishroot import PublishRoot
+
+from .base import (
+    MetadataPlan,
+    Publisher,
+    PublishOutcome,
+    StagedImage,
+    StagedPlatform,
+    StagingArea,
+    plan_publish,
+    plan_untag,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CvmfsPublisher(Publisher):
+    """Publishes to the repository `repository`, mounted (writable in transactions) at `mount`.
+
+    On one node, transactions on the repository are serialised by a lock in `staging_root`;
+    so a transaction found open while we hold that lock was left by a crash, and is aborted
+    first. (This assumes nothing but ligoenv opens transactions on the repository from this
+    node.)
+    """
+
+    name = "cvmfs"
+
+    def __init__(self, repository: str, *, mount: Path, staging_root: Path,
+                 cvmfs_server: str = "cvmfs_server", gateway: bool = False,
+                 include_registry: bool = True, clock: Callable[[], datetime] | None = None,
+                 timeout: float = 600.0, publish_timeout: float = 4 * 3600.0,
+                 stale_after: timedelta = timedelta(hours=6)) -> None:
+        self.repository = repository
+        self.layout = PublishRoot(mount, include_registry)
+        self.gateway = gateway
+        self.cvmfs_server = cvmfs_server
+        self.timeout = timeout
+        self.publish_timeout = publish_timeout
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.staging = StagingArea(staging_root, stale_after, self._clock)
+        self.staging.clean()
+        self._lock_path = staging_root / f".cvmfs-{repository}.lock"
+
+    def staging_dir(self) -> Path:
+        return self.staging.new()
+
+    def discard(self, staging: Path) -> None:
+        self.staging.discard(staging)
+
+    def has_image(self, digest: Digest) -> bool:
+        return self.layout.image_dir(digest).is_dir()
+
+    def publish(self, image: StagedImage) -> PublishOutcome:
+        image.check()
+        try:
+            with self._node_lock():
+                self._recover()
+                new = self._place_images(image)
+                plan = self._publish_metadata(image)
+        finally:
+            for platform in image.platforms:
+                if platform.tree is not None:
+                    self.discard(platform.tree)
+        return PublishOutcome(
+            image.top_digest, image.tag, plan.tag_moved, tuple(p.digest for p in new),
+            tuple(p.digest for p in image.platforms if p not in new),
+            {p.platform: self.layout.relative_image_path(p.digest) for p in image.platforms},
+            plan.index_path)
+
+    def untag(self, registry: str, repository: str, tag: str, when: datetime,
+              source: str) -> bool:
+        def plan() -> MetadataPlan:
+            return plan_untag(self.layout, registry, repository, tag, when, source)
+
+        with self._node_lock():
+            self._recover()
+            if plan().empty:
+                return False
+            index_path = self.layout.index_path(registry, repository)
+            link_dir = self.layout.tag_link(registry, repository, tag).parent
+            with self._transaction(None if not self.gateway else self._lease(index_path.parent)):
+                changed = plan()
+                changed.write_index()
+                if not self.gateway:
+                    changed.write_tag_link()
+            if self.gateway and plan().remove_tag_link is not None:
+                with self._transaction(self._lease(link_dir)):
+                    plan().write_tag_link()
+        return changed.index_changed
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _place_images(self, image: StagedImage) -> list[StagedPlatform]:
+        """Copy each new tree into the repository; returns the platforms published now."""
+        new = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
+        if new and not self.gateway:
+            with self._transaction(None):
+                for platform in new:
+                    self._copy_in(platform)
+        for platform in new if self.gateway else []:
+            with self._transaction(self._lease(self.layout.image_dir(platform.digest))):
+                self._copy_in(platform)
+        return new
+
+    def _publish_metadata(self, image: StagedImage) -> MetadataPlan:
+        """Index, digest links and tag link; planned again inside each transaction, since
+        another node may have published in between."""
+        def plan() -> MetadataPlan:
+            self._require_images(image)
+            return plan_publish(self.layout, image, self._clock())
+
+        first = plan()
+        if first.empty:
+            return first
+        if not self.gateway:
+            with self._transaction(None):
+                current = plan()
+                current.write_digest_links()
+                current.write_index()
+                current.write_tag_link()
+            return current
+        if first.index_changed:
+            with self._transaction(self._lease(first.index_path.parent)):
+                first = plan()
+                first.write_index()
+        if plan().links:
+            link_dir = self.layout.digest_link(image.registry, image.repository,
+                                               image.top_digest).parent
+            with self._transaction(self._lease(link_dir)):
+                links = plan()
+                links.write_digest_links()
+                links.write_tag_link()
+        return first
+
+    def _require_images(self, image: StagedImage) -> None:
+        # An image found at first may have been a partial tree of a crashed transaction,
+        # rolled back since: never let the index name a tree that is not there.
+        missing = [p.digest.short for p in image.platforms if not self.has_image(p.digest)]
+        if missing:
+            raise PublishError(f"image(s) {', '.join(missing)} not in /cvmfs/{self.repository}: "
+                               "publish again to unpack them", temporary=True)
+
+    def _copy_in(self, platform: StagedPlatform) -> None:
+        assert platform.tree is not None
+        target = self.layout.image_dir(platform.digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # cp -a keeps hard links, modes, times and special files, which copytree does not.
+        self._run(["cp", "-a", "--no-target-directory", str(platform.tree), str(target)],
+                  self.publish_timeout)
+
+    # -- transactions --------------------------------------------------------------------
+
+    def _lease(self, path: Path) -> str | None:
+        """The subpath to lease for writing `path`: its highest missing ancestor (a lease
+        cannot create its own parents), or None for the whole repository."""
+        relative = path.relative_to(self.layout.root)
+        for depth in range(1, len(relative.parts) + 1):
+            candidate = Path(*relative.parts[:depth])
+            if not os.path.lexists(self.layout.root / candidate):
+                return str(candidate)
+        return str(relative) if relative.parts else None
+
+    @contextmanager
+    def _transaction(self, subpath: str | None) -> Iterator[None]:
+        target = f"{self.repository}/{subpath}" if subpath else self.repository
+        self._open(target)
+        try:
+            yield
+            self._cvmfs("publish", self.repository, timeout=self.publish_timeout)
+        except BaseException as error:
+            self._abort()
+            if isinstance(error, LigoenvError) or not isinstance(error, Exception):
+                raise
+            raise PublishError(f"publishing to {self.repository} failed and was rolled back: "
+                               f"{error}", temporary=True) from error
+
+    def _open(self, target: str) -> None:
+        result = self._cvmfs("transaction", target, check=False)
+        if result.returncode != 0:
+            raise PublishError(f"cvmfs_server transaction {target} failed: {_last_line(result)}",
+                               temporary=True)
+
+    def _recover(self) -> None:
+        """Abort a transaction a crashed publisher left open on this node: until then the
+        mount shows its unpublished changes, and no new transaction can start."""
+        if self._in_transaction():
+            log.warning("aborting a transaction on %s left open by a crashed publisher",
+                        self.repository)
+            self._cvmfs("abort", "-f", self.repository)
+
+    def _in_transaction(self) -> bool:
+        listing = self._cvmfs("list", check=False).stdout
+        return any(line.startswith(f"{self.repository} (") and "in transaction" in line
+                   for line in listing.splitlines())
+
+    def _abort(self) -> None:
+        try:
+            self._cvmfs("abort", "-f", self.repository)
+        except LigoenvError as error:  # the original failure matters more
+            log.error("could not abort the transaction on %s: %s", self.repository, error)
+
+    def _cvmfs(self, *args: str, check: bool = True,
+               timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        return self._run([self.cvmfs_server, *args], timeout or self.timeout, check)
+
+    def _run(self, argv: list[str], timeout: float,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                    check=False)
+        except FileNotFoundError:
+            raise ConfigError(f"{argv[0]} not found: install it on this publisher node or set "
+                              "publisher.cvmfs_server") from None
+        except subprocess.TimeoutExpired:
+            raise PublishError(f"{_describe(argv)} did not finish within {timeout:g} s",
+                               temporary=True) from None
+        if check and result.returncode != 0:
+            raise PublishError(f"{_describe(argv)} failed: {_last_line(result)}", temporary=True)
+        return result
+
+    @contextmanager
+    def _node_lock(self) -> Iterator[None]:
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = (result.stderr or result.stdout or "").strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}"
+
+
+def _describe(argv: list[str]) -> str:
+    return " ".join([os.path.basename(argv[0]), *argv[1:3]])
