@@ -1,0 +1,54 @@
+"""Docker and Podman: `run --rm` the image by digest with the working directory bind-mounted."""
+
+from __future__ import annotations
+
+from ligoenv.runtimes.base import RunPlan, Runtime
+
+
+class Docker(Runtime):
+    """`docker run --rm [-i] [-t] -v $PWD:$PWD -w $PWD [-v ...] [-e K=V] [--gpus all] [--platform P]
+    REF@DIGEST CMD`.
+
+    A container starts from the image's environment only, so --cleanenv needs no flag here.
+    """
+
+    name = "docker"
+    install_hint = ("install Docker (https://docs.docker.com/get-docker/) or Podman, "
+                    "or choose another --runtime")
+
+    def command(self, plan: RunPlan) -> list[str]:
+        argv = [self.executable, "run", "--rm"]
+        if plan.stdin_open:
+            argv.append("-i")
+        if plan.tty:
+            argv.append("-t")
+        argv += ["-v", f"{plan.cwd}:{plan.cwd}", "-w", plan.workdir or plan.cwd]
+        for bind in plan.binds:
+            argv += ["-v", str(bind)]
+        for name, value in plan.env:
+            argv += ["-e", f"{name}={value}"]
+        if plan.gpu:
+            argv += ["--gpus", "all"]
+        platform = self.platform(plan)
+        if platform:
+            argv += ["--platform", platform]
+        return [*argv, plan.pinned, *plan.command]
+
+    def platform(self, plan: RunPlan) -> str | None:
+        """The --platform to ask for, if any.
+
+        On an Apple silicon Mac an image without an arm64 variant still runs, emulated, but
+        only when asked for linux/amd64 explicitly.
+        """
+        if plan.platform_explicit:
+            return str(plan.platform)
+        arm64 = any(p.startswith("linux/arm64") for p in plan.image_platforms)
+        if plan.host.is_macos_arm64 and plan.image_platforms and not arm64:
+            return "linux/amd64"
+        return None
+
+
+class Podman(Docker):
+    name = "podman"
+    install_hint = ("install Podman (https://podman.io/docs/installation) or Docker, "
+                    "or choose another --runtime")

@@ -1,0 +1,89 @@
+"""From "run this reference" to a runtime and a plan: resolve by digest, choose, find or pull a tree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ligoenv.oci.platform import Platform
+from ligoenv.runtimes.apptainer import Apptainer
+from ligoenv.runtimes.base import Bind, Host, RunPlan, Runtime
+from ligoenv.runtimes.bwrap import Bwrap, add_mount_points
+from ligoenv.runtimes.docker import Docker
+from ligoenv.runtimes.local import LocalTree, cached_tree, published_tree, tree_command, tree_env
+from ligoenv.runtimes.select import Which, select_runtime
+
+if TYPE_CHECKING:
+    from ligoenv.resolve import Resolution, Resolver
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for, before anything is resolved."""
+
+    reference: str  # a reference or a lockfile environment name
+    command: tuple[str, ...]
+    cwd: str
+    runtime: str = "auto"
+    platform: Platform | None = None
+    binds: tuple[Bind, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    gpu: bool = False
+    cleanenv: bool = False
+    workdir: str | None = None
+    stdin_open: bool = True
+    tty: bool = False
+    host: Host = field(default_factory=Host.current)
+
+
+def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
+            progress: Callable[[int, int], None] | None = None,
+            warn: Callable[[str], None] = lambda _: None) -> tuple[Runtime, RunPlan]:
+    """Resolve the image, choose the runtime and build its plan; pulls a local copy for bwrap."""
+    answer = resolver.resolve(request.reference, platform=request.platform)
+    runtime = select_runtime(request.runtime, which)
+    platform = request.platform or Platform.host()
+    tree: LocalTree | None = None
+    if isinstance(runtime, Apptainer | Bwrap):
+        tree = published_tree(resolver, answer, platform)
+    if isinstance(runtime, Bwrap) and tree is None:
+        tree = cached_tree(resolver, answer, platform, cache, progress)
+    if isinstance(runtime, Docker) and request.host.is_macos_arm64 and not answer.platforms:
+        answer = resolver.from_registry(answer.reference, details=True)  # has it an arm64 variant?
+    plan = _plan(request, answer, platform, tree)
+    if isinstance(runtime, Bwrap) and tree is not None:
+        plan = _mount_points(plan, tree, warn)
+    return runtime, plan
+
+
+def _plan(request: RunRequest, answer: Resolution, platform: Platform, tree: LocalTree | None) -> RunPlan:
+    return RunPlan(
+        image=answer.reference, command=request.command, cwd=request.cwd, platform=platform,
+        platform_explicit=request.platform is not None,
+        tree=tree.path if tree else None, image_platforms=tuple(sorted(answer.platforms)),
+        image_env=tree_env(tree.path) if tree else (),
+        image_command=tree_command(tree.path) if tree else (),
+        binds=request.binds, env=request.env, gpu=request.gpu, cleanenv=request.cleanenv,
+        workdir=request.workdir, stdin_open=request.stdin_open, tty=request.tty, host=request.host,
+    )
+
+
+def _mount_points(plan: RunPlan, tree: LocalTree, warn: Callable[[str], None]) -> RunPlan:
+    """bwrap needs every bind destination to exist in the tree; make them in our own copy."""
+    destinations = [plan.cwd, *(bind.destination for bind in plan.binds)]
+    if tree.published:
+        missing = [d for d in destinations if not (tree.path / d.lstrip("/")).exists()
+                   and not d.startswith(("/tmp/", "/proc/", "/dev/"))]  # noqa: S108
+    else:
+        missing = add_mount_points(tree.path, destinations)
+    bad_binds = [d for d in missing if d != plan.cwd]
+    if bad_binds:
+        from ligoenv.errors import UsageError
+
+        raise UsageError(f"cannot bind {bad_binds[0]}: no such directory in the image at {tree.path}")
+    if plan.cwd in missing:
+        warn(f"{plan.cwd} does not exist in the image, so it is not mounted: running in /")
+        return replace(plan, bind_cwd=False)
+    return plan

@@ -1,0 +1,205 @@
+"""Runtime command lines (exact argv), runtime selection on a real PATH, and local trees."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ligoenv.errors import RuntimeNotFound, UsageError
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import ImageConfig
+from ligoenv.oci.platform import Platform
+from ligoenv.oci.reference import Reference
+from ligoenv.runtimes.apptainer import Apptainer, Singularity
+from ligoenv.runtimes.base import Bind, Host, RunPlan, parse_env, run_command
+from ligoenv.runtimes.bwrap import Bwrap, add_mount_points
+from ligoenv.runtimes.docker import Docker, Podman
+from ligoenv.runtimes.local import tree_command, tree_env
+from ligoenv.runtimes.select import select_runtime
+from ligoenv.sandbox import complete_tree
+from tests.support.clientkit import standin_path
+
+DIGEST = Digest.of_bytes(b"top")
+IMAGE = Reference.parse(f"registry.example:5000/lvk/lalsuite@{DIGEST}")
+PINNED = f"registry.example:5000/lvk/lalsuite@{DIGEST}"
+LINUX = Host("Linux", "x86_64")
+MAC = Host("Darwin", "arm64")
+
+
+def plan(**changes: object) -> RunPlan:
+    base = RunPlan(image=IMAGE, command=("python", "-c", "print(1)"), cwd="/home/alice/analysis",
+                   platform=Platform.parse("linux/amd64"), host=LINUX, stdin_open=False)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+BINDS = (Bind("/data", "/data", False), Bind("/scratch/x", "/in", True))
+ENV = (("OMP_NUM_THREADS", "4"), ("GREETING", "hello world"))
+
+
+def test_apptainer_on_the_published_tree() -> None:
+    tree = Path("/cvmfs/singularity.opensciencegrid.org/.images/ab/abcd")
+    assert Apptainer().command(plan(tree=tree)) == [
+        "apptainer", "exec", str(tree), "python", "-c", "print(1)"]
+
+
+def test_apptainer_with_every_option_and_docker_fallback() -> None:
+    argv = Apptainer().command(plan(binds=BINDS, env=ENV, gpu=True, cleanenv=True, workdir="/work"))
+    assert argv == ["apptainer", "exec", "--cleanenv", "--nv", "--bind", "/data:/data",
+                    "--bind", "/scratch/x:/in:ro", "--env", "OMP_NUM_THREADS=4",
+                    "--env", "GREETING=hello world", "--pwd", "/work",
+                    f"docker://{PINNED}", "python", "-c", "print(1)"]
+    assert Singularity().command(plan(command=())) == ["singularity", "run", f"docker://{PINNED}"]
+
+
+def test_apptainer_leaves_its_bind_variables_in_the_environment() -> None:
+    environ = {"APPTAINER_BIND": "/cvmfs,/hdfs", "SINGULARITY_BIND": "/srv", "HOME": "/home/alice"}
+    assert Apptainer().environment(plan(cleanenv=True), environ) == environ
+
+
+def test_docker_command_lines() -> None:
+    assert Docker().command(plan()) == [
+        "docker", "run", "--rm", "-v", "/home/alice/analysis:/home/alice/analysis",
+        "-w", "/home/alice/analysis", PINNED, "python", "-c", "print(1)"]
+    argv = Podman().command(plan(binds=BINDS, env=ENV, gpu=True, stdin_open=True, tty=True,
+                                 workdir="/work", cleanenv=True))
+    assert argv == ["podman", "run", "--rm", "-i", "-t",
+                    "-v", "/home/alice/analysis:/home/alice/analysis", "-w", "/work",
+                    "-v", "/data:/data", "-v", "/scratch/x:/in:ro",
+                    "-e", "OMP_NUM_THREADS=4", "-e", "GREETING=hello world", "--gpus", "all",
+                    PINNED, "python", "-c", "print(1)"]
+
+
+@pytest.mark.parametrize(("host", "platforms", "explicit", "expected"), [
+    (MAC, ("linux/amd64",), False, ["--platform", "linux/amd64"]),  # emulated, but asked for
+    (MAC, ("linux/amd64", "linux/arm64"), False, []),  # the arm64 variant runs natively
+    (MAC, ("linux/arm64/v8",), False, []),
+    (MAC, (), False, []),  # unknown platforms: let docker decide
+    (LINUX, ("linux/amd64",), False, []),
+    (Host("Darwin", "x86_64"), ("linux/amd64",), False, []),
+    (LINUX, ("linux/amd64", "linux/arm64"), True, ["--platform", "linux/arm64"]),
+])
+def test_docker_platform(host: Host, platforms: tuple[str, ...], explicit: bool, expected: list[str]) -> None:
+    wanted = Platform.parse("linux/arm64") if explicit else Platform.parse("linux/amd64")
+    argv = Docker().command(plan(host=host, image_platforms=platforms, platform=wanted,
+                                 platform_explicit=explicit, command=("true",)))
+    assert argv == ["docker", "run", "--rm", "-v", "/home/alice/analysis:/home/alice/analysis",
+                    "-w", "/home/alice/analysis", *expected, PINNED, "true"]
+
+
+def test_bwrap_command_line() -> None:
+    tree = Path("/var/cache/ligoenv/images/abcd")
+    argv = Bwrap().command(plan(tree=tree, binds=BINDS, env=ENV, cleanenv=True,
+                                image_env=("PATH=/usr/bin:/bin", "LAL_DATA=/opt/lal x")))
+    assert argv == [
+        "bwrap", "--ro-bind", str(tree), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--bind", "/home/alice/analysis", "/home/alice/analysis", "--chdir", "/home/alice/analysis",
+        "--die-with-parent", "--unshare-pid",
+        "--bind", "/data", "/data", "--ro-bind", "/scratch/x", "/in",
+        "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LAL_DATA", "/opt/lal x",
+        "--setenv", "OMP_NUM_THREADS", "4", "--setenv", "GREETING", "hello world",
+        "python", "-c", "print(1)"]
+    no_cwd = Bwrap().command(plan(tree=tree, bind_cwd=False, command=(), image_command=("/run",)))
+    assert no_cwd == ["bwrap", "--ro-bind", str(tree), "/", "--proc", "/proc", "--dev", "/dev",
+                      "--tmpfs", "/tmp", "--chdir", "/", "--die-with-parent", "--unshare-pid", "/run"]
+
+
+def test_bwrap_needs_a_tree_and_a_command() -> None:
+    with pytest.raises(UsageError, match="bwrap runs an unpacked tree"):
+        Bwrap().command(plan())
+    with pytest.raises(UsageError, match="has no Entrypoint or Cmd: give a command after --"):
+        Bwrap().command(plan(tree=Path("/t"), command=()))
+
+
+@pytest.mark.parametrize(("text", "bind"), [
+    ("/data", Bind("/data", "/data", False)),
+    ("/data:/in", Bind("/data", "/in", False)),
+    ("/data:/in:ro", Bind("/data", "/in", True)),
+    ("/data:/in:rw", Bind("/data", "/in", False)),
+    ("/data::ro", Bind("/data", "/data", True)),
+])
+def test_bind_syntax(text: str, bind: Bind) -> None:
+    assert Bind.parse(text) == bind
+
+
+@pytest.mark.parametrize("text", ["", ":/x", "/a:/b:rx", "/a:/b:ro:x", "/a:relative"])
+def test_bad_binds(text: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(f"invalid bind {text!r}")):
+        Bind.parse(text)
+
+
+def test_env_syntax() -> None:
+    assert parse_env("A=b=c") == ("A", "b=c")
+    assert parse_env("EMPTY=") == ("EMPTY", "")
+    for bad in ("NOVALUE", "=x"):
+        with pytest.raises(UsageError, match="expected NAME=VALUE"):
+            parse_env(bad)
+
+
+def which_in(path: str):  # type: ignore[no-untyped-def]
+    return lambda name: shutil.which(name, path=path)
+
+
+def test_auto_selection_order(tmp_path: Path) -> None:
+    cases = [
+        (("apptainer", "singularity", "docker", "podman"), ("bwrap",), "apptainer"),
+        (("singularity", "docker"), ("bwrap",), "singularity"),
+        (("docker", "podman"), ("bwrap",), "docker"),
+        (("podman",), ("bwrap",), "podman"),
+        ((), ("bwrap",), "bwrap"),
+    ]
+    for number, (standins, real, expected) in enumerate(cases):
+        (tmp_path / str(number)).mkdir()
+        path = standin_path(tmp_path / str(number), standins, real)
+        runtime = select_runtime("auto", which_in(path))
+        assert runtime.name == expected
+        assert runtime.path() == os.path.join(path, expected)
+
+
+def test_nothing_to_run_with(tmp_path: Path) -> None:
+    empty = str(tmp_path)
+    with pytest.raises(RuntimeNotFound) as caught:
+        select_runtime("auto", which_in(empty))
+    message = str(caught.value)
+    assert message.startswith("no container runtime found: looked on PATH for apptainer, singularity, "
+                              "docker, podman, bwrap; install Apptainer (https://apptainer.org")
+    with pytest.raises(RuntimeNotFound, match="podman is not on PATH: install Podman"):
+        select_runtime("podman", which_in(empty))
+    with pytest.raises(UsageError, match="unknown runtime 'rkt': choose one of auto, apptainer, singularity"):
+        select_runtime("rkt", which_in(empty))
+    assert RuntimeNotFound("x").exit_code == 4
+
+
+def test_mount_points_are_made_inside_our_own_tree_only(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "home").mkdir(parents=True)
+    (tree / "link").symlink_to("/etc")  # resolves inside the sandbox, never followed on the host
+    (tree / "file").write_text("")
+    missing = add_mount_points(tree, ["/home/alice/work", "/tmp/x", "/link/sub", "/file/sub", "/data"])
+    assert missing == ["/file/sub"]
+    assert (tree / "home/alice/work").is_dir() and (tree / "data").is_dir()
+    assert not (tree / "tmp").exists()
+    assert not Path("/etc/sub").exists()
+
+
+def test_env_and_command_read_back_from_a_completed_tree(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    value = "it's \"quoted\" with $HOME and\na new line"
+    config = ImageConfig(digest=DIGEST, os="linux", architecture="amd64", diff_ids=(),
+                         env=("PATH=/usr/bin:/bin", f"TRICKY={value}", "EMPTY="), cmd=("/bin/sh",))
+    complete_tree(tree, config)
+    assert tree_env(tree) == ("PATH=/usr/bin:/bin", f"TRICKY={value}", "EMPTY=")
+    assert tree_command(tree) == ("/.singularity.d/runscript",)
+    assert tree_env(tmp_path) == () and tree_command(tmp_path) == ()
+
+
+def test_run_command_passes_the_exit_status_through(tmp_path: Path) -> None:
+    assert run_command(["/bin/sh", "-c", "exit 7"], {}) == 7
+    assert run_command(["/bin/sh", "-c", "kill -TERM $$"], {}) == 128 + 15
+    with pytest.raises(RuntimeNotFound, match="cannot execute /nonexistent"):
+        run_command(["/nonexistent"], {})
