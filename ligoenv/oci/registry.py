@@ -126,7 +126,9 @@ class RegistryClient:
     def open_blob(self, repository: str, descriptor: Descriptor) -> Iterator[VerifyingReader]:
         """A verifying stream over a blob: read (or drain) it to the end to run the check."""
         what = f"blob {descriptor.digest.short} of {repository}"
-        response = self._request("GET", repository, f"blobs/{descriptor.digest}", stream=True)
+        # identity: a gzip layer must arrive as stored, not re-encoded or decoded on the way
+        response = self._request("GET", repository, f"blobs/{descriptor.digest}", stream=True,
+                                 headers={"Accept-Encoding": "identity"})
         with contextlib.closing(response):
             self._expect(response, (200,), what)
             yield VerifyingReader(buffered(response, self.registry, what), descriptor.digest,

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import AuthError
+from ligoenv.errors import AuthError, RegistryUnavailable
 from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
-from tests.oci.conftest import PASSWORD, USER, LoginRegistry, inline_auth, write_docker_config
+from ligoenv.oci.transport import Transport
+from tests.oci.conftest import PASSWORD, USER, LoginRegistry, Reply, Stub, inline_auth, write_docker_config
 from tests.support.images import build_busybox_image
 from tests.support.tokenserver import TokenServer
 
@@ -228,3 +230,35 @@ def push_with(host: str, repository: str, tag: str, credentials: Credentials) ->
             client.push_blob(repository, layer.blob)
         client.push_blob(repository, image.config_bytes())
         return client.push_manifest(repository, tag, image.manifest_bytes(), OCI_MANIFEST)
+
+
+# -- challenges from a stub: a token service that never answers, and 403 -------------------
+
+
+def test_token_request_has_a_timeout(stub: Stub) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts connections into the backlog, never answers
+    realm = f"http://127.0.0.1:{silent.getsockname()[1]}/token"
+    stub.on("GET", "/v2/lab/app/tags/list",
+            Reply(401, {"Www-Authenticate": f'Bearer realm="{realm}",service="stub"'}))
+    transport = Transport(stub.host, timeout=0.3)
+    try:
+        with RegistryClient(stub.host, transport=transport) as client, \
+                pytest.raises(RegistryUnavailable) as caught:
+            client.list_tags("lab/app")
+    finally:
+        silent.close()
+    assert str(caught.value) == (f"token service of registry {stub.host} is unreachable: "
+                                 "no answer within 0.3 s")
+
+
+def test_forbidden_is_an_auth_error_with_the_registry_reason(stub: Stub) -> None:
+    stub.on("GET", "/v2/lab/app/tags/list",
+            Reply(403, {"Content-Type": "application/json"},
+                  b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}'))
+    with RegistryClient(stub.host, anonymous=True) as client, pytest.raises(AuthError) as caught:
+        client.list_tags("lab/app")
+    assert str(caught.value) == (f"registry {stub.host} denied anonymous access to lab/app (DENIED: "
+                                 f"requested access to the resource is denied): check the name, or run "
+                                 f"`docker login {stub.host}`")
