@@ -334,8 +334,12 @@ class IndexReader:
 
     location: str
 
-    def get(self, registry: str, repository: str) -> RepositoryIndex | None:
-        """The index of `registry/repository`, or None when the location has none."""
+    def get(self, registry: str, repository: str, *,
+            validate: bool = False) -> RepositoryIndex | None:
+        """The index of `registry/repository`, or None when the location has none.
+
+        `validate=True` also checks it against the JSON Schema (slower: for `ligoenv verify`).
+        """
         raise NotImplementedError
 
     def image_path(self, registry: str, repository: str, digest: Digest,
@@ -352,10 +356,12 @@ class LocalIndexReader(IndexReader):
         self.location = str(root)
         self._cache: dict[tuple[str, str], RepositoryIndex | None] = {}
 
-    def get(self, registry: str, repository: str) -> RepositoryIndex | None:
+    def get(self, registry: str, repository: str, *,
+            validate: bool = False) -> RepositoryIndex | None:
         key = (registry, repository)
-        if key not in self._cache:
-            self._cache[key] = load_index(self.root.index_path(registry, repository))
+        if validate or key not in self._cache:
+            path = self.root.index_path(registry, repository)
+            self._cache[key] = load_index(path, validate=validate)
         return self._cache[key]
 
     def image_path(self, registry: str, repository: str, digest: Digest,
@@ -376,7 +382,8 @@ class HttpIndexReader(IndexReader):
         self.location = url.rstrip("/")
         self.timeout = timeout
 
-    def get(self, registry: str, repository: str) -> RepositoryIndex | None:
+    def get(self, registry: str, repository: str, *,
+            validate: bool = False) -> RepositoryIndex | None:
         import requests  # only URL locations pay for it
 
         PublishRoot(Path("/")).index_path(registry, repository)  # rejects names unfit for a path
@@ -391,7 +398,7 @@ class HttpIndexReader(IndexReader):
         if response.status_code != 200:
             raise PublishIndexError(f"index mirror answered HTTP {response.status_code} for {url}",
                                     temporary=response.status_code >= 500)
-        return parse_index_text(response.text, url)
+        return parse_index_text(response.text, url, validate=validate)
 
 
 def open_index_reader(location: str | Path) -> IndexReader:
