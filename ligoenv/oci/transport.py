@@ -69,6 +69,17 @@ def plain_http(host: str, insecure: bool | None) -> bool:
     return is_loopback(host) if insecure is None else insecure
 
 
+class _Retry(Exception):
+    """A failure worth another try: a connection that failed, or 408, 429 or a 5xx answer."""
+
+    def __init__(self, message: str, retry_after: float | None = None, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.retry_after, self.repeated = message, retry_after, repeated
+
+    def final(self, attempts: int) -> str:
+        return f"{self.message} {attempts} times: try again later" if self.repeated else self.message
+
+
 class _Session(requests.Session):
     """A requests session that applies a default timeout to every call, oras's included."""
 
@@ -128,45 +139,50 @@ class Transport:
                 body: Body = None, params: Mapping[str, str] | None = None,
                 stream: bool = False) -> requests.Response:
         url = self.url(path)
-        attempt, slept, authenticated = 0, 0.0, False
+        attempt, slept = 0, 0.0
         while True:
             try:
-                response = self._send(method, url, scope, headers, body, params, stream)
-            except requests.exceptions.SSLError as error:
-                raise RegistryError(
-                    f"TLS with registry {self.registry} failed ({_reason(error, self.timeout)}); "
-                    "if it serves plain HTTP, list it as an insecure registry") from None
-            except (requests.ConnectionError, requests.Timeout) as error:
-                delay = self.retry.delay(attempt, None)
+                return self._authenticated(method, url, scope, headers, body, params, stream)
+            except _Retry as failure:
+                delay = self.retry.delay(attempt, failure.retry_after)
                 if attempt >= self.retry.retries or slept + delay > self.retry.budget:
-                    raise RegistryUnavailable(
-                        f"registry {self.registry} is unreachable: {_reason(error, self.timeout)}"
-                    ) from None
-                log.debug("retrying %s %s in %.2f s: %s", method, _safe(url), delay, type(error).__name__)
-            else:
-                status = response.status_code
-                if status == 401 and not authenticated:
-                    response.close()
-                    self._authenticate(response, scope)
-                    authenticated = True
-                    continue
-                if status in (401, 403):
-                    refused = self._refused(response, scope)
-                    response.close()
-                    raise refused
-                if not _retryable(status):
-                    return response
-                response.close()
-                retry_after = _retry_after(response.headers.get("Retry-After"), self._clock())
-                delay = self.retry.delay(attempt, retry_after)
-                if attempt >= self.retry.retries or slept + delay > self.retry.budget:
-                    raise RegistryUnavailable(
-                        f"registry {self.registry} answered {status} {response.reason} to {method} "
-                        f"{_path(url)} {attempt + 1} times: try again later")
-                log.debug("retrying %s %s in %.2f s after %d", method, _safe(url), delay, status)
+                    raise RegistryUnavailable(failure.final(attempt + 1)) from None
+                log.debug("retrying %s %s in %.2f s: %s", method, _safe(url), delay, failure)
             self._sleep(delay)
             slept += delay
             attempt += 1
+
+    def _authenticated(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
+                       body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:
+        """One try, answering at most one authentication challenge."""
+        response = self._once(method, url, scope, headers, body, params, stream)
+        if response.status_code == 401:
+            response.close()
+            self._authenticate(response, scope)
+            response = self._once(method, url, scope, headers, body, params, stream)
+        if response.status_code in (401, 403):
+            refused = self._refused(response, scope)
+            response.close()
+            raise refused
+        return response
+
+    def _once(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
+              body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:
+        try:
+            response = self._send(method, url, scope, headers, body, params, stream)
+        except requests.exceptions.SSLError as error:
+            raise RegistryError(
+                f"TLS with registry {self.registry} failed ({_reason(error, self.timeout)}); "
+                "if it serves plain HTTP, list it as an insecure registry") from None
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise _Retry(f"registry {self.registry} is unreachable: {_reason(error, self.timeout)}") from None
+        status = response.status_code
+        if _retryable(status):
+            response.close()
+            raise _Retry(f"registry {self.registry} answered {status} {response.reason} to {method} "
+                         f"{_path(url)}", _retry_after(response.headers.get("Retry-After"), self._clock()),
+                         repeated=True)
+        return response
 
     def _send(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
               body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -25,8 +26,6 @@ REG = "registry.example.org"
 
 
 def env_for(**values: str) -> dict[str, str]:
-    import os
-
     return {"PATH": os.environ["PATH"], **values}
 
 
