@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ligoenv.errors import PublishError
+from ligoenv.errors import InvalidReference, PublishError
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 
@@ -102,8 +102,8 @@ def _check_name(registry: str, repository: str, tag: str | None) -> None:
     # or absolute component can ever place a link outside the root.
     text = f"{registry}/{repository}" + (f":{tag}" if tag is not None else "")
     try:
-        ref = Reference.parse(text)
-    except Exception:
+        ref: Reference | None = Reference.parse(text)
+    except InvalidReference:
         ref = None
     if ref is None or (ref.registry, ref.repository, ref.tag if tag is not None else None) != (
         registry, repository, tag

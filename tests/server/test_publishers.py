@@ -137,6 +137,15 @@ def test_multi_platform_records(tmp_path: Path) -> None:
         tmp_path / ".images" / arm64.hex[:2] / arm64.hex)
 
 
+def test_publish_by_digest_only(tmp_path: Path) -> None:
+    pub = publisher(tmp_path)
+    outcome = pub.publish(stage(pub, "v1", tag=None))
+    assert not outcome.tag_moved
+    assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}@{outcome.top_digest}") == "v1"
+    index = load_index(outcome.index_path, validate=True)
+    assert index is not None and index.tags == {} and str(outcome.top_digest) in index.digests
+
+
 def test_osg_layout(tmp_path: Path) -> None:
     pub = publisher(tmp_path, include_registry=False)
     outcome = pub.publish(stage(pub, "v1"))
