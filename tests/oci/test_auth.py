@@ -19,7 +19,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.transport import Transport
 from tests.oci.conftest import PASSWORD, USER, LoginRegistry, Reply, Stub, inline_auth, write_docker_config
-from tests.support.images import build_busybox_image
+from tests.support.images import build_busybox_image, push_image
 from tests.support.tokenserver import TokenServer
 
 REG = "registry.example.org"
@@ -223,12 +223,7 @@ def test_token_service_refuses_wrong_password(token_registry: LoginRegistry) -> 
 
 
 def push_with(host: str, repository: str, tag: str, credentials: Credentials) -> Digest:
-    image = build_busybox_image(tag)
-    with RegistryClient(host, credentials=credentials) as client:
-        for layer in image.layers:
-            client.push_blob(repository, layer.blob)
-        client.push_blob(repository, image.config_bytes())
-        return client.push_manifest(repository, tag, image.manifest_bytes(), OCI_MANIFEST)
+    return push_image(host, repository, tag, build_busybox_image(tag), credentials=credentials)
 
 
 # -- challenges from a stub: a token service that never answers, and 403 -------------------

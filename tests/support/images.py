@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ligoenv.oci.auth import Credentials
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import LAYER_GZIP, Entry, Image, Layer, canonical_json
 from ligoenv.oci.manifest import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
@@ -104,12 +105,13 @@ def index_bytes(images: Sequence[Image], docker: bool = False) -> bytes:
 
 
 def push_image(registry_host: str, repository: str, tag: str,
-               image_or_layout: Image | Sequence[Image] | Path, *, docker: bool = False) -> Digest:
+               image_or_layout: Image | Sequence[Image] | Path, *, docker: bool = False,
+               credentials: Credentials | None = None) -> Digest:
     """Push an Image, a list of Images (as an index) or an OCI layout's `tag`; returns the tag's digest.
 
     `docker=True` pushes Docker schema 2 manifests (and a manifest list) instead of OCI ones.
     """
-    with RegistryClient(registry_host, anonymous=True) as client:
+    with RegistryClient(registry_host, credentials=credentials, anonymous=credentials is None) as client:
         if isinstance(image_or_layout, Path):
             return _push_layout(client, repository, tag, image_or_layout)
         if isinstance(image_or_layout, Image):
