@@ -1,7 +1,112 @@
-"""Entry point of the `ligoenv` command."""
+"""Entry point of the `ligoenv` command: wires the subcommands and turns errors into one line + exit code.
 
-from __future__ import annotations
+Only `sys` and the light core are imported up front: `resolve` is answered before typer is
+imported (typer brings click and pydantic, about 100 ms), and each subcommand imports what it
+needs when it runs.
+"""
+
+import sys
+from typing import Any
+
+from ligoenv import __version__
+from ligoenv.cli.common import Invocation
+from ligoenv.errors import LigoenvError
+
+SUBCOMMANDS = ("resolve", "lock", "verify", "run", "pull", "history", "path", "doctor", "cite")
+HELP = """Reproducible container environments: resolve, lock and run images by digest.
+
+Errors print one line on stderr (`--debug` shows the traceback). Exit codes: 0 success,
+1 error, 2 usage or configuration, 3 not found, 4 no container runtime.
+"""
 
 
-def main() -> None:
-    raise SystemExit("ligoenv: not yet implemented")
+def main(argv: list[str] | None = None) -> None:
+    raise SystemExit(run(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: list[str], inv: Invocation | None = None) -> int:
+    """Run the command line `args`; returns the exit code. Never raises, except with --debug."""
+    inv = inv or Invocation()
+    options = args[: args.index("--")] if "--" in args else args
+    inv.debug = inv.debug or "--debug" in options
+    inv.args = list(args)
+    try:
+        code = _fast_path(args, inv)
+        if code is None:
+            code = _typer_main(args, inv)
+        return code
+    except LigoenvError as error:
+        if inv.debug:
+            raise
+        return _fail(error.message, error.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def _fast_path(args: list[str], inv: Invocation) -> int | None:
+    rest = [a for a in args if a != "--debug"] if "--" not in args else args
+    if rest[:1] != ["resolve"]:
+        return None
+    from ligoenv.cli.resolve import fast_path
+
+    return fast_path(rest[1:], inv)
+
+
+def _typer_main(args: list[str], inv: Invocation) -> int:
+    import typer
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    command = typer.main.get_command(build_app())
+    try:
+        result = command.main(args, prog_name="ligoenv", standalone_mode=False, obj=inv)
+    except NoArgsIsHelpError as error:
+        sys.stderr.write(error.format_message().rstrip() + "\n")
+        return 2
+    except ClickException as error:
+        return _fail(_one_line(error.format_message()), 2 if error.exit_code == 1 else error.exit_code)
+    except typer.Abort:
+        return _fail("aborted", 130)
+    return result if isinstance(result, int) else 0
+
+
+def build_app() -> Any:
+    """The typer application with every subcommand registered."""
+    import importlib
+
+    import typer
+
+    app = typer.Typer(name="ligoenv", help=HELP, add_completion=False, no_args_is_help=True,
+                      pretty_exceptions_enable=False, rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+
+    def show_version(value: bool) -> None:
+        if value:
+            sys.stdout.write(f"ligoenv {__version__}\n")
+            raise typer.Exit(0)
+
+    @app.callback()
+    def _global(
+        debug: bool = typer.Option(False, "--debug", help="show tracebacks of errors"),
+        version: bool = typer.Option(False, "--version", help="print the version and exit",
+                                     is_eager=True, callback=show_version),
+    ) -> None:
+        pass  # --debug is read before parsing, so that parse errors can be debugged too
+
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"ligoenv.cli.{name}").register(app)
+    return app
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"ligoenv: error: {_one_line(message)}\n")
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""What the subcommands share: the invocation (environment, host, executor), settings, parsing, output.
+
+Kept free of typer and of heavy imports: the `resolve` fast path uses it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ligoenv.config import Settings, load_settings
+from ligoenv.errors import UsageError
+
+if TYPE_CHECKING:
+    from ligoenv.lockfile import Lockfile
+    from ligoenv.oci.platform import Platform
+    from ligoenv.resolve import Resolver
+    from ligoenv.runtimes.base import Executor, Host
+
+
+@dataclass
+class Invocation:
+    """The world a command runs in. Tests pass their own; the console script uses the real one."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    host: Host | None = None  # None: this machine
+    executor: Executor | None = None  # None: exec (replace the process)
+    which: Callable[[str], str | None] = shutil.which
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    debug: bool = False
+    args: list[str] = field(default_factory=list)  # the raw command line, for `run`'s `--`
+
+    def settings(self, **cli: Any) -> Settings:
+        return load_settings(cli, self.environ)
+
+
+def invocation(obj: object) -> Invocation:
+    return obj if isinstance(obj, Invocation) else Invocation()
+
+
+def load_lockfile(settings: Settings, *, strict: bool = False) -> Lockfile | None:
+    """The lockfile in effect; None when only the default name applies and no such file exists."""
+    from ligoenv.lockfile import read_lockfile
+
+    path = settings.lockfile
+    if not settings.lockfile_explicit and not path.exists():
+        return None
+    return read_lockfile(path, strict=strict)
+
+
+def make_resolver(settings: Settings, lockfile: Lockfile | None) -> Resolver:
+    from ligoenv.resolve import Resolver
+
+    return Resolver(lockfile=lockfile, index=settings.index,
+                    insecure_registries=settings.insecure_registries)
+
+
+def parse_platform(text: str | None) -> Platform | None:
+    from ligoenv.oci.platform import Platform
+
+    return Platform.parse(text) if text else None
+
+
+def parse_when(text: str) -> datetime:
+    """`2026-03-01`, `2026-03-01T12:00[:00]`, with `Z` or `+02:00` or neither (then UTC)."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"invalid time {text!r}: use e.g. 2026-03-01, 2026-03-01T12:00 or 2026-03-01T12:00Z "
+            "(times without an offset are UTC)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def note(line: str) -> None:
+    """Information for a human, on stderr so stdout stays parseable."""
+    sys.stderr.write(f"ligoenv: {line}\n")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)

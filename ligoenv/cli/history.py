@@ -1,0 +1,59 @@
+"""`ligoenv history REF`: which digest a tag pointed at, and when, from the publish index."""
+
+from typing import TYPE_CHECKING, Annotated
+
+from ligoenv.cli.common import Invocation, invocation, load_lockfile, out, print_json, table
+from ligoenv.errors import NotFound, UsageError
+
+if TYPE_CHECKING:
+    import typer
+
+HELP = """Show the tag history of REF recorded in the publish index: digest, from, until, source.
+
+A lockfile environment name stands for the reference it locked.
+"""
+
+
+def run(inv: Invocation, text: str, *, index: str | None = None, lock: str | None = None,
+        as_json: bool = False) -> int:
+    from ligoenv.index import format_time, open_index_reader
+    from ligoenv.oci.reference import Reference
+
+    settings = inv.settings(index=index, lockfile=lock)
+    lockfile = load_lockfile(settings)
+    found = lockfile.find(text) if lockfile is not None else None
+    ref = found[1].pinned() if found else Reference.parse(text)
+    if not settings.index:
+        raise UsageError("history comes from a publish index: pass --index LOCATION or set LIGOENV_INDEX")
+    repo = open_index_reader(settings.index).get(ref.registry, ref.repository)
+    tag = ref.tag or "latest"
+    events = repo.history(tag) if repo is not None else []
+    if not events:
+        raise NotFound(f"index {settings.index} has no history for {ref.name}:{tag}")
+    rows = [{"digest": str(e.digest) if e.digest else None, "from": format_time(e.since),
+             "until": format_time(e.until) if e.until else None, "source": e.source, "event": e.event}
+            for e in events]
+    if as_json:
+        print_json({"reference": f"{ref.name}:{tag}", "history": rows})
+        return 0
+    out(table([[r["digest"] or "(untagged)", r["from"] or "", r["until"] or "now", r["source"] or ""]
+               for r in rows],
+              ["DIGEST", "FROM", "UNTIL", "SOURCE"]))
+    return 0
+
+
+def register(app: "typer.Typer") -> None:
+    import typer
+
+    from ligoenv.cli import options
+
+    @app.command("history", help=HELP, short_help='Show which digest a tag pointed at, and when.')
+    def history(
+        ctx: typer.Context,
+        ref: Annotated[str, typer.Argument(
+            help="image reference (its tag) or environment name", metavar="REF")],
+        index: options.Index = None,
+        lock: options.Lock = None,
+        as_json: options.Json = False,
+    ) -> None:
+        raise typer.Exit(run(invocation(ctx.obj), ref, index=index, lock=lock, as_json=as_json))

@@ -1,0 +1,124 @@
+"""`ligoenv run REF -- CMD...`: run a command in an image, always by digest."""
+
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, note, parse_platform
+from ligoenv.errors import UsageError
+
+if TYPE_CHECKING:
+    import typer
+
+HELP = """Run CMD in the image REF (or an environment of a lockfile), pinned by digest.
+
+--runtime auto prefers Apptainer/Singularity (on the published tree when the index has one on
+this machine, else docker://REF@DIGEST), then Docker/Podman, then bubblewrap on a local copy
+(pulled into the cache when missing). Put the command after --. The exit status is the command's.
+"""
+
+
+def run(inv: Invocation, args: list[str], *, lock: str | None = None,
+        runtime: str | None = None, binds: list[str] | None = None, gpu: bool = False,
+        env: list[str] | None = None, cleanenv: bool = False, platform: str | None = None,
+        pwd: str | None = None, index: str | None = None, separator_at: int | None = None) -> int:
+    from ligoenv.runtimes.base import Bind, Host, exec_command, parse_env
+    from ligoenv.runtimes.launch import RunRequest, prepare
+
+    settings = inv.settings(lockfile=lock, index=index, runtime=runtime)
+    lockfile = load_lockfile(settings)
+    reference, command = _split(args, separator_at, lock is not None, lockfile)
+    if lock is not None and lockfile is not None:
+        lockfile.environment(reference)  # with --lock, a name of that file: NotFound lists them
+    request = RunRequest(
+        reference=reference, command=tuple(command), cwd=os.getcwd(), runtime=settings.runtime,
+        platform=parse_platform(platform), binds=tuple(Bind.parse(b) for b in binds or []),
+        env=tuple(parse_env(e) for e in env or []), gpu=gpu, cleanenv=cleanenv, workdir=pwd,
+        stdin_open=_stdin_open(), tty=sys.stdin.isatty() and sys.stdout.isatty(),
+        host=inv.host or Host.current(),
+    )
+    resolver = make_resolver(settings, lockfile)
+    chosen, plan = prepare(request, resolver, settings.cache, inv.which, _progress(), note)
+    argv = chosen.command(plan)
+    if inv.debug:
+        note("running " + " ".join(argv))
+    executor = inv.executor or exec_command
+    return executor(argv, chosen.environment(plan, inv.environ))
+
+
+def _split(args: list[str], separator_at: int | None, with_lock: bool,
+           lockfile: Any) -> tuple[str, list[str]]:
+    """(reference or environment name, command) from the positional arguments."""
+    before = args if separator_at is None else args[:separator_at]
+    after = [] if separator_at is None else args[separator_at:]
+    if separator_at is None:
+        before, after = args[:1], args[1:]
+    if len(before) > 1:
+        raise UsageError(f"unexpected arguments {before[1:]}: put the command after --")
+    if before:
+        return before[0], after
+    if with_lock and lockfile is not None and len(lockfile.environments) == 1:
+        return next(iter(lockfile.environments)), after
+    if with_lock and lockfile is not None:
+        names = ", ".join(sorted(lockfile.environments)) or "none"
+        raise UsageError(f"{lockfile.where} has several environments: name one of {names}")
+    raise UsageError("no image given: ligoenv run REF -- CMD... (or --lock FILE NAME -- CMD...)")
+
+
+def _stdin_open() -> bool:
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return sys.stdin.isatty() or stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode)
+
+
+def _progress() -> Any:
+    from ligoenv.cli.progress import progress_bar
+
+    return progress_bar("pulling")
+
+
+def register(app: "typer.Typer") -> None:
+    import typer
+
+    from ligoenv.cli import options
+
+    @app.command("run", help=HELP, short_help="Run a command in an image, by digest.")
+    def run_command(
+        ctx: typer.Context,
+        args: Annotated[list[str] | None, typer.Argument(
+            help="REF (or NAME with --lock), then -- and the command", metavar="[REF|NAME] -- CMD",
+            show_default=False)] = None,
+        lock: Annotated[str | None, typer.Option(help="run an environment of this lockfile",
+                                                 metavar="FILE")] = None,
+        runtime: Annotated[str | None, typer.Option(
+            help="[default: auto]", metavar="auto|apptainer|singularity|docker|podman|bwrap")] = None,
+        binds: Annotated[list[str] | None, typer.Option(
+            "-B", "--bind", help="bind a host path (repeatable)", metavar="SRC[:DST[:ro]]")] = None,
+        gpu: Annotated[bool, typer.Option("--gpu", help="give the container the NVIDIA GPUs")] = False,
+        env: Annotated[list[str] | None, typer.Option(
+            "--env", help="set K=V in the container (repeatable)", metavar="K=V")] = None,
+        cleanenv: Annotated[bool, typer.Option(
+            "--cleanenv", help="do not pass the host environment")] = False,
+        platform: options.Platform = None,
+        pwd: Annotated[str | None, typer.Option(
+            help="working directory in the container [default: the current one]", metavar="DIR")] = None,
+        index: options.Index = None,
+    ) -> None:
+        inv = invocation(ctx.obj)
+        positional = args or []
+        separator_at = _separator_position(inv.args, positional)
+        raise typer.Exit(run(inv, positional, lock=lock,
+                             runtime=runtime, binds=binds, gpu=gpu, env=env, cleanenv=cleanenv,
+                             platform=platform, pwd=pwd, index=index, separator_at=separator_at))
+
+
+def _separator_position(raw: list[str], positional: list[str]) -> int | None:
+    """How many positional arguments came before `--` on the command line (None: no `--`)."""
+    if "--" not in raw:
+        return None
+    after = len(raw) - raw.index("--") - 1
+    return len(positional) - after

@@ -1,0 +1,76 @@
+"""`ligoenv verify [LOCKFILE]`: is the lockfile valid, and is every pinned digest still available?"""
+
+from typing import TYPE_CHECKING, Any
+
+from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, print_json
+from ligoenv.errors import NotFound
+
+if TYPE_CHECKING:
+    import typer
+
+HELP = """Check the lockfile against its schema and that every pinned digest can still be fetched
+(from the publish index, else with a HEAD to the registry).
+
+Tags that moved since locking are reported for information (exit 0). Exits 3 naming each pinned
+digest that is gone.
+"""
+
+
+def run(inv: Invocation, lockfile_path: str | None = None, *, index: str | None = None,
+        as_json: bool = False) -> int:
+    settings = inv.settings(lockfile=lockfile_path, index=index)
+    lockfile = load_lockfile(settings, strict=True)
+    if lockfile is None:
+        raise NotFound(f"no lockfile {settings.lockfile}: create one with `ligoenv lock REF...`")
+    resolver = make_resolver(settings, None)
+    results, gone = [], []
+    for name, env in sorted(lockfile.environments.items()):
+        result = _check(resolver, name, env)
+        results.append(result)
+        if result["available"] is None:
+            gone.append(f"{name} ({env.pinned().pinned_str()})")
+    if as_json:
+        print_json({"lockfile": str(settings.lockfile), "environments": results})
+    else:
+        for result in results:
+            out(_line(result))
+    if gone:
+        raise NotFound(f"{len(gone)} pinned digest(s) no longer available: {', '.join(gone)}")
+    return 0
+
+
+def _check(resolver: Any, name: str, env: Any) -> dict[str, Any]:
+    pinned = env.pinned()
+    try:
+        where = resolver.where_available(pinned)
+    except NotFound:
+        where = None
+    current = resolver.current(pinned) if env.tag else None
+    moved = env.tag is not None and current != env.digest
+    return {"name": name, "canonical": env.canonical, "available": where,
+            "tag": env.tag, "moved": moved, "current": str(current) if current else None}
+
+
+def _line(result: dict[str, Any]) -> str:
+    if result["available"] is None:
+        return f"gone   {result['name']}: {result['canonical']} is no longer available"
+    line = f"ok     {result['name']}: {result['canonical']} ({result['available']})"
+    if result["moved"]:
+        now = result["current"] or "nothing (tag deleted)"
+        line += f"; tag {result['tag']} has moved to {now}"
+    return line
+
+
+def register(app: "typer.Typer") -> None:
+    import typer
+
+    from ligoenv.cli import options
+
+    @app.command("verify", help=HELP, short_help="Check that a lockfile's digests are still available.")
+    def verify(
+        ctx: typer.Context,
+        lockfile: options.LockfileArg = None,
+        index: options.Index = None,
+        as_json: options.Json = False,
+    ) -> None:
+        raise typer.Exit(run(invocation(ctx.obj), lockfile, index=index, as_json=as_json))

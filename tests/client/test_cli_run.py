@@ -1,0 +1,169 @@
+"""`ligoenv run` in-process: exact command lines through the stand-ins, and real bubblewrap runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ligoenv.runtimes.base import Host
+from tests.support.clientkit import Cli, Pushed, standin_calls, standin_path, write_index
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MAC = Host("Darwin", "arm64")
+Capture = pytest.CaptureFixture[str]
+
+
+@pytest.fixture()
+def log(cli: Cli, tmp_path: Path) -> Path:
+    """Stand-ins for every runtime on PATH (and the real bwrap); their calls land in this file."""
+    cli.environ["PATH"] = standin_path(tmp_path, real=("bwrap",))
+    cli.environ["LIGOENV_STANDIN_LOG"] = str(tmp_path / "calls.jsonl")
+    return tmp_path / "calls.jsonl"
+
+
+@pytest.fixture()
+def outside_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory outside /tmp: bwrap mounts a fresh /tmp, so only there mount points matter."""
+    work = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="ligoenv-test-"))
+    monkeypatch.chdir(work)
+    yield work
+    shutil.rmtree(work)
+
+
+def only_call(log: Path) -> list[str]:
+    calls = standin_calls(log)
+    assert len(calls) == 1, calls
+    return calls[0]["argv"]  # type: ignore[return-value]
+
+
+def test_apptainer_runs_the_published_tree(cli: Cli, log: Path, images: dict[str, Pushed],
+                                           tmp_path: Path) -> None:
+    multi = images["multi"]
+    root = tmp_path / "cvmfs" / "singularity.opensciencegrid.org"
+    write_index(root, multi, [(multi.digest, T0)], trees=True)
+    cli.environ["LIGOENV_INDEX"] = str(root)
+    cli.environ["APPTAINER_BIND"] = "/hdfs,/cvmfs"
+    arm = multi.platforms["linux/arm64"]
+    assert cli("run", "--platform", "linux/arm64", multi.ref, "--", "python", "-c", "print(1)") == 0
+    assert only_call(log) == ["apptainer", "exec", f"{root}/.images/{arm.hex[:2]}/{arm.hex}",
+                              "python", "-c", "print(1)"]
+    assert standin_calls(log)[0]["env"] == {"APPTAINER_BIND": "/hdfs,/cvmfs"}
+
+
+def test_apptainer_falls_back_to_docker_uri_with_every_option(cli: Cli, log: Path, images: dict[str, Pushed],
+                                                              tmp_path: Path) -> None:
+    stable = images["stable"]
+    (tmp_path / "data").mkdir()
+    code = cli("run", "-B", str(tmp_path / "data") + ":/data:ro", "--bind", "/scratch", "--gpu",
+               "--env", "OMP_NUM_THREADS=4", "--env", "MSG=a b", "--cleanenv", "--pwd", "/data",
+               stable.ref, "--", "sh", "-c", "echo $MSG")
+    assert code == 0
+    assert only_call(log) == ["apptainer", "exec", "--cleanenv", "--nv",
+                              "--bind", f"{tmp_path}/data:/data:ro", "--bind", "/scratch:/scratch",
+                              "--env", "OMP_NUM_THREADS=4",
+                              "--env", "MSG=a b", "--pwd", "/data", f"docker://{stable.pinned}",
+                              "sh", "-c", "echo $MSG"]
+
+
+def test_singularity_then_docker_then_podman(cli: Cli, images: dict[str, Pushed], tmp_path: Path) -> None:
+    stable = images["stable"]
+    cli.environ["LIGOENV_STANDIN_LOG"] = str(tmp_path / "calls.jsonl")
+    expected = {
+        ("singularity", "docker"): ["singularity", "exec", f"docker://{stable.pinned}", "true"],
+        ("docker", "podman"): ["docker", "run", "--rm", "-v", f"{os.getcwd()}:{os.getcwd()}",
+                               "-w", os.getcwd(), stable.pinned, "true"],
+        ("podman",): ["podman", "run", "--rm", "-v", f"{os.getcwd()}:{os.getcwd()}",
+                      "-w", os.getcwd(), stable.pinned, "true"],
+    }
+    for number, (names, argv) in enumerate(expected.items()):
+        (tmp_path / str(number)).mkdir()
+        cli.environ["PATH"] = standin_path(tmp_path / str(number), names)
+        assert cli("run", stable.ref, "--", "true") == 0
+        assert standin_calls(tmp_path / "calls.jsonl")[-1]["argv"] == argv
+
+
+@pytest.mark.parametrize(("image", "platform_flag"), [("stable", ["--platform", "linux/amd64"]),
+                                                      ("multi", [])])
+def test_docker_on_an_apple_silicon_mac(cli: Cli, images: dict[str, Pushed], tmp_path: Path, image: str,
+                                        platform_flag: list[str]) -> None:
+    pushed = images[image]
+    cli.environ["PATH"] = standin_path(tmp_path, ("docker",))
+    cli.environ["LIGOENV_STANDIN_LOG"] = str(tmp_path / "calls.jsonl")
+    cli.host = MAC
+    assert cli("run", pushed.ref, "--", "uname", "-m") == 0
+    assert only_call(tmp_path / "calls.jsonl") == [
+        "docker", "run", "--rm", "-v", f"{os.getcwd()}:{os.getcwd()}", "-w", os.getcwd(),
+        *platform_flag, pushed.pinned, "uname", "-m"]
+
+
+def test_run_a_lockfile_environment(cli: Cli, log: Path, images: dict[str, Pushed]) -> None:
+    stable, multi = images["stable"], images["multi"]
+    assert cli("lock", "-o", "one.lock", stable.ref) == 0
+    assert cli("run", "--lock", "one.lock", "--", "echo", "hi") == 0  # the only environment
+    assert cli("lock", "-o", "two.lock", stable.ref, multi.ref) == 0
+    assert cli("run", "--lock", "two.lock", "multi", "--", "echo", "hi") == 0
+    assert cli("run", "--lock", "two.lock", "multi", "echo", "hi") == 0  # -- is optional
+    calls = [call["argv"] for call in standin_calls(log)]
+    assert calls == [["apptainer", "exec", f"docker://{stable.pinned}", "echo", "hi"],
+                     ["apptainer", "exec", f"docker://{multi.pinned}", "echo", "hi"],
+                     ["apptainer", "exec", f"docker://{multi.pinned}", "echo", "hi"]]
+
+
+def test_the_command_exit_status_is_ours(cli: Cli, log: Path, images: dict[str, Pushed]) -> None:
+    cli.environ["LIGOENV_STANDIN_EXIT"] = "5"
+    assert cli("run", images["stable"].ref, "--", "false") == 5
+
+
+def test_missing_runtime(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    cli.environ["PATH"] = str(tmp_path)
+    assert cli("run", "--runtime", "apptainer", images["stable"].ref, "--", "true") == 4
+    assert capsys.readouterr().err == (
+        "ligoenv: error: apptainer is not on PATH: install Apptainer "
+        "(https://apptainer.org/docs/admin/main/installation.html) or choose another --runtime\n")
+    assert cli("run", images["stable"].ref, "--", "true") == 4
+    assert capsys.readouterr().err.startswith(
+        "ligoenv: error: no container runtime found: looked on PATH for "
+        "apptainer, singularity, docker, podman, bwrap; install")
+
+
+def test_bwrap_pulls_into_the_cache_once_and_runs(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
+                                                  outside_tmp: Path, capfd: Capture) -> None:
+    stable = images["stable"]
+    cli.environ["PATH"] = standin_path(tmp_path, ("docker",), real=("bwrap",))
+    assert cli("run", "--runtime", "bwrap", stable.ref, "--", "cat", "/etc/greeting") == 0
+    assert capfd.readouterr().out == "hello from stable\n"
+    tree = Path(cli.environ["LIGOENV_CACHE"]) / "images" / stable.digest.hex
+    assert (tree / ".singularity.d" / "runscript").is_file()
+    assert (tree / outside_tmp.relative_to("/")).is_dir()  # the mount point for the working directory
+    code = cli("run", "--runtime", "bwrap", "--env", "EXTRA=1", stable.ref, "--",
+               "sh", "-c", 'echo "$GREETING $EXTRA $PWD"; exit 7')
+    assert code == 7
+    assert capfd.readouterr().out == f"hi there 1 {outside_tmp}\n"
+
+
+def test_bwrap_on_a_published_tree_pulls_nothing(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
+                                                 outside_tmp: Path, capfd: Capture) -> None:
+    old = images["old"]
+    root = tmp_path / "root"
+    tree = root / ".images" / old.digest.hex[:2] / old.digest.hex
+    assert cli("pull", "--output", str(tree), old.ref) == 0  # a real tree, as a publisher makes it
+    assert capfd.readouterr().out == f"{tree}\n"
+    write_index(root, old, [(old.digest, T0)])
+    cache = Path(cli.environ["LIGOENV_CACHE"]) / "images"
+    cli.environ["PATH"] = standin_path(tmp_path, (), real=("bwrap",))
+    command = ["sh", "-c", "cat /etc/greeting; env"]
+    assert cli("run", "--index", str(root), "--cleanenv", old.ref, "--", *command) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("hello from old\n")
+    env = sorted(line for line in out.splitlines()[1:] if not line.startswith("SHLVL="))
+    assert env == ["GREETING=hi there", "PATH=/usr/bin:/bin", "PWD=/"]
+    assert err == f"ligoenv: {outside_tmp} does not exist in the image, so it is not mounted: running in /\n"
+    assert not cache.exists()
+    assert not (tree / "var" / "tmp" / outside_tmp.name).exists()  # the published tree is never modified
