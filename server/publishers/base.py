@@ -246,22 +246,24 @@ def make_publisher(config: PublisherSettings, *, staging_root: Path | None = Non
 
 
 class StagingArea:
-    """Directories the worker unpacks into. Each is locked while in use, so that the cleaning
-    of directories left by a crash never removes one a live worker is still filling."""
+    """Directories the worker unpacks into. Each has a lock file, taken *before* the directory
+    is made and held while it is in use, so a directory whose lock is free belongs to a worker
+    that died: cleaning removes it at once, and never one a live worker is still filling."""
 
-    def __init__(self, root: Path, stale_after: timedelta = timedelta(hours=6),
+    def __init__(self, root: Path, stale_after: timedelta = timedelta(0),
                  clock: Callable[[], datetime] | None = None) -> None:
         self.root = root
-        self.stale_after = stale_after
+        self.stale_after = stale_after  # extra grace before cleaning; the lock alone is enough
         self._clock = clock or (lambda: datetime.now(UTC))
         self._locks: dict[Path, int] = {}
         root.mkdir(parents=True, exist_ok=True)
 
     def new(self) -> Path:
-        path = Path(tempfile.mkdtemp(dir=self.root, prefix="stage-"))
-        os.chmod(path, 0o755)  # noqa: S103  (it becomes the root directory of a public image)
-        fd = os.open(self._lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+        fd, lock_name = tempfile.mkstemp(dir=self.root, prefix="stage-", suffix=".lock")
         fcntl.flock(fd, fcntl.LOCK_EX)
+        path = Path(lock_name[: -len(".lock")])
+        path.mkdir(mode=0o755)
+        os.chmod(path, 0o755)  # noqa: S103  (it becomes the root directory of a public image)
         self._locks[path] = fd
         return path
 
@@ -274,13 +276,16 @@ class StagingArea:
             os.close(fd)
 
     def clean(self, now: datetime | None = None) -> list[Path]:
-        """Remove unlocked staging directories older than `stale_after`; return them."""
+        """Remove staging directories no live worker holds (older than `stale_after`)."""
         cutoff = (now or self._clock()).timestamp() - self.stale_after.total_seconds()
         removed = []
         for path in sorted(self.root.glob("stage-*")):
             if path.suffix == ".lock" or path in self._locks or path.lstat().st_mtime > cutoff:
                 continue
-            fd = os.open(self._lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self._lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                continue  # removed by another cleaner meanwhile
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

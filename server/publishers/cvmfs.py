@@ -50,7 +50,7 @@ class CvmfsPublisher(Publisher):
                  cvmfs_server: str = "cvmfs_server", gateway: bool = False,
                  include_registry: bool = True, clock: Callable[[], datetime] | None = None,
                  timeout: float = 600.0, publish_timeout: float = 4 * 3600.0,
-                 stale_after: timedelta = timedelta(hours=6)) -> None:
+                 stale_after: timedelta = timedelta(0)) -> None:
         self.repository = repository
         self.layout = PublishRoot(mount, include_registry)
         self.gateway = gateway

@@ -35,7 +35,7 @@ class DirectoryPublisher(Publisher):
     name = "directory"
 
     def __init__(self, root: Path, *, include_registry: bool = True,
-                 stale_after: timedelta = timedelta(hours=6),
+                 stale_after: timedelta = timedelta(0),
                  clock: Callable[[], datetime] | None = None, on_step: Step | None = None) -> None:
         self.layout = PublishRoot(root, include_registry)
         self._clock = clock or (lambda: datetime.now(UTC))

@@ -1,0 +1,117 @@
+"""Workers die, get stopped and run side by side: no job or publication is lost or doubled."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ligoenv.oci.layout import LAYER_GZIP, Entry, Layer
+from tests.support.images import build_busybox_image, push_image
+from tests.support.postgres import PostgresCluster
+from tests.support.stack import Stack, new_stack, wait_for
+
+BIG_FILES = 2500
+BIG_FILE_SIZE = 128 * 1024  # 2500 x 128 KiB = 320 MB to write: long enough to interrupt
+
+
+def big_layer() -> Layer:
+    """Many files of zeros: a small download (gzip) and a long unpack."""
+    entries = [Entry("data", "dir", mode=0o755)]
+    payload = bytes(BIG_FILE_SIZE)
+    entries += [Entry(f"data/f{i:05d}", data=payload) for i in range(BIG_FILES)]
+    return Layer.from_entries(entries, LAYER_GZIP)
+
+
+@pytest.fixture(scope="module")
+def layer() -> Layer:
+    return big_layer()
+
+
+@pytest.fixture()
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = new_stack(tmp_path, lease_seconds=5)
+    yield stack
+    stack.stop_all(signal.SIGKILL)
+    stack.registry.stop()
+
+
+def _unpacking(stack: Stack) -> bool:
+    """True once a worker is writing a tree into the staging area."""
+    staging = stack.root / ".ligoenv" / "staging"
+    return any(len(list(p.glob("data/*"))) > 50 for p in staging.glob("stage-*/.tree.partial-*"))
+
+
+def _published_trees(stack: Stack) -> list[Path]:
+    return sorted(p for p in (stack.root / ".images").glob("*/*") if p.is_dir())
+
+
+def _job(stack: Stack, repository: str) -> dict[str, object]:
+    found = [j for j in stack.jobs() if j["request"]["repository"] == repository]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_sigkill_during_unpack_leaves_nothing_visible_and_retry_completes(
+        stack: Stack, layer: Layer) -> None:
+    stack.start("relay")
+    worker = stack.start("worker")
+    digest = push_image(stack.registry.host, "lvk/big", "v1",
+                        build_busybox_image("big", extra_layers=[layer]))
+    wait_for(lambda: _unpacking(stack), "the worker to start unpacking", 60)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert _published_trees(stack) == []
+    assert not (stack.root / stack.registry.host / "lvk/big:v1").exists()
+    assert stack.index("lvk/big") is None
+
+    stack.start("worker")  # the job's lease expires (5 s) and the new worker takes it again
+    wait_for(lambda: _job(stack, "lvk/big")["state"] == "done", "the retried job", 90)
+    trees = _published_trees(stack)
+    assert [t.name for t in trees] == [digest.hex]
+    assert len(list((trees[0] / "data").iterdir())) == BIG_FILES
+    assert (stack.root / stack.registry.host / "lvk/big:v1").resolve() == trees[0].resolve()
+    assert _job(stack, "lvk/big")["attempts"] == 2
+    # The next start of a publisher clears what the killed worker left in staging.
+    stack.stop_all()
+    stack.start("worker")
+    wait_for(lambda: not list((stack.root / ".ligoenv" / "staging").glob("stage-*/")),
+             "the killed worker's staging directory to be cleared", 20)
+
+
+def test_sigterm_finishes_the_job_in_hand(stack: Stack, layer: Layer) -> None:
+    stack.start("relay")
+    worker = stack.start("worker")
+    digest = push_image(stack.registry.host, "lvk/drain", "v1",
+                        build_busybox_image("drain", extra_layers=[layer]))
+    wait_for(lambda: _unpacking(stack), "the worker to start unpacking", 60)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(120) == 0
+    job = _job(stack, "lvk/drain")
+    assert job["state"] == "done" and job["attempts"] == 1
+    assert [t.name for t in _published_trees(stack)] == [digest.hex]
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_share_the_work(tmp_path: Path,
+                                                  postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.create_database("e2e_two_workers")
+    stack = new_stack(tmp_path, queue_url=url)
+    try:
+        stack.start("relay")
+        stack.start("worker")
+        stack.start("worker")
+        repositories = [f"lvk/app{i}" for i in range(8)]
+        for repository in repositories:
+            push_image(stack.registry.host, repository, "v1", build_busybox_image(repository))
+        wait_for(lambda: {j["request"]["repository"] for j in stack.jobs() if j["state"] == "done"}
+                 == set(repositories), "all images to be published", 90)
+        jobs = stack.jobs()
+        assert len(jobs) == len(repositories)
+        assert all(j["attempts"] == 1 for j in jobs)  # no job was taken twice
+        assert len(_published_trees(stack)) == len(repositories)
+    finally:
+        stack.stop_all()
+        stack.registry.stop()
