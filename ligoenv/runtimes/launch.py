@@ -42,8 +42,8 @@ def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
             progress: Callable[[int, int], None] | None = None,
             warn: Callable[[str], None] = lambda _: None) -> tuple[Runtime, RunPlan]:
     """Resolve the image, choose the runtime and build its plan; pulls a local copy for bwrap."""
+    runtime = select_runtime(request.runtime, which)  # before any network: fail fast
     answer = resolver.resolve(request.reference, platform=request.platform)
-    runtime = select_runtime(request.runtime, which)
     platform = request.platform or Platform.host()
     tree: LocalTree | None = None
     if isinstance(runtime, Apptainer | Bwrap):
