@@ -148,15 +148,14 @@ def publish(reference: Annotated[str, typer.Argument(help="Image to publish, e.g
 
 @app.command()
 def jobs(config: ConfigOption = None,
-         state: Annotated[str | None, typer.Option(help="pending, running, done or failed")] = None,
+         state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
          limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List jobs (newest first) with their state, attempts and last error."""
     from .app import queue_from
 
-    wanted = JobState(state) if state else None
     queue = queue_from(_config(config))
-    found = queue.list(state=wanted, limit=limit)
+    found = queue.list(state=state, limit=limit)
     queue.close()
     if as_json:
         typer.echo(json.dumps([job.to_json() for job in found], indent=2))
@@ -237,22 +236,13 @@ def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
 def main() -> None:
     """Entry point: one line on stderr and a non-zero exit for any ligoenv error."""
     try:
-        app(standalone_mode=False)
+        app()  # usage errors are click's: usage text and exit code 2
     except LigoenvError as error:
         if _state["debug"]:
             raise
         print(f"ligoenv-server: error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
     except Exception as error:
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            raise SystemExit(2) from None
-        if isinstance(error, click.exceptions.Abort):
-            raise SystemExit(1) from None
         if _state["debug"]:
             raise
         print(f"ligoenv-server: internal error: {error!r} (run with --debug for details)",
