@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
-ruff check ligoenv server tests bench
+ruff check ligoenv server tests bench scripts
 echo "== mypy"
 mypy ligoenv server
 echo "== pytest"

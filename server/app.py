@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount
 
 from .config import ServerConfig
-from .model import JobSink, JobSource
+from .model import EnqueueResult, JobSink, JobSource, PublishRequest
 from .publishers.base import Publisher, make_publisher
 from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
@@ -45,10 +45,11 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None,
     queue = queue or queue_from(config)
     publisher = publisher_from(config)
     stop = threading.Event()
+    pool = worker_pool(config, queue, publisher)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        threads = worker_pool(config, queue, publisher).run(stop) if run_workers else []
+        threads = pool.run(stop) if run_workers else []
         try:
             yield
         finally:
@@ -61,7 +62,7 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None,
 
     routes: list[BaseRoute] = [*read_routes(publisher.layout)]
     if relay:
-        sink: JobSink = queue
+        sink: JobSink = _WakingSink(queue, pool) if run_workers else queue
         routes.append(Mount("/", app=create_relay_app(config, sink)))
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -70,3 +71,15 @@ def state_paths(config: ServerConfig) -> dict[str, Path]:
     """Where things live, for `ligoenv-server serve` to say on start."""
     return {"publish root": config.publisher.root, "state": config.state_dir,
             "layer cache": config.worker.cache_dir}
+
+
+class _WakingSink:
+    """Queues durably, then wakes this process's idle workers (no waiting for their poll)."""
+
+    def __init__(self, queue: Queue, pool: WorkerPool) -> None:
+        self._queue, self._pool = queue, pool
+
+    def enqueue(self, request: PublishRequest) -> EnqueueResult:
+        result = self._queue.enqueue(request)
+        self._pool.wake()
+        return result

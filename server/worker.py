@@ -58,8 +58,12 @@ class Worker:
 
     def __init__(self, config: ServerConfig, queue: JobSource | None, publisher: Publisher, *,
                  worker_id: str | None = None, client_factory: ClientFactory = registry_client,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 wake: threading.Event | None = None) -> None:
         self.config = config
+        # Set by an in-process relay after it queued something, so that an idle worker starts
+        # at once instead of at its next poll (`ligoenv-server serve`).
+        self.wake = wake or threading.Event()
         self.queue = queue
         self.publisher = publisher
         self.worker_id = worker_id or default_worker_id()
@@ -80,10 +84,14 @@ class Worker:
                 stop.wait(self.config.worker.poll_interval)
                 continue
             if job is None:
-                stop.wait(self.config.worker.poll_interval)
+                self._idle(stop)
                 continue
             self.run_job(job)
         log.info("worker stopped", extra={"worker": self.worker_id})
+
+    def _idle(self, stop: threading.Event) -> None:
+        self.wake.wait(self.config.worker.poll_interval)
+        self.wake.clear()
 
     def run_job(self, job: Job) -> None:
         """Process one claimed job and report its outcome to the queue (never raises)."""
@@ -276,7 +284,16 @@ class WorkerPool:
 
     workers: tuple[Worker, ...]
 
+    def wake(self) -> None:
+        for worker in self.workers:
+            worker.wake.set()
+
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.wake()  # idle workers see the stop at once
+
     def run(self, stop: threading.Event) -> list[threading.Thread]:
+        threading.Thread(target=self._wake_on, args=(stop,), daemon=True).start()
         threads = [threading.Thread(target=w.run, args=(stop,), name=f"worker-{i}")
                    for i, w in enumerate(self.workers)]
         for thread in threads:
