@@ -97,3 +97,49 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SplitArgs:
+    """A command line cut into options, positional arguments and what follows `--`."""
+
+    options: dict[str, list[str]]
+    positional: list[str]
+    after_separator: list[str] | None  # None: there was no `--`
+
+    def last(self, *names: str) -> str | None:
+        values = [v for name in names for v in self.options.get(name, [])]
+        return values[-1] if values else None
+
+    def every(self, *names: str) -> list[str]:
+        return [v for name in names for v in self.options.get(name, [])]
+
+
+def split_args(args: list[str], valued: tuple[str, ...], flags: tuple[str, ...]) -> SplitArgs | None:
+    """Cut `args` the way click would, or None when anything is unusual (help, unknown options).
+
+    The fast paths use it to answer before typer is imported; None sends the command line to
+    typer, which owns help texts and error messages.
+    """
+    options: dict[str, list[str]] = {}
+    positional: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return SplitArgs(options, positional, args[index + 1:])
+        if arg.startswith("-") and arg != "-":
+            name, equals, value = arg.partition("=")
+            if name in flags and not equals:
+                options.setdefault(name, []).append("")
+            elif name in valued and (equals or index + 1 < len(args)):
+                if not equals:
+                    index += 1
+                    value = args[index]
+                options.setdefault(name, []).append(value)
+            else:
+                return None
+        else:
+            positional.append(arg)
+        index += 1
+    return SplitArgs(options, positional, None)

@@ -1,8 +1,8 @@
 """Entry point of the `ligoenv` command: wires the subcommands and turns errors into one line + exit code.
 
-Only `sys` and the light core are imported up front: `resolve` is answered before typer is
-imported (typer brings click and pydantic, about 100 ms), and each subcommand imports what it
-needs when it runs.
+Only `sys` and the light core are imported up front: `resolve` and `run` are answered before
+typer is imported (typer brings click and pydantic, about 100 ms) when their command line is
+plain, and each subcommand imports what it needs when it runs.
 """
 
 import sys
@@ -33,7 +33,7 @@ def run(args: list[str], inv: Invocation | None = None) -> int:
     try:
         code = _fast_path(args, inv)
         if code is None:
-            code = _typer_main(args, inv)
+            code = typer_main(args, inv)
         return code
     except LigoenvError as error:
         if inv.debug:
@@ -46,15 +46,23 @@ def run(args: list[str], inv: Invocation | None = None) -> int:
 
 
 def _fast_path(args: list[str], inv: Invocation) -> int | None:
-    rest = [a for a in args if a != "--debug"] if "--" not in args else args
-    if rest[:1] != ["resolve"]:
+    """`resolve` and `run` are answered without typer when their command line is plain."""
+    separator = args.index("--") if "--" in args else len(args)
+    rest = [a for a in args[:separator] if a != "--debug"] + args[separator:]
+    if not rest or rest[0] not in ("resolve", "run"):
         return None
-    from ligoenv.cli.resolve import fast_path
+    options = rest[: rest.index("--")] if "--" in rest else rest
+    if any(arg in ("-h", "--help") for arg in options):
+        return None
+    import importlib
 
-    return fast_path(rest[1:], inv)
+    module: Any = importlib.import_module(f"ligoenv.cli.{rest[0]}")
+    code: int | None = module.fast_path(rest[1:], inv)
+    return code
 
 
-def _typer_main(args: list[str], inv: Invocation) -> int:
+def typer_main(args: list[str], inv: Invocation) -> int:
+    """The full command line through typer (the fast paths fall back to it)."""
     import typer
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 

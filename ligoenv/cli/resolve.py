@@ -1,12 +1,11 @@
 """`ligoenv resolve REF`: print `registry/repository@sha256:...` (lockfile, then index, then registry).
 
-This is the hot path of scripts and job wrappers, so a plain argparse parser answers well-formed
-invocations before typer (and the pydantic it brings) is imported; anything it does not
-understand falls through to the typer command, which owns help and error messages.
+This is the hot path of scripts and job wrappers, so well-formed invocations are answered before
+typer (and the pydantic it brings) is imported; anything unusual falls through to the typer
+command, which owns help and error messages.
 """
 
-import argparse
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from ligoenv.cli.common import (
     Invocation,
@@ -17,6 +16,7 @@ from ligoenv.cli.common import (
     parse_platform,
     parse_when,
     print_json,
+    split_args,
 )
 
 if TYPE_CHECKING:
@@ -45,32 +45,13 @@ def run(inv: Invocation, ref: str, *, platform: str | None = None, at: str | Non
     return 0
 
 
-class _NotForUs(Exception):
-    """The fast parser met something only the full command line understands."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise _NotForUs(message)
-
-
 def fast_path(args: list[str], inv: Invocation) -> int | None:
     """Run `resolve` without typer when `args` are plainly well formed; None otherwise."""
-    if any(arg in ("-h", "--help") or arg.startswith("--help") for arg in args):
+    split = split_args(args, ("--platform", "--at", "--lock", "--index"), ("--json",))
+    if split is None or split.after_separator is not None or len(split.positional) != 1:
         return None
-    parser = _Parser(prog="ligoenv resolve", add_help=False, allow_abbrev=False, exit_on_error=False)
-    parser.add_argument("ref")
-    for name in ("--platform", "--at", "--lock", "--index"):
-        parser.add_argument(name)
-    parser.add_argument("--json", action="store_true")
-    try:
-        ns = parser.parse_args(args)
-    except (_NotForUs, argparse.ArgumentError):
-        return None
-    if ns.ref.startswith("-"):
-        return None
-    return run(inv, ns.ref, platform=ns.platform, at=ns.at, as_json=ns.json, lock=ns.lock,
-               index=ns.index)
+    return run(inv, split.positional[0], platform=split.last("--platform"), at=split.last("--at"),
+               as_json="--json" in split.options, lock=split.last("--lock"), index=split.last("--index"))
 
 
 def register(app: "typer.Typer") -> None:

@@ -344,3 +344,19 @@ def test_offline_registry_fails_fast_with_one_line(cli: Cli, tmp_path: Path, cap
     write_index(tmp_path / "root", offline, [(offline.digest, T0)])
     assert cli("resolve", "--index", str(tmp_path / "root"), offline.ref) == 0
     assert outputs(capsys)[0] == f"{host}/client/x@{offline.digest}\n"
+
+
+@pytest.mark.parametrize("args", [["--json", "REF"], ["REF", "--platform=linux/arm64"],
+                                  ["--lock", "ligoenv.lock", "multi", "--json", "--platform", "linux/amd64"],
+                                  ["--index", "ROOT", "--at", "2026-03-02", "REF"]])
+def test_resolve_fast_path_and_typer_agree(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
+                                           capsys: Capture, args: list[str]) -> None:
+    multi = images["multi"]
+    write_index(tmp_path / "root", multi, [(multi.digest, T0)])
+    assert cli("lock", multi.ref) == 0
+    outputs(capsys)
+    line = [{"REF": multi.ref, "ROOT": str(tmp_path / "root")}.get(a, a) for a in args]
+    assert cli("resolve", *line) == 0
+    fast = outputs(capsys)
+    assert cli.typer("resolve", *line) == 0
+    assert outputs(capsys) == fast

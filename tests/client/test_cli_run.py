@@ -167,3 +167,21 @@ def test_bwrap_on_a_published_tree_pulls_nothing(cli: Cli, images: dict[str, Pus
     assert err == f"ligoenv: {outside_tmp} does not exist in the image, so it is not mounted: running in /\n"
     assert not cache.exists()
     assert not (tree / "var" / "tmp" / outside_tmp.name).exists()  # the published tree is never modified
+
+
+@pytest.mark.parametrize("args", [
+    ["--gpu", "-B", "/a:/b:ro", "REF", "--env", "K=V", "--", "sh", "-c", "exit 0"],
+    ["--bind=/a", "--cleanenv", "--pwd", "/w", "REF", "echo", "hi"],
+    ["--lock", "two.lock", "multi", "--runtime=apptainer", "--", "echo", "--gpu"],
+    ["--lock", "one.lock", "--", "true"],
+    ["--platform", "linux/arm64", "REF", "--", "uname"],
+])
+def test_fast_path_and_typer_agree(cli: Cli, log: Path, images: dict[str, Pushed], args: list[str]) -> None:
+    stable = images["stable"]
+    assert cli("lock", "-o", "one.lock", stable.ref) == 0
+    assert cli("lock", "-o", "two.lock", stable.ref, images["multi"].ref) == 0
+    line = [images["multi"].ref if a == "REF" else a for a in args]
+    assert cli("run", *line) == 0
+    assert cli.typer("run", *line) == 0
+    fast, full = standin_calls(log)
+    assert fast == full

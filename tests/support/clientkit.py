@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from ligoenv.cli.common import Invocation
 from ligoenv.cli.main import run as cli_run
+from ligoenv.cli.main import typer_main
+from ligoenv.errors import LigoenvError
 from ligoenv.index import DigestRecord, RepositoryIndex, save_index
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import Image
@@ -118,10 +121,23 @@ class Cli:
     clock: Callable[[], datetime] | None = None
 
     def __call__(self, *args: str) -> int:
-        inv = Invocation(environ=self.environ, executor=self.execute, which=self.which, host=self.host)
+        return cli_run(list(args), self.invocation(args))
+
+    def typer(self, *args: str) -> int:
+        """The same command line, but never through a fast path."""
+        inv = self.invocation(args)
+        try:
+            return typer_main(list(args), inv)
+        except LigoenvError as error:
+            sys.stderr.write(f"ligoenv: error: {error}\n")
+            return error.exit_code
+
+    def invocation(self, args: Sequence[str]) -> Invocation:
+        inv = Invocation(environ=self.environ, executor=self.execute, which=self.which, host=self.host,
+                         args=list(args))
         if self.clock is not None:
             inv.clock = self.clock
-        return cli_run(list(args), inv)
+        return inv
 
     def which(self, name: str) -> str | None:
         return shutil.which(name, path=self.environ.get("PATH", os.defpath))
