@@ -64,16 +64,20 @@ def test_errors_are_one_line_unless_debugging(userenv: dict[str, str]) -> None:
     assert missing.stderr.count("\n") == 1
 
 
-def test_resolve_stays_light(userenv: dict[str, str], images: dict[str, Pushed], tmp_path: Path) -> None:
-    """From a lockfile or a local index, resolving imports none of the heavy libraries."""
+def test_hot_paths_stay_light(userenv: dict[str, str], images: dict[str, Pushed], tmp_path: Path) -> None:
+    """From a lockfile or a local index, resolve and run import none of the heavy libraries."""
     stable = images["stable"]
     assert ligoenv(userenv, "lock", stable.ref).returncode == 0
     write_index(tmp_path / "root", stable, [(stable.digest, T0)])
-    probe = ("import sys; from ligoenv.cli.main import run; code = run(sys.argv[1:]); "
+    probe = ("import sys; from ligoenv.cli.common import Invocation; from ligoenv.cli.main import run; "
+             "code = run(sys.argv[1:], Invocation(executor=lambda argv, env: 0)); "
              f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})); sys.exit(code)")
+    env = {**userenv, "PATH": standin_path(tmp_path)}
     for args in (["resolve", "busybox"], ["resolve", "--index", str(tmp_path / "root"), stable.ref],
-                 ["resolve", "--json", "--lock", "ligoenv.lock", "--platform", "linux/amd64", stable.ref]):
-        done = subprocess.run([sys.executable, "-c", probe, *args], env=userenv, capture_output=True,
+                 ["resolve", "--json", "--lock", "ligoenv.lock", "--platform", "linux/amd64", stable.ref],
+                 ["run", "busybox", "--", "true"], ["run", "--index", str(tmp_path / "root"), "--gpu",
+                                                     "-B", "/srv", stable.ref, "--", "true"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == "[]"
