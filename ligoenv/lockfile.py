@@ -149,8 +149,10 @@ def read_lockfile(path: Path, *, strict: bool = False) -> Lockfile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotFound(f"lockfile {path} does not exist: create it with `ligoenv lock REF...`") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise LockfileError(f"cannot read lockfile {path}: {error}") from None
+    except OSError as error:
+        raise LockfileError(f"cannot read lockfile {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise LockfileError(f"lockfile {path} is not UTF-8 text: is it a lockfile?") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -256,7 +258,10 @@ def write_lockfile(path: Path, lockfile: Lockfile) -> None:
     text = lockfile.dumps()
     validate(json.loads(text), "lockfile", LockfileError, "refusing to write an invalid lockfile")
     directory = path.resolve().parent
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise LockfileError(f"cannot write lockfile {path}: {error.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -43,6 +43,16 @@ def run(args: list[str], inv: Invocation | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as error:
+        if inv.debug:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}", 1)
+    except Exception as error:
+        if inv.debug:
+            raise
+        # A bug: say what happened in one line, and how to see the rest.
+        return _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback)", 1)
 
 
 def _fast_path(args: list[str], inv: Invocation) -> int | None:

@@ -360,3 +360,13 @@ def test_resolve_fast_path_and_typer_agree(cli: Cli, images: dict[str, Pushed], 
     fast = outputs(capsys)
     assert cli.typer("resolve", *line) == 0
     assert outputs(capsys) == fast
+
+
+def test_file_system_errors_are_one_line(cli: Cli, images: dict[str, Pushed], capsys: Capture) -> None:
+    assert cli("lock", "-o", "no/such/dir/ligoenv.lock", images["stable"].ref) == 1
+    assert one_error_line(outputs(capsys)[1]) == (
+        "cannot write lockfile no/such/dir/ligoenv.lock: No such file or directory")
+    Path("readonly").mkdir(mode=0o500)
+    Path("readonly/ligoenv.lock").mkdir()  # even root cannot replace a directory with a file
+    assert cli("lock", "-o", "readonly/ligoenv.lock", images["stable"].ref) == 1
+    assert one_error_line(outputs(capsys)[1]) == "cannot read lockfile readonly/ligoenv.lock: Is a directory"

@@ -102,6 +102,12 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ligoenv.lock"]
 
 
+def test_binary_file(tmp_path: Path) -> None:
+    (tmp_path / "ligoenv.lock").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(LockfileError, match="is not UTF-8 text: is it a lockfile"):
+        read_lockfile(tmp_path / "ligoenv.lock")
+
+
 @pytest.mark.parametrize("content", ["", "{", '{"lockfileVersion": 1,', "\x00\x01", "[1, 2"])
 def test_corrupt_json_is_one_clear_line(tmp_path: Path, content: str) -> None:
     path = tmp_path / "ligoenv.lock"
