@@ -97,13 +97,17 @@ class Resolver:
 
     def resolve(self, text: str, *, platform: Platform | None = None,
                 at: datetime | None = None, use_lockfile: bool = True) -> Resolution:
-        if use_lockfile and at is None and self.lockfile is not None:
-            found = self.lockfile.find(text)
-            if found is not None:
-                return from_environment(*found, self.lockfile)
-        ref = Reference.parse(text)
+        lockfile = self.lockfile if use_lockfile else None
+        found = lockfile.find(text) if lockfile is not None else None
+        if found is not None and lockfile is not None and at is None:
+            return from_environment(*found, lockfile)
         if at is not None:
+            # A lockfile environment stands for the tag it locked: --at asks about its past.
+            env = found[1] if found else None
+            ref = (Reference(env.registry, env.repository, env.tag, None, env.reference) if env
+                   else Reference.parse(text))
             return self._from_history(ref, at)
+        ref = Reference.parse(text)
         answer = self.from_index(ref)
         if answer is not None and (platform is None or _knows(answer, platform)):
             return answer
@@ -134,8 +138,8 @@ class Resolver:
         return self._index_resolution(ref, repo, digest)
 
     def _from_history(self, ref: Reference, when: datetime) -> Resolution:
-        if ref.digest is not None:
-            raise UsageError(f"--at asks what a tag meant; {ref.display()} is already pinned")
+        if ref.digest is not None or ref.tag is None:
+            raise UsageError(f"--at asks what a tag meant; {ref.display()} is pinned by digest")
         if not self.index_location:
             raise UsageError(
                 "--at answers from the tag history of a publish index: pass --index LOCATION "

@@ -72,6 +72,7 @@ def test_at_answers_from_the_index_history(images: dict[str, Pushed], tmp_path: 
     assert resolver.resolve(stable.ref, at=T1 - timedelta(seconds=1)).digest == old.digest
     assert resolver.resolve(stable.ref, at=T1).digest == stable.digest
     assert resolver.resolve(stable.ref).digest == LOCKED  # without --at the lockfile still wins
+    assert resolver.resolve("busybox", at=T0).digest == old.digest  # the environment's tag, back then
     with pytest.raises(HistoryTooShort) as caught:
         resolver.resolve(stable.ref, at=T0 - timedelta(days=1))
     assert str(caught.value) == (f"history of {stable.registry}/client/busybox:stable starts at "
@@ -82,7 +83,7 @@ def test_at_needs_an_index_and_a_tag(images: dict[str, Pushed], tmp_path: Path) 
     stable = images["stable"]
     with pytest.raises(UsageError, match="pass --index LOCATION or set LIGOENV_INDEX"):
         Resolver().resolve(stable.ref, at=T0)
-    with pytest.raises(UsageError, match="is already pinned"):
+    with pytest.raises(UsageError, match="is pinned by digest"):
         Resolver(index=str(tmp_path)).resolve(stable.pinned, at=T0)
     with pytest.raises(NotFound, match=f"index {tmp_path} has no history for {re.escape(stable.registry)}"):
         Resolver(index=str(tmp_path)).resolve(stable.ref, at=T0)
