@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import select
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -370,3 +374,22 @@ def test_file_system_errors_are_one_line(cli: Cli, images: dict[str, Pushed], ca
     Path("readonly/ligoenv.lock").mkdir()  # even root cannot replace a directory with a file
     assert cli("lock", "-o", "readonly/ligoenv.lock", images["stable"].ref) == 1
     assert one_error_line(outputs(capsys)[1]) == "cannot read lockfile readonly/ligoenv.lock: Is a directory"
+
+
+def test_progress_is_one_line_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ligoenv.cli.progress import progress_bar
+
+    leader, follower = os.openpty()
+    with open(follower, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        update = progress_bar("pulling x", min_interval=0)
+        assert update is not None
+        for done in (5_000_000, 10_000_000, 10_000_000):
+            update(done, 10_000_000)
+    written = ""
+    while not written.endswith("\n") and select.select([leader], [], [], 5)[0]:
+        written += os.read(leader, 1000).decode()  # a terminal may hand it over in pieces
+    os.close(leader)
+    assert written == "\rpulling x 5.0/10.0 MB  50%\rpulling x 10.0/10.0 MB 100%\r\n"
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress_bar("pulling x") is None
