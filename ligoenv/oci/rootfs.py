@@ -1,0 +1,420 @@
+"""Writes the entries of one layer into a root filesystem tree, safely.
+
+Every path is walked one component at a time with O_NOFOLLOW from an open root directory, so an
+entry can never write, link or remove anything through a symlink or outside the tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ligoenv.errors import LigoenvError, UnsafeArchive
+
+MAX_PATH_BYTES = 4096  # Linux PATH_MAX
+MAX_NAME_BYTES = 255  # Linux NAME_MAX
+MAX_DEPTH = 256  # path components; bounds the recursion that removes trees
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown
+_MAX_MTIME = 2**40
+
+
+def entry_parts(name: str, what: str) -> tuple[str, ...]:
+    """Path components below the root: leading '/' and './' dropped, '..' and NUL refused."""
+    if "\x00" in name:
+        raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
+    encoded = os.fsencode(name)
+    if len(encoded) > MAX_PATH_BYTES:
+        raise UnsafeArchive(f"{what} {name[:64]!r}... is longer than {MAX_PATH_BYTES} bytes")
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise UnsafeArchive(f"{what} {name!r} climbs out of the image with '..'")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafeArchive(f"{what} {name[:64]!r}... is deeper than {MAX_DEPTH} directories")
+    if len(encoded) > MAX_NAME_BYTES and any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts):
+        raise UnsafeArchive(f"{what} {name[:64]!r}... has a component longer than {MAX_NAME_BYTES} bytes")
+    return parts
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    mtime = max(0, min(member.mtime, _MAX_MTIME))
+    return int(mtime) * 10**9 if float(mtime).is_integer() else round(mtime * 1e9)
+
+
+class _Tree:
+    """Directory fds below the target, opened with O_NOFOLLOW one component at a time.
+
+    The fds along the last directory used are cached, since tar entries come in directory order.
+    `touched` keeps the status of each existing directory as first opened, so that `finish` can
+    restore the mtimes this layer's writes changed and, without root, the modes made
+    owner-writable while the layer is applied.
+    """
+
+    def __init__(self, root_fd: int, rootless: bool) -> None:
+        self.root_fd = root_fd
+        self.rootless = rootless
+        self.touched: dict[tuple[str, ...], os.stat_result] = {}
+        self._chain: list[tuple[str, int]] = []
+        self._record(root_fd, ())
+
+    def directory(self, parts: tuple[str, ...], create: bool) -> int | None:
+        """An fd of directory `parts` (owned by the cache); None when missing and not `create`."""
+        chain = self._chain
+        keep, limit = 0, min(len(chain), len(parts))
+        while keep < limit and chain[keep][0] == parts[keep]:
+            keep += 1
+        self._truncate(keep)
+        fd = chain[-1][1] if chain else self.root_fd
+        for depth in range(keep, len(parts)):
+            child = self.open_child(fd, parts[:depth + 1], create)
+            if child is None:
+                return None
+            chain.append((parts[depth], child))
+            fd = child
+        return fd
+
+    def open_child(self, dir_fd: int, parts: tuple[str, ...], create: bool) -> int | None:
+        """Open directory parts[-1] inside `dir_fd` without following a symlink (caller closes)."""
+        name = parts[-1]
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(name, 0o755, dir_fd=dir_fd)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            os.fchmod(fd, 0o755)  # an implied parent directory, whatever the umask
+            return fd
+        except PermissionError:
+            if not self.rootless:
+                raise
+            self._widen_name(dir_fd, parts)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as err:
+            if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise UnsafeArchive(f"{'/'.join(parts)!r} is a symlink or not a directory: a layer may "
+                                "not write through it") from None
+        self._record(fd, parts)
+        return fd
+
+    def forget(self, parts: tuple[str, ...]) -> None:
+        """`parts` is about to be removed or replaced: close cached fds at or below it."""
+        depth = len(parts)
+        chain = self._chain
+        if depth <= len(chain) and all(chain[i][0] == parts[i] for i in range(depth)):
+            self._truncate(depth - 1)
+
+    def close(self) -> None:
+        self._truncate(0)
+
+    def _truncate(self, keep: int) -> None:
+        while len(self._chain) > keep:
+            os.close(self._chain.pop()[1])
+
+    def _record(self, fd: int, parts: tuple[str, ...]) -> None:
+        info = self.touched.get(parts) or self.touched.setdefault(parts, os.fstat(fd))
+        mode = stat.S_IMODE(info.st_mode)
+        if self.rootless and mode & 0o700 != 0o700:
+            os.fchmod(fd, mode | 0o700)  # so that this layer can write into it
+
+    def _widen_name(self, dir_fd: int, parts: tuple[str, ...]) -> None:
+        """Make a directory we may not even open owner-accessible (rootless only)."""
+        info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode):
+            raise UnsafeArchive(f"{'/'.join(parts)!r} is not a directory")
+        self.touched.setdefault(parts, info)
+        os.chmod(parts[-1], stat.S_IMODE(info.st_mode) | 0o700, dir_fd=dir_fd)
+
+
+@dataclass(frozen=True)
+class _Meta:
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+
+
+class RootfsWriter:
+    """Applies the entries of one layer, in order, to the tree at `target`; then `finish()`.
+
+    `chown` keeps the entries' owners (needs root); otherwise files belong to the current user.
+    `max_bytes` caps what regular files may write (sparse files expand past their stream).
+    """
+
+    def __init__(self, target: Path, *, chown: bool, keep_setuid: bool, max_bytes: int | None) -> None:
+        self.chown = chown
+        self.keep_setuid = keep_setuid
+        self.max_bytes = max_bytes
+        self.bytes_written = 0
+        self.skipped_devices: list[str] = []
+        self.dropped_setuid: list[str] = []
+        self._upper: set[str] = set()  # paths this layer wrote, with their ancestors
+        self._dirs: dict[tuple[str, ...], _Meta] = {}  # applied after their contents
+        root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._tree = _Tree(root_fd, rootless=os.geteuid() != 0)
+        self._target = target
+
+    def close(self) -> None:
+        self._tree.close()
+        os.close(self._tree.root_fd)
+
+    def apply(self, member: tarfile.TarInfo, data: Iterator[bytes]) -> None:
+        parts = entry_parts(member.name, "layer entry")
+        path = "/".join(parts)
+        try:
+            self._apply(member, parts, path, data)
+        except OSError as err:
+            raise LigoenvError(f"cannot unpack {path or '/'!r} into {self._target}: {err.strerror}",
+                               temporary=err.errno in (errno.ENOSPC, errno.EDQUOT)) from None
+
+    def finish(self) -> None:
+        """Set directory metadata deepest first, after their contents; restore the others'."""
+        try:
+            self._finish_dirs()
+        except OSError as err:
+            raise LigoenvError(f"cannot set directory metadata in {self._target}: {err.strerror}") from None
+
+    def _finish_dirs(self) -> None:
+        touched = self._tree.touched
+        for parts in sorted(set(touched) | set(self._dirs), key=len, reverse=True):
+            fd = self._tree.directory(parts, create=False)
+            if fd is None:
+                continue
+            meta = self._dirs.get(parts)
+            if meta is not None:
+                self._set_meta(fd, meta)
+                continue
+            # a lower directory keeps its metadata: the layer would list it if it had changed
+            before = touched[parts]
+            if self._tree.rootless:
+                os.fchmod(fd, stat.S_IMODE(before.st_mode))
+            os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
+        self._tree.close()
+
+    def _apply(self, member: tarfile.TarInfo, parts: tuple[str, ...], path: str,
+               data: Iterator[bytes]) -> None:
+        if parts and parts[-1].startswith(WHITEOUT):
+            self._whiteout(parts, path)
+        elif member.ischr() or member.isblk():
+            self.skipped_devices.append(path)
+        elif not parts:
+            if not member.isdir():
+                raise UnsafeArchive(f"layer entry {member.name!r} would replace the root directory")
+            self._dirs[parts] = self._meta(member, path)
+        elif member.islnk():
+            self._hardlink(member, parts, path)
+        else:
+            dir_fd = self._tree.directory(parts[:-1], create=True)
+            assert dir_fd is not None
+            self._mark_upper(parts, path)
+            if member.isdir():
+                self._directory(dir_fd, parts, member, path)
+            elif member.isreg():
+                self._file(dir_fd, parts, member, path, data)
+            elif member.issym():
+                self._symlink(dir_fd, parts, member)
+            elif member.isfifo():
+                self._fifo(dir_fd, parts, member, path)
+            else:
+                raise UnsafeArchive(f"layer entry {path!r} has unsupported tar type {member.type!r}")
+
+    def _directory(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo,
+                   path: str) -> None:
+        try:
+            os.mkdir(parts[-1], 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):  # a directory over a directory merges
+                self._remove(dir_fd, parts)
+                os.mkdir(parts[-1], 0o700, dir_fd=dir_fd)
+        self._dirs[parts] = self._meta(member, path)
+
+    def _file(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo, path: str,
+              data: Iterator[bytes]) -> None:
+        try:
+            fd = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=dir_fd)
+        except FileExistsError:  # O_EXCL: whatever is there (even a symlink) is replaced
+            self._remove(dir_fd, parts)
+            fd = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=dir_fd)
+        try:
+            for chunk in data:
+                self._write(fd, chunk)
+            self._set_meta(fd, self._meta(member, path))
+        finally:
+            os.close(fd)
+
+    def _write(self, fd: int, chunk: bytes) -> None:
+        self.bytes_written += len(chunk)
+        limit = self.max_bytes
+        if limit is not None and self.bytes_written > limit:  # sparse files expand past the stream
+            raise UnsafeArchive(f"layer writes more than {limit} bytes; raise max_expanded_bytes "
+                                "if the image is genuine")
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def _symlink(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+        target = member.linkname
+        if "\x00" in target or not target or len(os.fsencode(target)) >= MAX_PATH_BYTES:
+            raise UnsafeArchive(f"symlink {'/'.join(parts)!r} has an invalid target {target[:64]!r}")
+        try:  # created as is, absolute or not: it resolves inside the container, never here
+            os.symlink(target, parts[-1], dir_fd=dir_fd)
+        except FileExistsError:
+            self._remove(dir_fd, parts)
+            os.symlink(target, parts[-1], dir_fd=dir_fd)
+        if self.chown:
+            uid, gid = _owner(member)
+            os.chown(parts[-1], uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        mtime = _mtime_ns(member)
+        os.utime(parts[-1], ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
+
+    def _fifo(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo, path: str) -> None:
+        try:
+            os.mkfifo(parts[-1], 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            self._remove(dir_fd, parts)
+            os.mkfifo(parts[-1], 0o600, dir_fd=dir_fd)
+        meta = self._meta(member, path)
+        if self.chown:
+            os.chown(parts[-1], meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.chmod(parts[-1], meta.mode, dir_fd=dir_fd)  # just made: a fifo, not a symlink
+        os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+
+    def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...], path: str) -> None:
+        source = entry_parts(member.linkname, f"hardlink {path!r} to")
+        if source == parts:
+            return  # a file linked to itself is already there
+        found = self._tree.directory(source[:-1], create=False) if source else None
+        if found is None:
+            raise UnsafeArchive(f"hardlink {path!r} points at {member.linkname!r}, which is not in the image")
+        source_dir = os.dup(found)  # the cache may close `found` when it opens the link's directory
+        try:
+            self._check_link_source(source_dir, source, path)
+            dir_fd = self._tree.directory(parts[:-1], create=True)
+            assert dir_fd is not None
+            self._mark_upper(parts, path)
+            try:
+                os.link(source[-1], parts[-1], src_dir_fd=source_dir, dst_dir_fd=dir_fd,
+                        follow_symlinks=False)
+            except FileExistsError:
+                self._remove(dir_fd, parts)
+                os.link(source[-1], parts[-1], src_dir_fd=source_dir, dst_dir_fd=dir_fd,
+                        follow_symlinks=False)
+        finally:
+            os.close(source_dir)
+
+    @staticmethod
+    def _check_link_source(source_dir: int, source: tuple[str, ...], path: str) -> None:
+        try:
+            info = os.stat(source[-1], dir_fd=source_dir, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            raise UnsafeArchive(f"hardlink {path!r} points at {'/'.join(source)!r}, which is not a "
+                                "regular file in the image")
+
+    # -- whiteouts --
+
+    def _whiteout(self, parts: tuple[str, ...], path: str) -> None:
+        name = parts[-1]
+        if name != OPAQUE and name.startswith(WHITEOUT + WHITEOUT):
+            return  # other .wh..wh. names are AUFS bookkeeping, not whiteouts
+        hidden = name[len(WHITEOUT):]
+        if name != OPAQUE and hidden in ("", ".", ".."):
+            raise UnsafeArchive(f"whiteout {path!r} names {hidden!r}")
+        dir_fd = self._tree.directory(parts[:-1], create=False)
+        if dir_fd is None:
+            return  # nothing below to hide
+        if name == OPAQUE:
+            self._clear_lower(dir_fd, parts[:-1])
+        else:
+            self._remove_lower(dir_fd, (*parts[:-1], hidden))
+
+    def _clear_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
+        """Remove what lower layers left in a directory; this layer's entries stay."""
+        for name in os.listdir(dir_fd):
+            self._remove_lower(dir_fd, (*parts, name))
+
+    def _remove_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
+        if "/".join(parts) not in self._upper:
+            self._remove(dir_fd, parts)
+            return
+        info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode):
+            return  # a file or symlink this layer wrote: nothing lower inside it
+        child = self._tree.open_child(dir_fd, parts, create=False)
+        if child is not None:
+            try:
+                self._clear_lower(child, parts)
+            finally:
+                os.close(child)
+
+    def _remove(self, dir_fd: int, parts: tuple[str, ...]) -> None:
+        """Remove parts[-1] from `dir_fd`, a whole tree if a directory, never following symlinks."""
+        self._tree.forget(parts)
+        if self._remove_tree(dir_fd, parts):
+            depth = len(parts)
+            for table in (self._dirs, self._tree.touched):
+                for key in [key for key in table if key[:depth] == parts]:
+                    del table[key]
+
+    def _remove_tree(self, dir_fd: int, parts: tuple[str, ...]) -> bool:
+        """Remove an entry, recursively if a directory (then return True)."""
+        try:
+            os.unlink(parts[-1], dir_fd=dir_fd)
+            return False
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            pass
+        child = self._tree.open_child(dir_fd, parts, create=False)
+        if child is not None:
+            try:
+                for name in os.listdir(child):
+                    self._remove_tree(child, (*parts, name))
+            finally:
+                os.close(child)
+        os.rmdir(parts[-1], dir_fd=dir_fd)
+        return True
+
+    # -- metadata --
+
+    def _mark_upper(self, parts: tuple[str, ...], path: str) -> None:
+        if path in self._upper:
+            return
+        self._upper.add(path)
+        for depth in range(len(parts) - 1, 0, -1):
+            key = "/".join(parts[:depth])
+            if key in self._upper:
+                return  # its ancestors are in already
+            self._upper.add(key)
+
+    def _meta(self, member: tarfile.TarInfo, path: str) -> _Meta:
+        mode = member.mode & 0o7777
+        if member.isreg() and mode & 0o6000 and not self.keep_setuid:
+            mode &= ~0o6000
+            self.dropped_setuid.append(path)
+        uid, gid = _owner(member) if self.chown else (-1, -1)
+        return _Meta(mode, uid, gid, _mtime_ns(member))
+
+    def _set_meta(self, fd: int, meta: _Meta) -> None:
+        if self.chown:
+            os.fchown(fd, meta.uid, meta.gid)  # before chmod: chown clears setuid bits
+        os.fchmod(fd, meta.mode)
+        os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+
+
+def _owner(member: tarfile.TarInfo) -> tuple[int, int]:
+    if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID):
+        raise UnsafeArchive(f"layer entry {member.name!r} has an invalid owner {member.uid}:{member.gid}")
+    return member.uid, member.gid

@@ -1,0 +1,264 @@
+"""Safe, streamed layer unpacking: apply one OCI layer (tar, gzip or zstd) onto a directory tree.
+
+Whiteouts and opaque directories follow the OCI image spec; nothing is written through a symlink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import tarfile
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from ligoenv.errors import DigestMismatch, UnsafeArchive
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.rootfs import RootfsWriter
+
+CHUNK = 1 << 20  # copy buffer
+INFLATE_CHUNK = 4 << 20  # what the decompressing thread hands over at a time: fewer GIL handoffs
+AHEAD = 4  # chunks the decompressing thread may run ahead
+MAX_HEADER_BYTES = 1 << 20  # one pax or GNU long-name header
+MAX_HEADER_CHAIN = 8  # extension headers in front of one entry
+_EXTENSIONS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+               tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+@dataclass(frozen=True)
+class UnpackOptions:
+    keep_setuid: bool = False  # setuid/setgid bits of regular files dropped by default
+    max_expanded_bytes: int | None = 64 * 1024**3  # decompression-bomb cap (total uncompressed)
+    preserve_owner: bool | None = None  # None: keep tar uid/gid when euid == 0, else current user
+
+
+@dataclass(frozen=True)
+class UnpackReport:
+    diff_id: Digest  # digest of the uncompressed tar stream
+    bytes_written: int
+    skipped_devices: tuple[str, ...]
+    dropped_setuid: tuple[str, ...]
+
+
+def apply_layer(blob: BinaryIO, compression: str, target: Path,
+                options: UnpackOptions = UnpackOptions(),
+                expected_diff_id: Digest | None = None) -> UnpackReport:
+    """Apply the layer read from `blob` onto `target` (created if missing); report what was done.
+
+    Reads `blob` to its end so that a VerifyingReader's check always runs. Raises UnsafeArchive
+    for hostile or malformed input, DigestMismatch when the uncompressed stream is not
+    `expected_diff_id`. A failed layer leaves `target` half-written: unpack into a staging tree.
+    """
+    algorithm = expected_diff_id.algorithm if expected_diff_id else "sha256"
+    source = _decompressor(blob, compression)
+    target.mkdir(parents=True, exist_ok=True)
+    chown = options.preserve_owner if options.preserve_owner is not None else os.geteuid() == 0
+    writer = RootfsWriter(target, chown=chown, keep_setuid=options.keep_setuid,
+                          max_bytes=options.max_expanded_bytes)
+    stream = _Expanded(source, algorithm, options.max_expanded_bytes)
+    try:
+        for member, data in _members(stream):
+            writer.apply(member, data)
+        writer.finish()
+        diff_id = stream.drain()
+    except _format_errors() as err:
+        stream.close()  # the blob is ours again
+        _drain(blob)  # a corrupt download says so (DigestMismatch) before the archive is blamed
+        raise UnsafeArchive(f"layer is not a valid {compression} tar stream: {err}") from None
+    finally:
+        stream.close()
+        writer.close()
+    _drain(blob)
+    if expected_diff_id is not None and diff_id != expected_diff_id:
+        raise DigestMismatch(f"uncompressed layer: expected diff_id {expected_diff_id}, got {diff_id}")
+    return UnpackReport(diff_id, writer.bytes_written, tuple(writer.skipped_devices),
+                        tuple(writer.dropped_setuid))
+
+
+# --- the uncompressed stream ---------------------------------------------------------------
+
+class _Source(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
+
+class _Gunzip:
+    """gzip members in sequence (multi-member streams are valid), inflated in bounded chunks."""
+
+    def __init__(self, blob: BinaryIO) -> None:
+        self._blob = blob
+        self._inflater: Any = None  # a zlib decompressor while inside a member
+        self._input = b""
+
+    def read(self, n: int) -> bytes:
+        while True:
+            if not self._input:
+                self._input = self._blob.read(CHUNK)
+                if not self._input:
+                    return self._finish()
+            if self._inflater is None:
+                self._inflater = zlib.decompressobj(wbits=31)
+            # max_length bounds memory: a bomb never inflates a whole input chunk at once
+            out: bytes = self._inflater.decompress(self._input, n)
+            if self._inflater.eof:
+                self._input, self._inflater = self._inflater.unused_data, None
+            else:
+                self._input = self._inflater.unconsumed_tail
+            if out:
+                return out
+
+    def _finish(self) -> bytes:
+        if self._inflater is None:
+            return b""
+        out: bytes = self._inflater.flush()
+        if not self._inflater.eof:
+            raise zlib.error("the gzip stream ends in the middle of a member")
+        self._inflater = None
+        return out
+
+
+def _decompressor(blob: BinaryIO, compression: str) -> _Source:
+    if compression == "gzip":
+        return _Gunzip(blob)
+    if compression == "zstd":
+        import zstandard
+
+        reader: _Source = zstandard.ZstdDecompressor().stream_reader(
+            blob, read_size=CHUNK, read_across_frames=True, closefd=False)
+        return reader
+    if compression == "none":
+        return blob
+    raise UnsafeArchive(f"unknown layer compression {compression!r}: expected none, gzip or zstd")
+
+
+def _format_errors() -> tuple[type[BaseException], ...]:
+    import zstandard
+
+    return (zlib.error, zstandard.ZstdError, tarfile.TarError)
+
+
+class _Expanded:
+    """The uncompressed tar stream as tarfile reads it: hashed, counted and capped.
+
+    A thread decompresses and hashes ahead while the caller writes files: zlib, zstandard,
+    hashlib and reads release the GIL, so inflating really overlaps writing.
+    """
+
+    def __init__(self, source: _Source, algorithm: str, limit: int | None) -> None:
+        self.received = 0
+        self._hash = hashlib.new(algorithm)
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=AHEAD)
+        self._stop = threading.Event()
+        self._buf = b""
+        self._pos = 0
+        self._ended = False
+        self._thread = threading.Thread(target=self._produce, args=(source, limit),
+                                        name="ligoenv-unpack", daemon=True)
+        self._thread.start()
+
+    def read(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            if self._ended:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            self._buf, self._pos, self._ended = item, 0, not item
+            self.received += len(item)
+        if self._pos == 0 and n >= len(self._buf):
+            self._pos = len(self._buf)
+            return self._buf
+        chunk = self._buf[self._pos:self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+    def drain(self) -> Digest:
+        """Read what tarfile left unread (end-of-archive padding); the digest of the stream."""
+        while self.read(CHUNK):
+            pass
+        self._thread.join()
+        return Digest(self._hash.name, self._hash.hexdigest())
+
+    def close(self) -> None:
+        """Stop the thread and wait for it: once emptied, the queue takes its last chunk."""
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._thread.join()
+
+    def _produce(self, source: _Source, limit: int | None) -> None:
+        size = 0
+        try:
+            while not self._stop.is_set():
+                chunk = source.read(INFLATE_CHUNK)
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise UnsafeArchive(f"layer expands to more than {limit} bytes (a decompression "
+                                        "bomb?); raise max_expanded_bytes if the image is genuine")
+                self._hash.update(chunk)
+                self._queue.put(chunk)
+                if not chunk:
+                    return
+        except Exception as err:  # handed to the reading thread, which raises it
+            self._queue.put(err)
+
+
+def _drain(blob: BinaryIO) -> None:
+    while blob.read(CHUNK):
+        pass
+
+
+class _LayerTarInfo(tarfile.TarInfo):
+    """Refuses oversized or endlessly chained extension headers before tarfile buffers them."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> Any:
+        if self.type not in _EXTENSIONS:
+            return super()._proc_member(tar)  # type: ignore[misc]
+        if self.size > MAX_HEADER_BYTES:
+            raise UnsafeArchive(f"tar extension header of {self.size} bytes (limit {MAX_HEADER_BYTES})")
+        depth: int = getattr(tar, "ligoenv_header_depth", 0)
+        if depth >= MAX_HEADER_CHAIN:
+            raise UnsafeArchive(f"more than {MAX_HEADER_CHAIN} tar extension headers for one entry")
+        setattr(tar, "ligoenv_header_depth", depth + 1)  # noqa: B010 (not a TarFile attribute)
+        try:
+            return super()._proc_member(tar)  # type: ignore[misc]
+        finally:
+            setattr(tar, "ligoenv_header_depth", depth)  # noqa: B010
+
+
+def _members(stream: _Expanded) -> Iterator[tuple[tarfile.TarInfo, Iterator[bytes]]]:
+    """Each entry of the tar stream with its data, read in order, one entry in memory at a time."""
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_LayerTarInfo,  # type: ignore[call-overload]  # noqa: SIM115
+                           encoding="utf-8", errors="surrogateescape")
+    except tarfile.ReadError:
+        if stream.received == 0:
+            return  # an empty stream is an empty layer
+        raise
+    with tar:
+        while (member := tar.next()) is not None:
+            tar.members.clear()  # stream mode would keep every member in memory
+            yield member, _chunks(tar, member)
+
+
+def _chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    """The data of a regular file, read straight from the stream in large chunks."""
+    if member.issparse():  # rare: let tarfile fill the holes
+        sparse: Any = tar.extractfile(member)
+        while chunk := sparse.read(CHUNK):
+            yield chunk
+        return
+    source: Any = tar.fileobj
+    left = member.size
+    while left > 0:
+        chunk = source.read(min(left, CHUNK))
+        if not chunk:
+            raise UnsafeArchive(f"layer entry {member.name!r} is truncated")
+        left -= len(chunk)
+        yield chunk
