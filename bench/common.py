@@ -1,14 +1,18 @@
-"""Shared helpers for the benchmarks: timing, a throwaway registry, layer files and layouts."""
+"""Shared helpers for the benchmarks: timing, percentiles, generated layer files, image documents
+and layouts."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,27 +75,32 @@ def make_layer(source: Path, members: Sequence[str], out: Path) -> LayerFile:
     return LayerFile(out, sha256_file(out), diff_id, out.stat().st_size, uncompressed)
 
 
+def image_blobs(layers: Sequence[LayerFile], cmd: Sequence[str] = ("/bin/bash",)) -> tuple[bytes, bytes]:
+    """(config, manifest) of an OCI image made of `layers`, as the bytes to store or push."""
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                   "Cmd": list(cmd)},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer.diff_id}" for layer in layers]},
+    }, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": f"sha256:{hashlib.sha256(config).hexdigest()}", "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": f"sha256:{layer.digest}", "size": layer.size} for layer in layers],
+    }, sort_keys=True).encode()
+    return config, manifest
+
+
 def write_layout(layout: Path, layers: Sequence[LayerFile], tag: str) -> str:
     """An OCI layout holding one image made of `layers` (hardlinked into blobs/). Returns its digest."""
     blobs = fresh(layout) / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for layer in layers:
         os.link(layer.path, blobs / layer.digest)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                   "Cmd": ["/bin/bash"]},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer.diff_id}" for layer in layers]},
-    }, sort_keys=True).encode()
-    config_hex = hashlib.sha256(config).hexdigest()
-    (blobs / config_hex).write_bytes(config)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": f"sha256:{config_hex}", "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": f"sha256:{layer.digest}", "size": layer.size} for layer in layers],
-    }, sort_keys=True).encode()
+    config, manifest = image_blobs(layers)
+    (blobs / hashlib.sha256(config).hexdigest()).write_bytes(config)
     manifest_hex = hashlib.sha256(manifest).hexdigest()
     (blobs / manifest_hex).write_bytes(manifest)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -101,6 +110,98 @@ def write_layout(layout: Path, layers: Sequence[LayerFile], tag: str) -> str:
             "digest": f"sha256:{manifest_hex}", "size": len(manifest),
             "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
     return f"sha256:{manifest_hex}"
+
+
+class _HashingSink:
+    """A write-only stream that hashes and counts the bytes it passes on to `target`."""
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        self.target.write(data)  # type: ignore[attr-defined]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+_WORDS = [f"strain{i}" for i in range(5000)]
+_BLOCK = 256 << 10
+
+
+def generated_layer(out: Path, seed: int, size: int, top: str,
+                    extra: dict[str, bytes] | None = None) -> LayerFile:
+    """A gzip layer of about `size` uncompressed bytes under `top/`, the same for the same `seed`.
+
+    Many small text files plus 4 MiB files of alternating random and text blocks (compresses
+    to about 2/3); then `extra` (path -> content). Streamed through gzip level 1 (level 6 on
+    random data takes minutes for a 300 MB image), hashing the tar and the blob on the way.
+    """
+    rng = random.Random(seed)
+    pool = " ".join(rng.choices(_WORDS, k=200_000)).encode()
+    with out.open("wb") as raw:
+        blob = _HashingSink(raw)
+        with gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=1, mtime=0) as packed:
+            tar_stream = _HashingSink(packed)
+            with tarfile.open(fileobj=tar_stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                for name, data in [*_generated_files(rng, pool, size, top), *(extra or {}).items()]:
+                    _add(tar, name, data)
+    return LayerFile(out, blob.sha.hexdigest(), tar_stream.sha.hexdigest(), blob.size, tar_stream.size)
+
+
+def _generated_files(rng: random.Random, pool: bytes, size: int, top: str) -> list[tuple[str, bytes | None]]:
+    """(path, content) in tar order; None makes a directory."""
+    small = max(20, size // 100_000)
+    files: list[tuple[str, bytes | None]] = [(top, None), (f"{top}/share", None), (f"{top}/data", None)]
+    files += [(f"{top}/share/d{d:02d}", None) for d in range(20)]
+    left = size
+    for i in range(small):
+        length = rng.randint(1_000, 16_000)
+        start = rng.randrange(len(pool) - length)
+        files.append((f"{top}/share/d{i % 20:02d}/file{i:05d}.txt", pool[start:start + length]))
+        left -= length
+    for i in range(max(1, -(-left // (4 << 20)))):
+        files.append((f"{top}/data/frame{i:03d}.gwf", _mixed(rng, pool, min(4 << 20, max(left, _BLOCK)))))
+        left -= 4 << 20
+    return files
+
+
+def _mixed(rng: random.Random, pool: bytes, length: int) -> bytes:
+    blocks = []
+    for j in range(-(-length // _BLOCK)):
+        if j % 2:
+            start = rng.randrange(len(pool) - _BLOCK)
+            blocks.append(pool[start:start + _BLOCK])
+        else:
+            blocks.append(rng.randbytes(_BLOCK))
+    return b"".join(blocks)[:length]
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
+    info = tarfile.TarInfo(name)
+    info.mtime, info.uid, info.gid = 1_700_000_000, 0, 0
+    if data is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        return
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The `fraction` (0..1) percentile, by linear interpolation between the closest ranks."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def tree_stats(root: Path) -> tuple[int, int]:
