@@ -388,11 +388,12 @@ def report_webhooks(results: list[LoadResult], count: int, seconds: float, concu
     print(f"\nwebhooks accepted with durable enqueue (relay only, no workers; load from a second "
           f"process: {concurrency} keep-alive connections, at most {count} envelopes or {seconds:.0f} s)")
     print(f"{'queue':26} {'sent':>6} {'202/s':>7} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'pending after SIGKILL':>22}")
+          f"{'max ms':>7} {'pending after SIGKILL':>22}")
     for r in results:
         durable = "= 202s, ok" if r.pending == r.accepted else f"!= {r.accepted} 202s: LOST"
         print(f"{r.backend:26} {r.sent:>6} {r.rate:7.0f} {sum(r.errors.values()):>7} "
               f"{percentile(r.latencies, 0.5) * 1e3:7.1f} {percentile(r.latencies, 0.99) * 1e3:7.1f} "
+              f"{max(r.latencies, default=0) * 1e3:7.0f} "
               f"{r.pending:>8} {durable}")
         if r.errors:
             print(f"  errors: {r.errors}")
