@@ -50,6 +50,14 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return int(mtime) * 10**9 if float(mtime).is_integer() else round(mtime * 1e9)
 
 
+class _Blocked(UnsafeArchive):
+    """A path goes through a symlink or a non-directory: the writer names the entry."""
+
+    def __init__(self, parts: tuple[str, ...]) -> None:
+        self.path = "/".join(parts)
+        super().__init__(f"{self.path!r} is a symlink or not a directory: a layer may not write through it")
+
+
 class _Tree:
     """Directory fds below the target, opened with O_NOFOLLOW one component at a time.
 
@@ -102,8 +110,7 @@ class _Tree:
         except OSError as err:
             if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
-            raise UnsafeArchive(f"{'/'.join(parts)!r} is a symlink or not a directory: a layer may "
-                                "not write through it") from None
+            raise _Blocked(parts) from None
         self._record(fd, parts)
         return fd
 
@@ -173,6 +180,9 @@ class RootfsWriter:
         path = "/".join(parts)
         try:
             self._apply(member, parts, path, data)
+        except _Blocked as err:
+            raise UnsafeArchive(f"layer entry {member.name!r} goes through {err.path!r}, which is a "
+                                "symlink or not a directory: a layer may not write through it") from None
         except OSError as err:
             raise LigoenvError(f"cannot unpack {path or '/'!r} into {self._target}: {err.strerror}",
                                temporary=err.errno in (errno.ENOSPC, errno.EDQUOT)) from None

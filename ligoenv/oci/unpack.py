@@ -26,6 +26,7 @@ INFLATE_CHUNK = 4 << 20  # what the decompressing thread hands over at a time: f
 AHEAD = 4  # chunks the decompressing thread may run ahead
 MAX_HEADER_BYTES = 1 << 20  # one pax or GNU long-name header
 MAX_HEADER_CHAIN = 8  # extension headers in front of one entry
+_FORMATS = {"none": "tar archive", "gzip": "gzip-compressed tar", "zstd": "zstd-compressed tar"}
 _EXTENSIONS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
@@ -69,7 +70,7 @@ def apply_layer(blob: BinaryIO, compression: str, target: Path,
     except _format_errors() as err:
         stream.close()  # the blob is ours again
         _drain(blob)  # a corrupt download says so (DigestMismatch) before the archive is blamed
-        raise UnsafeArchive(f"layer is not a valid {compression} tar stream: {err}") from None
+        raise UnsafeArchive(f"layer is not a valid {_FORMATS[compression]}: {err}") from None
     finally:
         stream.close()
         writer.close()
@@ -150,6 +151,7 @@ class _Expanded:
 
     def __init__(self, source: _Source, algorithm: str, limit: int | None) -> None:
         self.received = 0
+        self.error: BaseException | None = None
         self._hash = hashlib.new(algorithm)
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=AHEAD)
         self._stop = threading.Event()
@@ -166,7 +168,7 @@ class _Expanded:
                 return b""
             item = self._queue.get()
             if isinstance(item, BaseException):
-                self._ended = True
+                self._ended, self.error = True, item
                 raise item
             self._buf, self._pos, self._ended = item, 0, not item
             self.received += len(item)
@@ -238,7 +240,7 @@ def _members(stream: _Expanded) -> Iterator[tuple[tarfile.TarInfo, Iterator[byte
         tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_LayerTarInfo,  # type: ignore[call-overload]  # noqa: SIM115
                            encoding="utf-8", errors="surrogateescape")
     except tarfile.ReadError:
-        if stream.received == 0:
+        if stream.received == 0 and stream.error is None:
             return  # an empty stream is an empty layer
         raise
     with tar:
