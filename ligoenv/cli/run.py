@@ -46,7 +46,8 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
         host=inv.host or Host.current(),
     )
     resolver = make_resolver(settings, lockfile)
-    chosen, plan = prepare(request, resolver, settings.cache, inv.which, _progress(), note)
+    chosen, plan = prepare(request, resolver, settings.cache, inv.which, _progress(), note,
+                           inv.environ)
     argv = chosen.command(plan)
     if inv.debug:
         note("running " + " ".join(argv))

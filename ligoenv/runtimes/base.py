@@ -110,6 +110,10 @@ class Runtime(ABC):
     def available(self) -> bool:
         return self.path() is not None
 
+    def ready(self, environ: Mapping[str, str]) -> bool:
+        """For `auto`: whether the runtime can work here beyond being installed."""
+        return True
+
     def needs_tree(self) -> bool:
         """True when the runtime can only run an unpacked tree (bwrap)."""
         return False

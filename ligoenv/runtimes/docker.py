@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
 from ligoenv.runtimes.base import RunPlan, Runtime
+
+# Where Docker Engine, Docker Desktop, Colima, OrbStack and Rancher Desktop put their socket.
+ENGINE_SOCKETS = ("/var/run/docker.sock", "~/.docker/run/docker.sock", "~/.colima/default/docker.sock",
+                  "~/.orbstack/run/docker.sock", "~/.rd/docker.sock")
 
 
 class Docker(Runtime):
@@ -15,6 +23,16 @@ class Docker(Runtime):
     name = "docker"
     install_hint = ("install Docker (https://docs.docker.com/get-docker/) or Podman, "
                     "or choose another --runtime")
+
+    def ready(self, environ: Mapping[str, str]) -> bool:
+        """A docker client without an engine to talk to cannot run anything: `auto` moves on.
+
+        Checked without running `docker info` (which costs a round trip to the engine): an
+        explicit DOCKER_HOST or context counts, else one of the usual sockets must exist.
+        """
+        if environ.get("DOCKER_HOST") or environ.get("DOCKER_CONTEXT"):
+            return True
+        return any(os.path.exists(Path(socket).expanduser()) for socket in ENGINE_SOCKETS)
 
     def command(self, plan: RunPlan) -> list[str]:
         argv = [self.executable, "run", "--rm"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,9 +40,10 @@ class RunRequest:
 
 def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
             progress: Callable[[int, int], None] | None = None,
-            warn: Callable[[str], None] = lambda _: None) -> tuple[Runtime, RunPlan]:
+            warn: Callable[[str], None] = lambda _: None,
+            environ: Mapping[str, str] | None = None) -> tuple[Runtime, RunPlan]:
     """Resolve the image, choose the runtime and build its plan; pulls a local copy for bwrap."""
-    runtime = select_runtime(request.runtime, which)  # before any network: fail fast
+    runtime = select_runtime(request.runtime, which, environ)  # before any network: fail fast
     answer = resolver.resolve(request.reference, platform=request.platform)
     platform = request.platform or Platform.host()
     tree: LocalTree | None = None

@@ -6,8 +6,9 @@ root); Apptainer/Singularity with `docker://REF@DIGEST`; Docker/Podman; bubblewr
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ligoenv.errors import RuntimeNotFound, UsageError
 from ligoenv.runtimes.apptainer import Apptainer, Singularity
@@ -33,23 +34,27 @@ def runtime_named(name: str, which: Which = shutil.which) -> Runtime:
         ) from None
 
 
-def select_runtime(name: str, which: Which = shutil.which) -> Runtime:
+def select_runtime(name: str, which: Which = shutil.which,
+                   environ: Mapping[str, str] | None = None) -> Runtime:
     """`name` if it is installed, or for `auto` the first installed one in AUTO_ORDER.
 
     Apptainer comes first either way: it runs a published tree when there is one and
     `docker://REF@DIGEST` otherwise, so the choice does not depend on where the image is.
+    A Docker client with no engine to reach is passed over (Podman needs no daemon).
     """
     if name != "auto":
         runtime = runtime_named(name, which)
         if not runtime.available():
             raise runtime.not_found()
         return runtime
+    environ = os.environ if environ is None else environ
     for candidate in AUTO_ORDER:
         runtime = runtime_named(candidate, which)
-        if runtime.available():
+        if runtime.available() and runtime.ready(environ):
             return runtime
     raise RuntimeNotFound(
-        f"no container runtime found: looked on PATH for {', '.join(AUTO_ORDER)}; install "
+        f"no container runtime found: looked on PATH for {', '.join(AUTO_ORDER)} (and for a "
+        "Docker engine socket); install "
         "Apptainer (https://apptainer.org/docs/admin/main/installation.html), Docker "
         "(https://docs.docker.com/get-docker/) or bubblewrap (`apt install bubblewrap`)"
     )

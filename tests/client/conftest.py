@@ -30,8 +30,9 @@ def userenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in CLEARED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(work)
+    # DOCKER_HOST: the user has a Docker engine, so a docker stand-in on PATH counts for `auto`.
     return {"HOME": str(home), "PATH": "/usr/bin:/bin", "LIGOENV_CACHE": str(tmp_path / "cache"),
-            "LIGOENV_CONFIG": str(home / "ligoenv.toml")}
+            "LIGOENV_CONFIG": str(home / "ligoenv.toml"), "DOCKER_HOST": "unix:///standin/docker.sock"}
 
 
 @pytest.fixture()

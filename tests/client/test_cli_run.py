@@ -130,7 +130,7 @@ def test_missing_runtime(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
     assert cli("run", images["stable"].ref, "--", "true") == 4
     assert capsys.readouterr().err.startswith(
         "ligoenv: error: no container runtime found: looked on PATH for "
-        "apptainer, singularity, docker, podman, bwrap; install")
+        "apptainer, singularity, docker, podman, bwrap (and for a Docker engine socket); install")
 
 
 def test_bwrap_pulls_into_the_cache_once_and_runs(cli: Cli, images: dict[str, Pushed], tmp_path: Path,

@@ -155,9 +155,20 @@ def test_auto_selection_order(tmp_path: Path) -> None:
     for number, (standins, real, expected) in enumerate(cases):
         (tmp_path / str(number)).mkdir()
         path = standin_path(tmp_path / str(number), standins, real)
-        runtime = select_runtime("auto", which_in(path))
+        runtime = select_runtime("auto", which_in(path), {"DOCKER_HOST": "unix:///run/docker.sock"})
         assert runtime.name == expected
         assert runtime.path() == os.path.join(path, expected)
+
+
+def test_a_docker_client_without_an_engine_is_passed_over(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = standin_path(tmp_path, ("docker",), ("bwrap",))
+    monkeypatch.setattr("ligoenv.runtimes.docker.ENGINE_SOCKETS", (str(tmp_path / "docker.sock"),))
+    assert select_runtime("auto", which_in(path), {}).name == "bwrap"
+    assert select_runtime("auto", which_in(path), {"DOCKER_HOST": "tcp://127.0.0.1:2375"}).name == "docker"
+    (tmp_path / "docker.sock").touch()
+    assert select_runtime("auto", which_in(path), {}).name == "docker"
+    assert select_runtime("docker", which_in(path), {}).name == "docker"  # asked for by name
 
 
 def test_nothing_to_run_with(tmp_path: Path) -> None:
@@ -166,7 +177,8 @@ def test_nothing_to_run_with(tmp_path: Path) -> None:
         select_runtime("auto", which_in(empty))
     message = str(caught.value)
     assert message.startswith("no container runtime found: looked on PATH for apptainer, singularity, "
-                              "docker, podman, bwrap; install Apptainer (https://apptainer.org")
+                              "docker, podman, bwrap (and for a Docker engine socket); install "
+                              "Apptainer (https://apptainer.org")
     with pytest.raises(RuntimeNotFound, match="podman is not on PATH: install Podman"):
         select_runtime("podman", which_in(empty))
     with pytest.raises(UsageError, match="unknown runtime 'rkt': choose one of auto, apptainer, singularity"):
