@@ -84,6 +84,11 @@ class RunPlan:
     cleanenv: bool = False
     workdir: str | None = None  # --pwd: working directory inside the container
     bind_cwd: bool = True  # False when a read-only tree has no mount point for it (bwrap)
+    # bwrap on a read-only tree lacking mount points: `/` is a tmpfs holding the tree's
+    # top-level entries, so that missing mount points can be made there; `fresh_dirs` are the
+    # image's empty top-level directories (such as /home) made fresh rather than bound.
+    layered_root: bool = False
+    fresh_dirs: tuple[str, ...] = ()
     stdin_open: bool = True  # stdin is a terminal, pipe or file: keep it open (docker -i)
     tty: bool = False  # stdin and stdout are terminals (docker -t)
     host: Host = field(default_factory=Host.current)

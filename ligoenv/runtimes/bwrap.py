@@ -27,14 +27,18 @@ class Bwrap(Runtime):
         command = list(plan.command or plan.image_command)
         if not command:
             raise UsageError(f"{plan.pinned} has no Entrypoint or Cmd: give a command after --")
-        argv = [self.executable, "--ro-bind", str(plan.tree), "/", "--proc", "/proc",
-                "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (inside the sandbox)
+        argv = [self.executable]
+        argv += _layered_root(plan.tree, plan.fresh_dirs) if plan.layered_root else \
+            ["--ro-bind", str(plan.tree), "/"]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (inside)
         if plan.bind_cwd:
             argv += ["--bind", plan.cwd, plan.cwd]
         argv += ["--chdir", plan.workdir or (plan.cwd if plan.bind_cwd else "/"),
                  "--die-with-parent", "--unshare-pid"]
         for bind in plan.binds:
             argv += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.destination]
+        if plan.layered_root:
+            argv += ["--remount-ro", "/"]  # mount points are made: `/` is read-only again
         if plan.cleanenv:
             argv.append("--clearenv")  # must precede --setenv: bwrap applies them in order
         for item in plan.image_env:
@@ -43,6 +47,41 @@ class Bwrap(Runtime):
         for name, value in plan.env:
             argv += ["--setenv", name, value]
         return argv + command
+
+
+def _layered_root(tree: Path, fresh_dirs: tuple[str, ...]) -> list[str]:
+    """A tmpfs `/` holding the tree's top-level entries: bound read-only, symlinks recreated,
+    and `fresh_dirs` made empty so that bwrap can create mount points under them."""
+    argv = ["--tmpfs", "/"]
+    for entry in sorted(os.scandir(tree), key=lambda e: e.name):
+        target = f"/{entry.name}"
+        if _on_fresh_mount(target):
+            continue
+        if entry.is_symlink():
+            argv += ["--symlink", os.readlink(entry.path), target]
+        elif entry.name in fresh_dirs:
+            argv += ["--dir", target]
+        else:
+            argv += ["--ro-bind", entry.path, target]
+    return argv
+
+
+def layered_tops(tree: Path, missing: Iterable[str]) -> tuple[str, ...] | None:
+    """The empty top-level image directories to make fresh so that `missing` mount points can
+    be created under a tmpfs `/`; None when one would have to go inside a non-empty one."""
+    fresh = set()
+    for destination in missing:
+        parts = Path(destination).parts
+        if len(parts) < 2:
+            return None
+        top = tree / parts[1]
+        if top.is_symlink() or (top.exists() and not top.is_dir()):
+            return None
+        if top.is_dir():
+            if any(top.iterdir()):
+                return None
+            fresh.add(parts[1])
+    return tuple(sorted(fresh))
 
 
 def add_mount_points(tree: Path, destinations: Iterable[str]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ligoenv.oci.platform import Platform
 from ligoenv.runtimes.apptainer import Apptainer
 from ligoenv.runtimes.base import Bind, Host, RunPlan, Runtime
-from ligoenv.runtimes.bwrap import Bwrap, add_mount_points
+from ligoenv.runtimes.bwrap import Bwrap, add_mount_points, layered_tops
 from ligoenv.runtimes.docker import Docker
 from ligoenv.runtimes.local import LocalTree, cached_tree, published_tree, tree_command, tree_env
 from ligoenv.runtimes.select import Which, select_runtime
@@ -72,13 +72,17 @@ def _plan(request: RunRequest, answer: Resolution, platform: Platform, tree: Loc
 
 
 def _mount_points(plan: RunPlan, tree: LocalTree, warn: Callable[[str], None]) -> RunPlan:
-    """bwrap needs every bind destination to exist in the tree; make them in our own copy."""
+    """bwrap needs every bind destination to exist: make them in our own copy, or lay a
+    published (read-only) tree out under a tmpfs `/` where they can be made."""
     destinations = [plan.cwd, *(bind.destination for bind in plan.binds)]
-    if tree.published:
+    if not tree.published:
+        missing = add_mount_points(tree.path, destinations)
+    else:
         missing = [d for d in destinations if not (tree.path / d.lstrip("/")).exists()
                    and not d.startswith(("/tmp/", "/proc/", "/dev/"))]  # noqa: S108
-    else:
-        missing = add_mount_points(tree.path, destinations)
+        fresh = layered_tops(tree.path, missing)
+        if missing and fresh is not None:
+            return replace(plan, layered_root=True, fresh_dirs=fresh)
     bad_binds = [d for d in missing if d != plan.cwd]
     if bad_binds:
         from ligoenv.errors import UsageError

@@ -169,6 +169,29 @@ def test_bwrap_on_a_published_tree_pulls_nothing(cli: Cli, images: dict[str, Pus
     assert not (tree / "var" / "tmp" / outside_tmp.name).exists()  # the published tree is never modified
 
 
+def test_bwrap_mounts_a_working_directory_the_published_tree_lacks(
+        cli: Cli, images: dict[str, Pushed], tmp_path: Path, capfd: Capture) -> None:
+    old = images["old"]
+    root = tmp_path / "root"
+    tree = root / ".images" / old.digest.hex[:2] / old.digest.hex
+    assert cli("pull", "--output", str(tree), old.ref) == 0
+    capfd.readouterr()
+    write_index(root, old, [(old.digest, T0)])
+    cli.environ["PATH"] = standin_path(tmp_path, (), real=("bwrap",))
+    # /srv is an empty bind point in the image; the working directory below it is not there.
+    work = Path(tempfile.mkdtemp(dir="/srv", prefix="ligoenv-test-"))
+    try:
+        (work / "data.txt").write_text("strain data\n")
+        os.chdir(work)
+        assert cli("run", "--index", str(root), old.ref, "--", "sh", "-c",
+                   "cat data.txt /etc/greeting; pwd; touch /new 2>/dev/null || echo read-only") == 0
+        out, err = capfd.readouterr()
+        assert out == f"strain data\nhello from old\n{work}\nread-only\n" and err == ""
+        assert not (tree / "srv" / work.name).exists()  # the published tree is never modified
+    finally:
+        shutil.rmtree(work)
+
+
 @pytest.mark.parametrize("args", [
     ["--gpu", "-B", "/a:/b:ro", "REF", "--env", "K=V", "--", "sh", "-c", "exit 0"],
     ["--bind=/a", "--cleanenv", "--pwd", "/w", "REF", "echo", "hi"],
