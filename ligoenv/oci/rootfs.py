@@ -129,7 +129,9 @@ class _Tree:
             os.close(self._chain.pop()[1])
 
     def _record(self, fd: int, parts: tuple[str, ...]) -> None:
-        info = self.touched.get(parts) or self.touched.setdefault(parts, os.fstat(fd))
+        info = self.touched.get(parts)
+        if info is None:
+            info = self.touched[parts] = os.fstat(fd)
         mode = stat.S_IMODE(info.st_mode)
         if self.rootless and mode & 0o700 != 0o700:
             os.fchmod(fd, mode | 0o700)  # so that this layer can write into it
@@ -138,7 +140,7 @@ class _Tree:
         """Make a directory we may not even open owner-accessible (rootless only)."""
         info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISDIR(info.st_mode):
-            raise UnsafeArchive(f"{'/'.join(parts)!r} is not a directory")
+            raise _Blocked(parts)
         self.touched.setdefault(parts, info)
         os.chmod(parts[-1], stat.S_IMODE(info.st_mode) | 0o700, dir_fd=dir_fd)
 
@@ -359,7 +361,10 @@ class RootfsWriter:
         if "/".join(parts) not in self._upper:
             self._remove(dir_fd, parts)
             return
-        info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        try:
+            info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # this layer wrote it, then replaced what it was in
         if not stat.S_ISDIR(info.st_mode):
             return  # a file or symlink this layer wrote: nothing lower inside it
         child = self._tree.open_child(dir_fd, parts, create=False)

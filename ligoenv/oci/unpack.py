@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from ligoenv.errors import DigestMismatch, UnsafeArchive
+from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.rootfs import RootfsWriter
 
@@ -57,10 +57,7 @@ def apply_layer(blob: BinaryIO, compression: str, target: Path,
     """
     algorithm = expected_diff_id.algorithm if expected_diff_id else "sha256"
     source = _decompressor(blob, compression)
-    target.mkdir(parents=True, exist_ok=True)
-    chown = options.preserve_owner if options.preserve_owner is not None else os.geteuid() == 0
-    writer = RootfsWriter(target, chown=chown, keep_setuid=options.keep_setuid,
-                          max_bytes=options.max_expanded_bytes)
+    writer = _writer(target, options)
     stream = _Expanded(source, algorithm, options.max_expanded_bytes)
     try:
         for member, data in _members(stream):
@@ -79,6 +76,16 @@ def apply_layer(blob: BinaryIO, compression: str, target: Path,
         raise DigestMismatch(f"uncompressed layer: expected diff_id {expected_diff_id}, got {diff_id}")
     return UnpackReport(diff_id, writer.bytes_written, tuple(writer.skipped_devices),
                         tuple(writer.dropped_setuid))
+
+
+def _writer(target: Path, options: UnpackOptions) -> RootfsWriter:
+    chown = options.preserve_owner if options.preserve_owner is not None else os.geteuid() == 0
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        return RootfsWriter(target, chown=chown, keep_setuid=options.keep_setuid,
+                            max_bytes=options.max_expanded_bytes)
+    except OSError as err:
+        raise LigoenvError(f"cannot unpack into {target}: {err.strerror}") from None
 
 
 # --- the uncompressed stream ---------------------------------------------------------------

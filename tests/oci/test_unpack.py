@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, UnsafeArchive
+from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Layer, tar_bytes
 from ligoenv.oci.manifest import layer_compression
@@ -365,6 +365,19 @@ def test_hostile_layers_are_refused_and_nothing_outside_changes(tmp_path: Path, 
         unpack(target, hostile.REJECTED[case](sentinel))
     assert snapshot(sentinel) == before
     assert sorted(os.listdir(tmp_path)) == [*neighbours, "target"]
+
+
+def test_a_target_that_is_not_a_directory_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(LigoenvError, match=f"cannot unpack into {tmp_path / 'file'}: File exists"):
+        unpack(tmp_path / "file", tar_bytes([]))
+
+
+def test_whiteouts_of_entries_this_layer_replaced_are_harmless(target: Path) -> None:
+    unpack(target, tar_bytes([Entry("x/y/old", data=b"o")]))
+    unpack(target, tar_bytes([Entry("x/y/z", data=b"z"), Entry("x", data=b"file"), Entry("x", "dir"),
+                              Entry("x/.wh.y"), Entry("x/.wh..wh..opq"), Entry("x/new", data=b"n")]))
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["x", "x/new"]
 
 
 def test_a_refusal_names_the_entry_and_the_link(target: Path) -> None:

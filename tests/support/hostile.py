@@ -150,13 +150,20 @@ def sparse_file(real_size: int, data: bytes = b"D" * 512) -> bytes:
     info.type = tarfile.GNUTYPE_SPARSE
     info.size = len(data)
     header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
-    header[386:398] = tarfile.itn(real_size - len(data), 12, tarfile.GNU_FORMAT)  # first map entry
-    header[398:410] = tarfile.itn(len(data), 12, tarfile.GNU_FORMAT)
-    header[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)
+    header[386:398] = _tar_number(real_size - len(data))  # the first entry of the sparse map
+    header[398:410] = _tar_number(len(data))
+    header[483:495] = _tar_number(real_size)
     header[148:156] = b" " * 8
     header[148:156] = b"%06o\0 " % sum(header)
     padding = -len(data) % 512
     return bytes(header) + data + b"\0" * (padding + 1024)
+
+
+def _tar_number(value: int) -> bytes:
+    """A 12-byte tar number field: octal, or GNU base-256 when too large for 11 octal digits."""
+    if value < 8**11:
+        return b"%011o\0" % value
+    return b"\x80" + value.to_bytes(11, "big")
 
 
 def gzip_bomb(expanded: int = 200 * MiB) -> bytes:
