@@ -26,6 +26,10 @@ from .tables import metadata
 _SCHEMA_LOCK = 0x6C69676F656E76
 _READ_ONLY = "ligoenv_read_only"
 _VALID = "sqlite:////path/queue.db or postgresql+psycopg://user@host/db"
+# Connections a PostgreSQL engine keeps for reuse. A relay answers many webhooks at once (Starlette's
+# thread pool has 40 threads); beyond the pool each use opens and closes a connection, which
+# halved the webhooks/s a relay accepts in bench/e2e.py.
+_PG_POOL_SIZE = 20
 
 
 def redact(url: str) -> str:
@@ -162,4 +166,4 @@ def _postgres_engine(url: sa.URL, timeout: float) -> sa.Engine:
     }
     # pre_ping: connections left over from before a server restart are replaced, not used.
     return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True,
-                            pool_timeout=timeout)
+                            pool_size=_PG_POOL_SIZE, pool_timeout=timeout)
