@@ -40,7 +40,7 @@ class UnpackOptions:
 
 @dataclass(frozen=True)
 class UnpackReport:
-    diff_id: Digest  # digest of the uncompressed tar stream
+    diff_id: Digest  # of the uncompressed tar stream: sha256, or expected_diff_id's algorithm
     bytes_written: int
     skipped_devices: tuple[str, ...]
     dropped_setuid: tuple[str, ...]

@@ -140,6 +140,9 @@ def test_a_wrong_diff_id_is_refused(target: Path) -> None:
     layer = Layer.from_entries(BASIC)
     with pytest.raises(DigestMismatch, match="diff_id"):
         apply_layer(io.BytesIO(layer.blob), "gzip", target, expected_diff_id=Digest.of_bytes(b"x"))
+    sha512 = Digest.of_bytes(tar_bytes(BASIC), "sha512")
+    report = apply_layer(io.BytesIO(layer.blob), "gzip", target / "again", expected_diff_id=sha512)
+    assert report.diff_id == sha512
 
 
 def test_a_corrupt_download_is_a_digest_mismatch_not_a_hostile_archive(target: Path) -> None:
