@@ -25,12 +25,17 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def schema_errors(document: Any, name: str) -> list[str]:
     """Every way `document` breaks schema `name`, each naming the field, best first."""
+    errors = sorted(_validator(name).iter_errors(document), key=lambda e: (len(e.path), e.message))
+    return [f"{_field(error.absolute_path)}: {error.message}" for error in errors]
+
+
+@cache
+def _validator(name: str) -> Any:
+    """One validator per schema: building one costs more than validating a webhook body."""
     import jsonschema
 
     validator_class = jsonschema.validators.validator_for(load_schema(name))
-    validator = validator_class(load_schema(name), format_checker=validator_class.FORMAT_CHECKER)
-    errors = sorted(validator.iter_errors(document), key=lambda e: (len(e.path), e.message))
-    return [f"{_field(error.absolute_path)}: {error.message}" for error in errors]
+    return validator_class(load_schema(name), format_checker=validator_class.FORMAT_CHECKER)
 
 
 def validate(document: Any, name: str, error_class: type[LigoenvError], what: str) -> None:
