@@ -69,7 +69,8 @@ def make_layer(source: Path, members: Sequence[str], out: Path) -> LayerFile:
     run(["tar", "--sort=name", "--numeric-owner", "--xattrs", "-C", source, "-cf", tar_path, *members])
     diff_id = sha256_file(tar_path)
     uncompressed = tar_path.stat().st_size
-    with tar_path.open("rb") as raw, gzip.open(out, "wb", compresslevel=6, mtime=0) as packed:
+    with tar_path.open("rb") as raw, out.open("wb") as sink, \
+            gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as packed:
         shutil.copyfileobj(raw, packed, 1 << 20)
     tar_path.unlink()
     return LayerFile(out, sha256_file(out), diff_id, out.stat().st_size, uncompressed)

@@ -118,7 +118,7 @@ def measure(work: Path, ref: str, layers: list[LayerFile], runs: int) -> dict[st
         run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
              f"docker://{ref}", f"oci:{out_oci}:latest"])
         run(["umoci", "unpack", "--rootless", "--image", f"{out_oci}:latest", out_umoci],
-            stdout=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     skopeo = timed(skopeo_umoci, runs, reset)
 
