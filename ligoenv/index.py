@@ -7,18 +7,17 @@ read by the client from a publish root, a CVMFS mount or an HTTP mirror.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ligoenv.atomicfile import write_atomic
 from ligoenv.errors import HistoryTooShort, NotFound, PlatformNotFound, PublishIndexError
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
-from ligoenv.publishroot import INDEX_DIR, PublishRoot, fsync_dir
+from ligoenv.publishroot import INDEX_DIR, PublishRoot
 
 if TYPE_CHECKING:
     from ligoenv.oci.manifest import ImageManifest
@@ -311,18 +310,7 @@ def save_index(path: Path, index: RepositoryIndex) -> None:
 
     validate_schema(data, "index", PublishIndexError, f"refusing to write index {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dumps_index(index))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, dumps_index(index))
 
 
 def _opt_str(value: object | None) -> str | None:

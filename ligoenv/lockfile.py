@@ -7,9 +7,7 @@ against schemas/lockfile.schema.json, as `ligoenv verify` and every write do.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ligoenv import __version__
+from ligoenv.atomicfile import write_atomic
 from ligoenv.errors import (
     InvalidReference,
     LigoenvError,
@@ -257,30 +256,10 @@ def write_lockfile(path: Path, lockfile: Lockfile) -> None:
 
     text = lockfile.dumps()
     validate(json.loads(text), "lockfile", LockfileError, "refusing to write an invalid lockfile")
-    directory = path.resolve().parent
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        write_atomic(path, text)
     except OSError as error:
         raise LockfileError(f"cannot write lockfile {path}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def keep_unchanged(old: Lockfile | None, new: Lockfile) -> Lockfile:

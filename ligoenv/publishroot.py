@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ligoenv.atomicfile import fsync_dir
 from ligoenv.errors import InvalidReference, PublishError
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
@@ -88,13 +89,6 @@ def remove_symlink(link: Path) -> bool:
     return True
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or link in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_name(registry: str, repository: str, tag: str | None) -> None:

@@ -17,6 +17,7 @@ from types import TracebackType
 
 import requests
 
+from ligoenv.atomicfile import fsync_dir
 from ligoenv.errors import DigestMismatch, InvalidReference, NotFound, RegistryError
 from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
@@ -160,7 +161,7 @@ class RegistryClient:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
             raise
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
     def blob_exists(self, repository: str, digest: Digest) -> bool:
         response = self._request("HEAD", repository, f"blobs/{digest}")
@@ -253,9 +254,3 @@ def _digest_of(data: bytes | Path) -> Digest:
     return Digest("sha256", hasher.hexdigest())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

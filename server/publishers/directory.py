@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ligoenv.atomicfile import fsync_dir
 from ligoenv.errors import PublishError
 from ligoenv.oci.digest import Digest
-from ligoenv.publishroot import PublishRoot, fsync_dir
+from ligoenv.publishroot import PublishRoot
 
 from .base import Publisher, PublishOutcome, StagedImage, StagingArea, plan_publish, plan_untag
 
