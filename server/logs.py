@@ -6,10 +6,12 @@ Secrets never reach a record: config values print as `***` and auth headers are 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -54,6 +56,34 @@ class TextFormatter(logging.Formatter):
         return f"{text} {fields}" if fields else text
 
 
+# The job a thread is working on: its fields go on every record that thread logs, including
+# those of the core (pull, unpack) that knows nothing of jobs.
+_job_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "ligoenv_job_fields", default=None)
+
+
+@contextlib.contextmanager
+def job_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Within the block, records logged by this thread carry `fields` (e.g. job_id, digest);
+    the yielded dict may be updated as more is learned (the digest once resolved)."""
+    current = {k: v for k, v in fields.items() if v is not None}
+    token = _job_fields.set(current)
+    try:
+        yield current
+    finally:
+        _job_fields.reset(token)
+
+
+class JobFields(logging.Filter):
+    """Adds the thread's job fields to each record that does not already carry them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_job_fields.get() or {}).items():
+            if value is not None and getattr(record, key, None) is None:
+                setattr(record, key, value)
+        return True
+
+
 class Redactor(logging.Filter):
     """Replaces secrets that can appear in log lines not of our making, such as the URL-path
     secret of a Docker Hub endpoint in a web server's access log, with `***`."""
@@ -89,6 +119,7 @@ def configure_logging(config: LogConfig, stream: TextIO | None = None, *,
     its access log goes through this handler too."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
+    handler.addFilter(JobFields())
     handler.addFilter(Redactor(redact))
     root = logging.getLogger()
     for old in list(root.handlers):

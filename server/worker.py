@@ -31,6 +31,7 @@ from ligoenv.oci.unpack import UnpackOptions
 from ligoenv.sandbox import complete_tree
 
 from .config import RegistryConfig, ServerConfig
+from .logs import job_context
 from .model import Action, Job, JobSource, PublishRequest
 from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
 
@@ -95,24 +96,27 @@ class Worker:
 
     def run_job(self, job: Job) -> None:
         """Process one claimed job and report its outcome to the queue (never raises)."""
+        with job_context(**_context(job)) as context:
+            self._run_job(job, context)
+
+    def _run_job(self, job: Job, context: dict[str, Any]) -> None:
         assert self.queue is not None
-        context = _context(job)
         started = time.monotonic()
         with _Heartbeat(self.queue, job.id, self.worker_id, self.config.queue.lease_seconds / 3):
             try:
                 result = self.process(job.request, context)
             except LigoenvError as error:
-                log.warning("job failed: %s", error, extra={**context, "temporary": error.temporary})
+                log.warning("job failed: %s", error, extra={"temporary": error.temporary})
                 self.queue.fail(job.id, self.worker_id, str(error), error.temporary)
                 _callback(job.request, "failure" if not error.temporary else "error", str(error))
                 return
             except Exception as error:  # a bug must not kill the worker or lose the job
-                log.exception("job crashed", extra=context)
+                log.exception("job crashed")
                 self.queue.fail(job.id, self.worker_id, f"internal error: {error!r}", True)
                 return
         result["seconds"] = round(time.monotonic() - started, 3)
         self.queue.complete(job.id, self.worker_id, result)
-        log.info("job done", extra={**context, **_log_fields(result)})
+        log.info("job done", extra=_log_fields(result))
         _callback(job.request, "success", f"published {result.get('digest', '')}")
 
     def process(self, request: PublishRequest, context: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -137,7 +141,7 @@ class Worker:
         if ref.digest is None:
             ref = ref.with_digest(client.resolve(ref))  # Docker Hub events carry no digest
         top = client.fetch_manifest(ref)
-        context["digest"] = str(top.digest)
+        context["digest"] = str(top.digest)  # from here on, on every line of this job
         wanted = self.config.platforms_for(request.source)
         staged: list[StagedPlatform] = []
         staging_dirs: list[Path] = []
@@ -160,7 +164,7 @@ class Worker:
                staging_dirs: list[Path], context: dict[str, Any]) -> StagedPlatform:
         """Pull one platform's image into a staging directory, unless it is already published."""
         pinned = ref.with_digest(digest)
-        fields = {**context, "platform": platform, "manifest": str(digest)}
+        fields = {"platform": platform, "manifest": str(digest)}
         if self.publisher.has_image(digest):
             manifest = client.fetch_manifest(pinned)
             assert isinstance(manifest, ImageManifest)

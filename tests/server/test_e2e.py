@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,15 @@ def test_wrong_secret_is_refused_and_enqueues_nothing(stack: Stack) -> None:
         assert answer.status_code == 401
     assert len(stack.jobs()) == before
     assert SECRET not in stack.log_text()
+
+
+def test_every_line_of_a_job_names_the_job_and_the_digest(stack: Stack, tmp_path: Path) -> None:
+    digest = _push_with_skopeo(stack, tmp_path, "lvk/logged", "v1", "logged")
+    wait_for(lambda: _current(stack, "lvk/logged", "v1") == digest, "the push")
+    wait_for(lambda: '"job done"' in stack.log_text() and digest in stack.log_text(), "the log")
+    records = [json.loads(line) for line in stack.log_text().splitlines() if line.startswith("{")]
+    job_ids = {r["job_id"] for r in records if r.get("digest") == digest and "job_id" in r}
+    assert len(job_ids) == 1
+    lines = [r for r in records if r.get("job_id") in job_ids and r["logger"].startswith("ligoenv.")]
+    assert {r["msg"] for r in lines} >= {"unpacking", "job done"}
+    assert all(r.get("digest") == digest for r in lines), lines
