@@ -138,3 +138,19 @@ def test_every_line_of_a_job_names_the_job_and_the_digest(stack: Stack, tmp_path
     lines = [r for r in records if r.get("job_id") in job_ids and r["logger"].startswith("ligoenv.")]
     assert {r["msg"] for r in lines} >= {"unpacking", "job done"}
     assert all(r.get("digest") == digest for r in lines), lines
+
+
+def test_deleting_a_manifest_upstream_untags_and_keeps_the_image(stack: Stack, tmp_path: Path) -> None:
+    from ligoenv.oci.digest import Digest
+    from ligoenv.oci.registry import RegistryClient
+
+    digest = _push_with_skopeo(stack, tmp_path, "lvk/retired", "v1", "retired")
+    wait_for(lambda: _current(stack, "lvk/retired", "v1") == digest, "the push")
+    with RegistryClient(stack.registry.host, anonymous=True) as client:
+        client.delete_manifest("lvk/retired", Digest.parse(digest))
+    index = wait_for(lambda: (i := stack.index("lvk/retired")) is not None and len(i.history("v1")) == 2
+                     and i, "the untag")
+    assert index.current("v1") is None
+    assert [str(e.digest) if e.digest else None for e in index.history("v1")] == [digest, None]
+    assert not os.path.lexists(stack.root / stack.registry.host / "lvk/retired:v1")
+    assert (stack.root / stack.registry.host / f"lvk/retired@{digest}").resolve().is_dir()

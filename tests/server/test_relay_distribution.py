@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from ligoenv.oci.layout import Entry, Image, Layer, LayoutWriter
 from ligoenv.oci.platform import Platform
 from ligoenv_server.config import ServerConfig
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.model import Action, PublishRequest
 from ligoenv_server.queue.sql import SqlQueue
 from ligoenv_server.relay import create_relay_app
 from tests.support.registry import RegistryProcess, free_port, skopeo_digest, skopeo_push
@@ -71,10 +71,9 @@ def test_one_envelope_of_a_multi_platform_push(client: TestClient, sink: MemoryS
 
 @pytest.mark.parametrize(("fixture", "reason"), [
     ("distribution_blob.json", "application/octet-stream push is not an image manifest or index"),
-    ("distribution_pull.json", "action 'pull' is not a push"),
-    ("distribution_delete.json", "action 'delete' is not a push"),
+    ("distribution_pull.json", "action 'pull' is not a push or a tag delete"),
 ])
-def test_blobs_pulls_and_deletes_are_acknowledged_and_ignored(client: TestClient, sink: MemorySink,
+def test_blobs_and_pulls_are_acknowledged_and_ignored(client: TestClient, sink: MemorySink,
                                                               fixture: str, reason: str) -> None:
     response = client.post(PATH, content=fixture_bytes(fixture), headers=HEADERS)
     assert response.status_code == 202
@@ -82,6 +81,16 @@ def test_blobs_pulls_and_deletes_are_acknowledged_and_ignored(client: TestClient
     assert body["accepted"] == 0 and body["jobs"] == []
     assert all(reason in item["reason"] for item in body["ignored"]) and body["ignored"]
     assert sink.queued() == []
+
+
+def test_a_deleted_manifest_untags_its_tags(client: TestClient, sink: MemorySink) -> None:
+    # Deleting a manifest sends one event for the digest and one per tag that pointed at it.
+    response = client.post(PATH, content=fixture_bytes("distribution_delete.json"), headers=HEADERS)
+    body = response.json()
+    assert (response.status_code, body["accepted"], len(body["ignored"])) == (202, 1, 1)
+    assert "action 'delete' is not a push or a tag delete" in body["ignored"][0]["reason"]
+    assert [(r.repository, r.tag, r.digest, r.action) for r in sink.queued()] == [
+        ("lvk/lalsuite", "nightly", None, Action.UNTAG)]
 
 
 def test_mounts_are_ignored(client: TestClient, sink: MemorySink) -> None:
