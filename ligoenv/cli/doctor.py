@@ -18,11 +18,10 @@ its value came from.
 def run(inv: Invocation, *, registries: list[str] | None = None, index: str | None = None,
         as_json: bool = False) -> int:
     from ligoenv.config import OPTIONS
-    from ligoenv.runtimes.select import RUNTIMES
 
     settings = inv.settings(index=index)
     report: dict[str, Any] = {
-        "runtimes": {name: inv.which(name) for name in RUNTIMES},
+        **_runtimes(inv),
         "cvmfs": _cvmfs(),
         "index": _index(settings.index),
         "registries": {host: _registry(host, settings.insecure_registries)
@@ -100,10 +99,28 @@ def _text(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
+def _runtimes(inv: Invocation) -> dict[str, Any]:
+    """Where each runtime is, which ones `auto` cannot use (a docker client with no engine),
+    and which one `auto` picks."""
+    from ligoenv.errors import RuntimeNotFound
+    from ligoenv.runtimes.select import RUNTIMES, runtime_named, select_runtime
+
+    unusable = [name for name in RUNTIMES if inv.which(name)
+                and not runtime_named(name, inv.which).ready(inv.environ)]
+    try:
+        auto: str | None = select_runtime("auto", inv.which, inv.environ).name
+    except RuntimeNotFound:
+        auto = None
+    return {"runtimes": {name: inv.which(name) for name in RUNTIMES}, "unusable_runtimes": unusable,
+            "auto_runtime": auto}
+
+
 def _print(report: dict[str, Any]) -> None:
-    out("runtimes:")
+    out(f"runtimes (auto picks: {report['auto_runtime'] or 'none'}):")
     for name, path in report["runtimes"].items():
-        out(f"  {name:<12} {path or 'not found'}")
+        note = "  (no engine to talk to: set DOCKER_HOST or start Docker)" \
+            if name in report["unusable_runtimes"] else ""
+        out(f"  {name:<12} {path or 'not found'}{note}")
     out(f"cvmfs:        {report['cvmfs']}")
     out(f"index:        {report['index']}")
     out("registries:")

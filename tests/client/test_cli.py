@@ -286,6 +286,7 @@ def test_doctor_reports_where_each_setting_came_from(cli: Cli, registry: Registr
     assert settings["lockfile"] == {"value": "ligoenv.lock", "source": "default"}
     assert report["runtimes"]["bwrap"] == "/usr/bin/bwrap"
     assert report["runtimes"]["apptainer"] is None
+    assert report["auto_runtime"] == "bwrap" and report["unusable_runtimes"] == []
     assert report["registries"][registry.host] == "reachable (HTTP 200)"
     assert report["registries"]["127.0.0.1:9"].startswith("registry 127.0.0.1:9 is unreachable")
     assert report["index"] == f"{tmp_path}: a directory without .ligoenv/index"
