@@ -34,8 +34,10 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> 
 
 
 def server_config(workdir: Path, registry_host: str, relay_port: int, *, queue_url: str = "",
-                  lease_seconds: int = 60, extra: str = "") -> Path:
-    path = workdir / "server.toml"
+                  lease_seconds: int = 60, extra: str = "", queue_token: str = "",
+                  name: str = "server.toml") -> Path:
+    path = workdir / name
+    token = f'token = "{queue_token}"' if queue_token else ""
     path.write_text(f"""
 state_dir = "{workdir / 'state'}"
 
@@ -57,6 +59,7 @@ host = "{registry_host}"
 url = "{queue_url or f'sqlite:///{workdir / "state" / "queue.db"}'}"
 lease_seconds = {lease_seconds}
 max_attempts = 5
+{token}
 
 [publisher]
 backend = "directory"
@@ -89,21 +92,17 @@ class Stack:
     def relay_url(self) -> str:
         return f"http://127.0.0.1:{self.relay_port}"
 
-    def start(self, command: str = "serve", *extra: str) -> subprocess.Popen[bytes]:
+    def start(self, command: str = "serve", *extra: str, config: Path | None = None,
+              ready_url: str | None = None) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{command}.log").open("ab")
-        process = subprocess.Popen([str(SERVER), command, "--config", str(self.config), *extra],
+        process = subprocess.Popen([str(SERVER), command, "--config", str(config or self.config), *extra],
                                    stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.processes.append(process)
-        if command in ("serve", "relay"):
-            wait_for(self._healthy, "the relay to answer /healthz", 20)
+        if command in ("serve", "relay") or ready_url:
+            url = ready_url or self.relay_url
+            wait_for(lambda: _healthy(url), f"{url}/healthz to answer", 20)
         return process
-
-    def _healthy(self) -> bool:
-        try:
-            return requests.get(f"{self.relay_url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
 
     def stop_all(self, sig: int = signal.SIGTERM) -> None:
         for process in self.processes:
@@ -127,6 +126,13 @@ class Stack:
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def start_registry(workdir: Path, relay_port: int) -> RegistryProcess:
