@@ -35,8 +35,10 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> 
 
 def server_config(workdir: Path, registry_host: str, relay_port: int, *, queue_url: str = "",
                   lease_seconds: int = 60, extra: str = "", queue_token: str = "",
-                  name: str = "server.toml") -> Path:
+                  name: str = "server.toml", publisher: str = "") -> Path:
+    """A config for the stack; `publisher` replaces the body of [publisher] (a directory root)."""
     path = workdir / name
+    publisher = publisher or f'backend = "directory"\nroot = "{workdir / "publish"}"'
     token = f'token = "{queue_token}"' if queue_token else ""
     path.write_text(f"""
 state_dir = "{workdir / 'state'}"
@@ -62,8 +64,7 @@ max_attempts = 5
 {token}
 
 [publisher]
-backend = "directory"
-root = "{workdir / 'publish'}"
+{publisher}
 
 [worker]
 poll_interval = 0.1
