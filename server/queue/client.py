@@ -9,21 +9,14 @@ from __future__ import annotations
 import builtins
 import threading
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 
 from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
 
 from ..model import EnqueueResult, Job, JobState, PublishRequest
-
-
-def redact_http(url: str) -> str:
-    """`url` without user information, fit for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+from .urls import redact_url
 
 
 class HttpQueueClient:
@@ -31,11 +24,11 @@ class HttpQueueClient:
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0) -> None:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise ConfigError(f"queue service URL {redact_http(url)} must be http(s)://HOST[:PORT]")
+            raise ConfigError(f"queue service URL {redact_url(url)} must be http(s)://HOST[:PORT]")
         if not token:
             raise ConfigError("the queue service needs a token: set [queue] token")
         self.base = url.rstrip("/")
-        self.url = redact_http(self.base)
+        self.url = redact_url(self.base)
         self.timeout = timeout
         self._token = token
         self._local = threading.local()  # requests sessions are not shared between threads

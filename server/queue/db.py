@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ligoenv.errors import ConfigError, QueueUnavailable
 
 from .tables import metadata
+from .urls import redact_url
 
 # Any constant will do: it only has to be the same in every process opening the queue.
 _SCHEMA_LOCK = 0x6C69676F656E76
@@ -32,19 +33,11 @@ _VALID = "sqlite:////path/queue.db or postgresql+psycopg://user@host/db"
 _PG_POOL_SIZE = 20
 
 
-def redact(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
-        return "(unparsable URL)"
-
-
 class Database:
     """One engine plus the transaction and error conventions of the queue."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
-        self.shown = redact(url)
+        self.shown = redact_url(url)
         parsed = _parse(url)
         self._password = parsed.password
         self.backend = parsed.get_backend_name()
@@ -122,7 +115,7 @@ def _parse(url: str) -> sa.URL:
     try:
         parsed = sa.engine.make_url(url)
     except exc.ArgumentError as error:
-        raise ConfigError(f"job queue URL {redact(url)} does not parse: use {_VALID}") from error
+        raise ConfigError(f"job queue URL {redact_url(url)} does not parse: use {_VALID}") from error
     if parsed.drivername == "postgresql":
         # The bare scheme means psycopg2 to SQLAlchemy; we ship psycopg (3).
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -19,6 +19,7 @@ from ligoenv_server.queue import HttpQueueClient, open_queue
 from ligoenv_server.queue.backoff import Backoff
 from ligoenv_server.queue.sql import LEASE_EXPIRED, SqlQueue
 from ligoenv_server.queue.tables import jobs
+from ligoenv_server.queue.urls import redact_url
 from tests.server.conftest import FakeClock
 from tests.support.postgres import PostgresCluster
 
@@ -282,6 +283,21 @@ def test_unusable_urls_are_config_errors(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as raised:
         SqlQueue(url)
     assert "pw@" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("sqlite:////var/lib/ligoenv/queue.db", "sqlite:////var/lib/ligoenv/queue.db"),
+    ("postgresql+psycopg://ligoenv:s3cret@db:5432/queue", "postgresql+psycopg://ligoenv:***@db:5432/queue"),
+    ("postgresql://ligoenv@db/queue?sslmode=require", "postgresql://ligoenv@db/queue?sslmode=require"),
+    ("postgresql://u@db/queue?password=s3cret&sslmode=require",
+     "postgresql://u@db/queue?password=***&sslmode=require"),
+    # Unescaped / ? # @ in a password: the last @ ends it, so none of it shows.
+    ("postgresql://u:s3/c?r#e@t@db/queue", "postgresql://u:***@db/queue"),
+    ("https://user:s3cret@queue.example:8081/#frag", "https://user:***@queue.example:8081/"),
+    ("not a url", "not a url"),
+])
+def test_redact_url_hides_passwords_in_every_queue_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
 
 
 def test_bare_postgresql_scheme_uses_psycopg(postgres_url: str) -> None:
