@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount
 
+from ligoenv.publishroot import PublishRoot
+
 from .config import ServerConfig
-from .model import EnqueueResult, JobSink, JobSource, PublishRequest
+from .model import EnqueueResult, JobSink, PublishRequest
 from .publishers.base import Publisher, make_publisher
 from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
 from .relay.app import create_relay_app
-from .worker import Worker, WorkerPool
+from .worker import DEFAULT_DRAIN_SECONDS, WorkerPool
 
 log = logging.getLogger("ligoenv_server")
 Queue = SqlQueue | HttpQueueClient
@@ -34,43 +36,32 @@ def publisher_from(config: ServerConfig) -> Publisher:
     return make_publisher(config.publisher, staging_root=config.state_dir / "staging")
 
 
-def worker_pool(config: ServerConfig, queue: JobSource, publisher: Publisher) -> WorkerPool:
-    count = max(1, config.worker.concurrency)
-    return WorkerPool(tuple(Worker(config, queue, publisher) for _ in range(count)))
-
-
-def create_server_app(config: ServerConfig, *, queue: Queue | None = None,
-                      run_workers: bool = True, relay: bool = True) -> Starlette:
-    """Relay + read API (+ workers in this process when `run_workers`): `ligoenv-server serve`."""
+def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_workers: bool = True,
+                      drain_seconds: float | None = DEFAULT_DRAIN_SECONDS) -> Starlette:
+    """Relay + read API, and workers in this process when `run_workers` (`serve`; `relay` alone
+    touches nothing in the publish root but reads its index)."""
     queue = queue or queue_from(config)
-    publisher = publisher_from(config)
+    pool = WorkerPool.build(config, queue, publisher_from(config)) if run_workers else None
     stop = threading.Event()
-    pool = worker_pool(config, queue, publisher)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        threads = pool.run(stop) if run_workers else []
+        threads = pool.run(stop) if pool else []
         try:
             yield
         finally:
-            # SIGTERM: uvicorn stops accepting requests, then we let each worker finish the
-            # job in hand (it never takes another) so that nothing is lost or half done.
+            # SIGTERM: uvicorn has stopped accepting requests; each worker finishes the job in
+            # hand (it takes no other), or releases it back to the queue after drain_seconds.
             stop.set()
-            for thread in threads:
-                await run_in_threadpool(thread.join)
+            drained = await run_in_threadpool(pool.drain, threads, drain_seconds) if pool else True
             queue.close()
+            if not drained:
+                os._exit(0)  # jobs were released; their threads must not finish them now
 
-    routes: list[BaseRoute] = [*read_routes(publisher.layout)]
-    if relay:
-        sink: JobSink = _WakingSink(queue, pool) if run_workers else queue
-        routes.append(Mount("/", app=create_relay_app(config, sink)))
+    layout = PublishRoot(config.publisher.root, config.publisher.include_registry)
+    sink: JobSink = _WakingSink(queue, pool) if pool else queue
+    routes: list[BaseRoute] = [*read_routes(layout), Mount("/", app=create_relay_app(config, sink))]
     return Starlette(routes=routes, lifespan=lifespan)
-
-
-def state_paths(config: ServerConfig) -> dict[str, Path]:
-    """Where things live, for `ligoenv-server serve` to say on start."""
-    return {"publish root": config.publisher.root, "state": config.state_dir,
-            "layer cache": config.worker.cache_dir}
 
 
 class _WakingSink:

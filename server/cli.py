@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ligoenv.errors import LigoenvError
+from ligoenv.errors import ConfigError, LigoenvError, UsageError
 
-from .config import ServerConfig, default_config, default_state_dir, load_config
+from .config import (
+    CONFIG_ENV,
+    AuthType,
+    ServerConfig,
+    default_config,
+    default_state_dir,
+    is_loopback,
+    load_config,
+)
 from .model import Action, JobState, PublishRequest
+from .worker import DEFAULT_DRAIN_SECONDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
                   help="Publish registry images to CVMFS or a directory, with a tag history.")
 _state = {"debug": False}
 
+DrainOption = Annotated[float, typer.Option(
+    help="On SIGTERM, wait this long for the jobs in hand, then release them to the queue.")]
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", help="Server config (TOML). Default: $LIGOENV_SERVER_CONFIG, else built-in "
     "defaults (SQLite queue and publish root under the state directory).")]
@@ -32,14 +45,28 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
     _state["debug"] = debug
 
 
-def _config(path: Path | None, **defaults: Any) -> ServerConfig:
-    if path is None and defaults:
-        import os
-
-        if not os.environ.get("LIGOENV_SERVER_CONFIG"):
-            state = defaults.pop("state_dir", None) or default_state_dir()
-            return default_config(Path(state), **{k: v for k, v in defaults.items() if v})
+def _config(path: Path | None) -> ServerConfig:
     return load_config(path)
+
+
+def _serve_config(path: Path | None, host: str | None, port: int | None, state_dir: Path | None,
+                  registry: str | None) -> ServerConfig:
+    """The config `serve` runs: a file (--config or $LIGOENV_SERVER_CONFIG) or the built-in
+    defaults; --host/--port override either, and are checked like the file's own values."""
+    if path is not None or os.environ.get(CONFIG_ENV):
+        if state_dir is not None or registry is not None:
+            raise UsageError("--state-dir and --registry shape the built-in defaults; with a "
+                             "config file, set state_dir and [registries] there")
+        cfg = load_config(path)
+    else:
+        cfg = default_config(state_dir or default_state_dir(),
+                             registry_host=registry or "127.0.0.1:5000")
+    relay = replace(cfg.relay, host=host or cfg.relay.host, port=port or cfg.relay.port)
+    open_endpoints = [e.path for e in relay.endpoints if e.auth.type is AuthType.NONE]
+    if open_endpoints and not is_loopback(relay.host):
+        raise ConfigError(f"endpoint {open_endpoints[0]} has no authentication, so the relay may "
+                          f"only listen on loopback, not {relay.host}: configure a secret")
+    return replace(cfg, relay=relay)
 
 
 def _logging(config: ServerConfig) -> None:
@@ -55,14 +82,15 @@ def serve(config: ConfigOption = None,
           state_dir: Annotated[Path | None, typer.Option(help="State directory for the built-in "
                                                          "defaults.")] = None,
           registry: Annotated[str | None, typer.Option(help="Registry host the built-in "
-                                                       "endpoint publishes from.")] = None) -> None:
+                                                       "endpoint publishes from.")] = None,
+          drain_timeout: DrainOption = DEFAULT_DRAIN_SECONDS) -> None:
     """Relay, queue and worker in one process (the embedded defaults need no config file)."""
-    cfg = _config(config, state_dir=state_dir, registry_host=registry, host=host, port=port)
+    cfg = _serve_config(config, host, port, state_dir, registry)
     _logging(cfg)
     from .app import create_server_app
 
     _say_where(cfg)
-    _uvicorn(create_server_app(cfg), host or cfg.relay.host, port or cfg.relay.port)
+    _uvicorn(create_server_app(cfg, drain_seconds=drain_timeout), cfg.relay.host, cfg.relay.port)
 
 
 @app.command()
@@ -94,25 +122,30 @@ def queue_service(config: ConfigOption = None,
 
 @app.command()
 def worker(config: ConfigOption = None,
-           concurrency: Annotated[int | None, typer.Option(help="Worker threads.")] = None) -> None:
-    """Only workers: claim jobs, publish, until SIGTERM (the job in hand is finished first)."""
+           concurrency: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
+           drain_timeout: DrainOption = DEFAULT_DRAIN_SECONDS) -> None:
+    """Only workers: claim jobs and publish until SIGTERM (the jobs in hand are finished, or
+    released to the queue after --drain-timeout)."""
     cfg = _config(config)
     _logging(cfg)
-    from .app import publisher_from, queue_from, worker_pool
+    from .app import publisher_from, queue_from
+    from .worker import WorkerPool
 
     if concurrency:
-        from dataclasses import replace
-
         cfg = replace(cfg, worker=replace(cfg.worker, concurrency=concurrency))
     queue = queue_from(cfg)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    threads = worker_pool(cfg, queue, publisher_from(cfg)).run(stop)
-    while any(t.is_alive() for t in threads):
-        for thread in threads:
-            thread.join(0.5)
+    pool = WorkerPool.build(cfg, queue, publisher_from(cfg))
+    threads = pool.run(stop)
+    while not stop.wait(0.5):
+        if not any(t.is_alive() for t in threads):
+            raise LigoenvError("every worker thread has stopped")  # never expected: say so
+    drained = pool.drain(threads, drain_timeout)
     queue.close()
+    if not drained:
+        os._exit(0)  # the jobs in hand were released; their threads must not finish them
 
 
 @app.command()
@@ -140,9 +173,9 @@ def publish(reference: Annotated[str, typer.Argument(help="Image to publish, e.g
         _print({"job_id": result.job_id, "created": result.created}, as_json,
                f"job {result.job_id} {'queued' if result.created else 'already pending'}")
         return
-    from .worker import Worker
+    from .publishing import RequestProcessor
 
-    outcome = Worker(cfg, None, publisher_from(cfg)).process(request)
+    outcome = RequestProcessor(cfg, publisher_from(cfg)).process(request)
     _print(outcome, as_json, _describe(outcome))
 
 
@@ -177,7 +210,10 @@ def retry(job_id: Annotated[int, typer.Argument(help="A failed job's id (see `jo
     queue = queue_from(_config(config))
     job = queue.retry(job_id)
     queue.close()
-    typer.echo(f"job {job.id} is {job.state} again")
+    if job.state is JobState.PENDING:
+        typer.echo(f"job {job.id} is pending again")
+    else:  # an identical request was already pending: that one will do the work
+        typer.echo(f"job {job.id} is {job.state}: {json.dumps(job.result)}")
 
 
 @app.command("check-config")
@@ -203,9 +239,9 @@ def _redact_url(url: str) -> str:
 
 
 def _say_where(cfg: ServerConfig) -> None:
-    from .app import state_paths
-
-    for name, path in state_paths(cfg).items():
+    where = {"publish root": cfg.publisher.root, "state": cfg.state_dir,
+             "layer cache": cfg.worker.cache_dir}
+    for name, path in where.items():
         print(f"ligoenv-server: {name}: {path}", file=sys.stderr)
     for endpoint in cfg.relay.endpoints:
         print(f"ligoenv-server: webhook endpoint http://{cfg.relay.host}:{cfg.relay.port}"

@@ -25,17 +25,20 @@ class PublishRequest:
     received_at: datetime
     action: Action = Action.PUBLISH
     callback_url: str | None = None  # Docker Hub only, host already validated by the relay
+    # The platforms the endpoint asks for ("linux/arm64", ...); empty: the publisher's default.
+    # Carried in the request so that workers need not share the relay's endpoint config.
+    platforms: tuple[str, ...] = ()
 
     def dedup_key(self) -> str:
         """Identical pending requests share this key and are queued once."""
         return "|".join([self.action, self.registry, self.repository, self.tag or "",
-                         self.digest or ""])
+                         self.digest or "", ",".join(self.platforms)])
 
     def to_json(self) -> dict[str, Any]:
         return {"registry": self.registry, "repository": self.repository, "tag": self.tag,
                 "digest": self.digest, "source": self.source,
                 "received_at": self.received_at.isoformat(), "action": str(self.action),
-                "callback_url": self.callback_url}
+                "callback_url": self.callback_url, "platforms": list(self.platforms)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublishRequest:
@@ -43,7 +46,8 @@ class PublishRequest:
                    digest=data.get("digest"), source=data["source"],
                    received_at=datetime.fromisoformat(data["received_at"]),
                    action=Action(data.get("action", "publish")),
-                   callback_url=data.get("callback_url"))
+                   callback_url=data.get("callback_url"),
+                   platforms=tuple(data.get("platforms") or ()))
 
 
 class JobState(enum.StrEnum):

@@ -67,3 +67,12 @@ def test_errors_are_one_line(config: Path, tmp_path: Path) -> None:
 def test_check_config_never_prints_secrets(config: Path) -> None:
     out = server("check-config", "-c", config).stdout
     assert "/hooks/registry" in out and "e2e-webhook-secret" not in out
+
+
+def test_serve_refuses_an_open_endpoint_off_loopback(tmp_path: Path) -> None:
+    result = server("serve", "--host", "0.0.0.0", "--state-dir", tmp_path, check=False)
+    assert result.returncode == 2
+    assert "has no authentication" in result.stderr and result.stderr.count("\n") == 1
+    config = server_config(tmp_path, "127.0.0.1:5000", free_port())
+    mixed = server("serve", "-c", config, "--registry", "127.0.0.1:5001", check=False)
+    assert mixed.returncode == 2 and "--registry" in mixed.stderr

@@ -94,6 +94,22 @@ def test_sigterm_finishes_the_job_in_hand(stack: Stack, layer: Layer) -> None:
     assert [t.name for t in _published_trees(stack)] == [digest.hex]
 
 
+def test_a_drain_timeout_releases_the_job_in_hand(stack: Stack, layer: Layer) -> None:
+    stack.start("relay")
+    assert not (stack.root / ".ligoenv" / "staging").exists()  # a relay leaves the root alone
+    worker = stack.start("worker", "--drain-timeout", "0.2")
+    push_image(stack.registry.host, "lvk/released", "v1",
+               build_busybox_image("released", extra_layers=[layer]))
+    wait_for(lambda: _unpacking(stack), "the worker to start unpacking", 60)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    job = _job(stack, "lvk/released")
+    assert job["state"] == "pending"  # released: claimable at once, not a failed attempt
+    assert _published_trees(stack) == []
+    stack.start("worker")  # the next worker publishes it
+    wait_for(lambda: _job(stack, "lvk/released")["state"] == "done", "the released job", 90)
+
+
 @pytest.mark.postgres
 def test_two_workers_on_postgresql_share_the_work(tmp_path: Path,
                                                   postgres_cluster: PostgresCluster) -> None:

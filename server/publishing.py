@@ -1,0 +1,201 @@
+"""What one publish request does: resolve, pull each platform by digest, complete, publish.
+
+Idempotent: a manifest digest already published is never unpacked again (only tags move).
+Stale or replayed events never move a tag back: the registry says what the tag means now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ligoenv.errors import ConfigError, LigoenvError, NotFound, PlatformNotFound
+from ligoenv.index import manifest_record
+from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import ImageIndex, ImageManifest, parse_config
+from ligoenv.oci.platform import Platform
+from ligoenv.oci.pull import pull
+from ligoenv.oci.reference import Reference
+from ligoenv.oci.registry import RegistryClient
+from ligoenv.oci.unpack import UnpackOptions
+from ligoenv.sandbox import complete_tree
+
+from .config import RegistryConfig, ServerConfig
+from .model import Action, PublishRequest
+from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
+
+log = logging.getLogger("ligoenv.publishing")
+ClientFactory = Callable[[RegistryConfig], RegistryClient]
+StillOurs = Callable[[], bool]
+
+
+class LeaseLost(LigoenvError):
+    """Another worker took the job (this one's lease expired): stop before publishing."""
+
+    temporary = True
+
+
+def registry_client(registry: RegistryConfig) -> RegistryClient:
+    """A client for a configured registry, with its configured credentials if any."""
+    from ligoenv.oci.auth import Credentials
+
+    credentials = None
+    if registry.username and registry.password is not None:
+        credentials = Credentials(registry.username, registry.password.reveal(), "server config")
+    return RegistryClient(registry.host, insecure=registry.insecure, credentials=credentials)
+
+
+class RequestProcessor:
+    """Turns a PublishRequest into a publication (or an untag) through `publisher`."""
+
+    def __init__(self, config: ServerConfig, publisher: Publisher, *,
+                 client_factory: ClientFactory = registry_client) -> None:
+        self.config = config
+        self.publisher = publisher
+        self.cache = LayerCache(config.worker.cache_dir)
+        self._client_factory = client_factory
+        self._options = UnpackOptions(keep_setuid=config.publisher.keep_setuid)
+
+    def process(self, request: PublishRequest, context: dict[str, Any] | None = None,
+                still_ours: StillOurs = lambda: True) -> dict[str, Any]:
+        """Publish (or untag) what `request` names; return the job's result. `context` gains
+        the digest once known (it is the job's log context)."""
+        context = {} if context is None else context
+        registry = self.config.registry_by_host(request.registry)
+        if registry is None:
+            raise ConfigError(f"registry {request.registry} is not configured on this server")
+        if request.action is Action.UNTAG:
+            if not request.tag:
+                raise ConfigError("an untag request needs a tag")
+            changed = self.publisher.untag(request.registry, request.repository, request.tag,
+                                           request.received_at, _history_source(request))
+            return {"action": "untag", "tag": request.tag, "changed": changed}
+        with self._client_factory(registry) as client:
+            return self._publish(client, request, context, still_ours)
+
+    def _publish(self, client: RegistryClient, request: PublishRequest, context: dict[str, Any],
+                 still_ours: StillOurs) -> dict[str, Any]:
+        ref = Reference(request.registry, request.repository, request.tag,
+                        Digest.parse(request.digest) if request.digest else None)
+        if ref.digest is None:
+            ref = ref.with_digest(client.resolve(ref))  # Docker Hub events carry no digest
+        top = client.fetch_manifest(ref)
+        context["digest"] = str(top.digest)  # from here on, on every line of this job
+        tag = self._tag_to_move(client, request, top.digest)
+        wanted = tuple(Platform.parse(p) for p in request.platforms) or \
+            self.config.platforms_for(request.source)
+        staging_dirs: list[Path] = []
+        try:
+            staged = [self._stage(client, ref, top, platform, digest, staging_dirs)
+                      for platform, digest in _platform_manifests(top, wanted, ref)]
+            if not still_ours():
+                raise LeaseLost(f"job for {ref} was taken by another worker: not publishing")
+            outcome = self.publisher.publish(StagedImage(
+                registry=request.registry, repository=request.repository, tag=tag,
+                top_digest=top.digest, top_media_type=top.media_type, platforms=tuple(staged),
+                source=_history_source(request), when=request.received_at,
+                index_platforms=_index_platforms(top)))
+        finally:
+            for staging in staging_dirs:  # what publish() moved into place is gone from here
+                self.publisher.discard(staging)
+        return _result(outcome, stale_tag=request.tag if tag is None else None)
+
+    def _tag_to_move(self, client: RegistryClient, request: PublishRequest,
+                     digest: Digest) -> str | None:
+        """The tag, unless the event is stale or replayed: the registry's tag has moved on and
+        the index already holds that newer state (a late event is still placed in history)."""
+        if not request.tag or request.digest is None:
+            return request.tag  # the digest was just resolved from the tag itself
+        bare = Reference(request.registry, request.repository, request.tag)
+        try:
+            now = client.resolve(bare)
+        except NotFound:
+            now = None
+        if now == digest:
+            return request.tag
+        index = self.publisher.read_index(request.registry, request.repository)
+        history = index.history(request.tag) if index else []
+        if history and history[-1].digest == now and history[-1].since <= request.received_at:
+            log.warning("stale event: %s:%s now points at %s; publishing %s without moving the tag",
+                        request.repository, request.tag, now, digest)
+            return None
+        return request.tag
+
+    def _stage(self, client: RegistryClient, ref: Reference, top: ImageManifest | ImageIndex,
+               platform: Platform | None, digest: Digest, staging_dirs: list[Path]) -> StagedPlatform:
+        """Pull one platform's image into a staging directory, unless it is already published.
+
+        `platform` is None for a single-platform image: its config says what it is.
+        """
+        pinned = ref.with_digest(digest)
+        manifest = top if isinstance(top, ImageManifest) else client.fetch_manifest(pinned)
+        assert isinstance(manifest, ImageManifest)
+        if self.publisher.has_image(digest):
+            name = str(platform or _config_platform(client, ref, manifest))
+            log.info("already published: only the tag moves", extra={"platform": name})
+            return StagedPlatform(name, digest, manifest_record(manifest, name), None)
+        staging = self.publisher.staging_dir()
+        staging_dirs.append(staging)
+        tree = staging / "tree"
+        log.info("unpacking", extra={"manifest": str(digest), "layers": len(manifest.layers)})
+        pulled = pull(pinned, tree, cache=self.cache, client=client, options=self._options)
+        complete_tree(tree, pulled.config)
+        name = str(platform or pulled.platform)
+        return StagedPlatform(name, digest, manifest_record(pulled.manifest, name), tree)
+
+
+def _config_platform(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> Platform:
+    config = parse_config(client.fetch_blob(ref.repository, manifest.config), manifest.config.digest)
+    return Platform(config.os or "linux", config.architecture or "amd64")
+
+
+def _platform_manifests(top: ImageManifest | ImageIndex, wanted: tuple[Platform, ...],
+                        ref: Reference) -> list[tuple[Platform | None, Digest]]:
+    """(platform, manifest digest) to publish; the first is the one the tag link points at."""
+    if isinstance(top, ImageManifest):
+        return [(None, top.digest)]  # published as what it is, whatever was configured
+    chosen: list[tuple[Platform | None, Digest]] = []
+    for platform in wanted:
+        try:
+            chosen.append((platform, top.select(platform).digest))
+        except PlatformNotFound:
+            log.info("platform not in index, skipped", extra={"platform": str(platform)})
+    if not chosen:
+        wanted_text = ", ".join(str(p) for p in wanted)
+        available = ", ".join(str(p) for p in top.platforms())
+        raise PlatformNotFound(f"{ref}: none of the configured platforms ({wanted_text}) is in "
+                               f"index {top.digest.short}; available: {available or 'none'}")
+    return chosen
+
+
+def _index_platforms(top: ImageManifest | ImageIndex) -> dict[str, Digest]:
+    if isinstance(top, ImageManifest):
+        return {}
+    return {str(d.platform): d.digest for d in top.manifests
+            if d.platform is not None and d.platform.os not in ("", "unknown")}
+
+
+def _history_source(request: PublishRequest) -> str:
+    """How the tag's move was learned, for its history: `webhook:harbor/lab`, `cli`, ..."""
+    if ":" not in request.source:
+        return request.source
+    kind, _, endpoint = request.source.partition(":")
+    return f"webhook:{kind}/{endpoint}"
+
+
+def _result(outcome: PublishOutcome, stale_tag: str | None) -> dict[str, Any]:
+    result = {
+        "action": "publish",
+        "digest": str(outcome.top_digest),
+        "tag": outcome.tag,
+        "tag_moved": outcome.tag_moved,
+        "unpacked": [str(d) for d in outcome.new_images],
+        "reused": [str(d) for d in outcome.reused_images],
+        "paths": outcome.paths,
+    }
+    if stale_tag:
+        result["stale_tag"] = stale_tag  # the event was older than the tag's current digest
+    return result

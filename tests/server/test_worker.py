@@ -1,0 +1,178 @@
+"""The worker in-process against the real registry and a real SQLite queue: outcomes reported
+through queue outages, lost leases, platforms, stale events and Docker Hub callbacks."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ligoenv.errors import QueueUnavailable, RegistryUnavailable
+from ligoenv.index import load_index
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.platform import Platform
+from ligoenv_server.config import ServerConfig, load_config
+from ligoenv_server.localregistry import RegistryProcess, free_port
+from ligoenv_server.model import Action, JobState, PublishRequest
+from ligoenv_server.publishers.directory import DirectoryPublisher
+from ligoenv_server.publishing import RequestProcessor
+from ligoenv_server.queue import SqlQueue
+from ligoenv_server.worker import Worker, WorkerPool
+from tests.support.images import ARM64, build_busybox_image, push_image
+from tests.support.stack import server_config
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture()
+def config(tmp_path: Path, registry: RegistryProcess) -> ServerConfig:
+    cfg = load_config(server_config(tmp_path, registry.host, free_port()))
+    return replace(cfg, worker=replace(cfg.worker, concurrency=3))
+
+
+def request(registry: RegistryProcess, repository: str, tag: str, digest: Digest | None, **kw: Any
+            ) -> PublishRequest:
+    return PublishRequest(registry=registry.host, repository=repository, tag=tag,
+                          digest=str(digest) if digest else None, source="distribution:local",
+                          received_at=kw.pop("received_at", NOW), **kw)
+
+
+class Flaky:
+    """A real queue whose outcome reports fail `failures` times first (a queue outage)."""
+
+    def __init__(self, queue: SqlQueue, failures: int = 0, lose_lease: bool = False) -> None:
+        self.queue, self.failures, self.lose_lease = queue, failures, lose_lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+    def complete(self, job_id: int, worker_id: str, result: dict[str, Any]) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise QueueUnavailable("queue database is locked")
+        return self.queue.complete(job_id, worker_id, result)
+
+    def heartbeat(self, job_id: int, worker_id: str) -> bool:
+        return not self.lose_lease and self.queue.heartbeat(job_id, worker_id)
+
+
+def run_one(worker: Worker, queue: SqlQueue, req: PublishRequest) -> int:
+    job_id = queue.enqueue(req).job_id
+    job = queue.claim(worker.worker_id)
+    assert job is not None and job.id == job_id
+    worker.run_job(job)
+    return job_id
+
+
+def test_an_outcome_is_reported_through_a_queue_outage(config: ServerConfig,
+                                                       registry: RegistryProcess) -> None:
+    digest = push_image(registry.host, "worker/flaky", "v1", build_busybox_image("flaky"))
+    queue = SqlQueue(config.queue.url)
+    publisher = DirectoryPublisher(config.publisher.root)
+    worker = Worker(config, Flaky(queue, failures=2), RequestProcessor(config, publisher))  # type: ignore[arg-type]
+    job_id = run_one(worker, queue, request(registry, "worker/flaky", "v1", digest))
+    assert queue.get(job_id).state is JobState.DONE
+
+
+def test_a_lost_lease_publishes_nothing_and_reports_nothing(config: ServerConfig,
+                                                            registry: RegistryProcess) -> None:
+    digest = push_image(registry.host, "worker/lost", "v1", build_busybox_image("lost"))
+    config = replace(config, queue=replace(config.queue, lease_seconds=1))  # heartbeat each 0.33 s
+    queue = SqlQueue(config.queue.url)
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)
+    slow = threading.Event()
+    original = processor._stage
+
+    def slow_stage(*args: Any, **kwargs: Any) -> Any:
+        slow.wait(1.0)  # long enough for a heartbeat to find the lease gone
+        return original(*args, **kwargs)
+
+    processor._stage = slow_stage  # type: ignore[method-assign]
+    worker = Worker(config, Flaky(queue, lose_lease=True), processor)  # type: ignore[arg-type]
+    job_id = run_one(worker, queue, request(registry, "worker/lost", "v1", digest))
+    assert queue.get(job_id).state is JobState.RUNNING  # left for the lease to decide
+    assert load_index(publisher.layout.index_path(registry.host, "worker/lost")) is None
+    assert not publisher.has_image(digest)
+
+
+def test_a_single_platform_image_is_indexed_as_what_it_is(config: ServerConfig,
+                                                          registry: RegistryProcess) -> None:
+    digest = push_image(registry.host, "worker/arm", "v1", build_busybox_image("arm", platform=ARM64))
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)  # configured platforms: linux/amd64
+    processor.process(request(registry, "worker/arm", "v1", digest))
+    index = load_index(publisher.layout.index_path(registry.host, "worker/arm"))
+    assert index is not None and index.digests[str(digest)].platform == "linux/arm64"
+    assert index.path_of(digest, Platform.parse("linux/arm64")) is not None
+    # Published again under a second tag (no unpack): still arm64.
+    processor.process(request(registry, "worker/arm", "v2", digest))
+    index = load_index(publisher.layout.index_path(registry.host, "worker/arm"))
+    assert index is not None and index.digests[str(digest)].platforms == {"linux/arm64": digest}
+
+
+def test_a_replayed_old_event_does_not_move_the_tag_back(config: ServerConfig,
+                                                         registry: RegistryProcess) -> None:
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)
+    old = push_image(registry.host, "worker/replay", "v1", build_busybox_image("old"))
+    processor.process(request(registry, "worker/replay", "v1", old, received_at=NOW))
+    new = push_image(registry.host, "worker/replay", "v1", build_busybox_image("new"))
+    processor.process(request(registry, "worker/replay", "v1", new, received_at=NOW + timedelta(hours=1)))
+    replay = processor.process(request(registry, "worker/replay", "v1", old,
+                                       received_at=NOW + timedelta(hours=2)))
+    assert replay["stale_tag"] == "v1" and not replay["tag_moved"]
+    index = load_index(publisher.layout.index_path(registry.host, "worker/replay"))
+    assert index is not None and index.current("v1") == new
+    assert [e.digest for e in index.history("v1")] == [old, new]
+
+
+class RegistryDown(RequestProcessor):
+    def process(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RegistryUnavailable("registry 127.0.0.1:1 is unreachable: connection refused")
+
+
+def test_docker_hub_hears_only_the_final_outcome(config: ServerConfig,
+                                                 registry: RegistryProcess) -> None:
+    calls: list[str] = []
+    queue = SqlQueue(config.queue.url, max_attempts=2)
+    processor = RegistryDown(config, DirectoryPublisher(config.publisher.root))
+    worker = Worker(config, queue, processor, callback=lambda r, state, text: calls.append(state))
+    hub = request(registry, "worker/hub", "v1", None,
+                  callback_url="https://registry.hub.docker.com/u/lvk/hub/hook/1/")
+    job_id = queue.enqueue(hub).job_id
+    for attempt in (1, 2):  # a temporary failure: retried, and only the last one is final
+        job = queue.claim(worker.worker_id, now=datetime.now(UTC) + timedelta(hours=attempt))
+        assert job is not None and job.id == job_id
+        worker.run_job(job)
+        assert calls == ([] if attempt == 1 else ["failure"])
+    assert queue.get(job_id).state is JobState.FAILED
+
+    calls.clear()
+    digest = push_image(registry.host, "worker/hub", "v1", build_busybox_image("hub"))
+    ok = Worker(config, queue, RequestProcessor(config, DirectoryPublisher(config.publisher.root)),
+                callback=lambda r, state, text: calls.append(state))
+    run_one(ok, queue, request(registry, "worker/hub", "v1", digest, callback_url=hub.callback_url))
+    assert calls == ["success"]
+
+
+def test_pool_workers_have_distinct_ids(config: ServerConfig) -> None:
+    pool = WorkerPool.build(config, SqlQueue(config.queue.url), DirectoryPublisher(config.publisher.root))
+    assert len({w.worker_id for w in pool.workers}) == 3
+
+
+def test_untag_requests_record_the_history(config: ServerConfig, registry: RegistryProcess) -> None:
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)
+    digest = push_image(registry.host, "worker/gone", "v1", build_busybox_image("gone"))
+    processor.process(request(registry, "worker/gone", "v1", digest))
+    result = processor.process(request(registry, "worker/gone", "v1", None, action=Action.UNTAG,
+                                       received_at=NOW + timedelta(minutes=5)))
+    assert result == {"action": "untag", "tag": "v1", "changed": True}
+    index = load_index(publisher.layout.index_path(registry.host, "worker/gone"))
+    assert index is not None and index.current("v1") is None and publisher.has_image(digest)
+    assert index.history("v1")[-1].source == "webhook:distribution/local"
