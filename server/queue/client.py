@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import builtins
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,9 +33,7 @@ class HttpQueueClient:
         self.url = redact_url(self.base)
         self.timeout = timeout
         self._token = token
-        self._local = threading.local()  # requests sessions are not shared between threads
-        self._sessions: builtins.list[requests.Session] = []
-        self._lock = threading.Lock()
+        self._sessions = _SessionPool()
 
     def enqueue(self, request: PublishRequest) -> EnqueueResult:
         data = self._call("POST", "/v1/jobs", request.to_json())
@@ -78,11 +78,7 @@ class HttpQueueClient:
         self._call("GET", "/healthz", auth=False)
 
     def close(self) -> None:
-        with self._lock:
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
-        self._local = threading.local()
+        self._sessions.close()
 
     def __enter__(self) -> HttpQueueClient:
         return self
@@ -105,9 +101,10 @@ class HttpQueueClient:
               params: dict[str, str] | None = None, auth: bool = True) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._token}"} if auth else {}
         try:
-            return self._session().request(method, self.base + path, json=body, params=params,
-                                           headers=headers, timeout=self.timeout,
-                                           allow_redirects=False)
+            with self._sessions.lend() as session:
+                return session.request(method, self.base + path, json=body, params=params,
+                                       headers=headers, timeout=self.timeout,
+                                       allow_redirects=False)
         except requests.Timeout as error:
             raise QueueUnavailable(f"queue service {self.url} did not answer within "
                                    f"{self.timeout:g}s") from error
@@ -134,14 +131,41 @@ class HttpQueueClient:
             raise UsageError(f"queue service {self.url}: {reason}")
         raise QueueUnavailable(f"queue service {self.url} answered {status}: {reason}")
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            self._local.session = session
+
+
+class _SessionPool:
+    """Sessions lent to one thread at a time (a requests.Session is not thread-safe) and kept
+    for the next call, so connections are reused; sessions beyond `keep` idle ones are closed.
+    A worker starts a heartbeat thread per job: per-thread sessions would leak one socket each."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._idle: builtins.list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def lend(self) -> Iterator[requests.Session]:
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
+        session = session or requests.Session()
+        try:
+            yield session
+        finally:
             with self._lock:
-                self._sessions.append(session)
-        return session
+                kept = not self._closed and len(self._idle) < self._keep
+                if kept:
+                    self._idle.append(session)
+            if not kept:
+                session.close()
+
+    def close(self) -> None:
+        """Close the idle sessions; those lent out are closed when given back."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for session in idle:
+            session.close()
 
 
 def _reason(response: requests.Response) -> str:

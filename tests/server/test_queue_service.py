@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -221,6 +222,27 @@ def test_http_client_against_real_uvicorn(served: str, sqlite_queue: SqlQueue,
             remote.get(424242)
         with pytest.raises(UsageError, match="only failed jobs"):
             remote.retry(other)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_thread_per_heartbeat_leaks_no_sockets(served: str, publish_request: Build) -> None:
+    # A worker starts a heartbeat thread per job; the service runs in this process, so both
+    # ends of every connection left open would show here.
+    with HttpQueueClient(served, TOKEN, timeout=5) as remote:
+        remote.enqueue(publish_request())
+        job = remote.claim("w1")
+        assert job is not None and remote.heartbeat(job.id, "w1")
+        before = _open_fds()
+        beats: list[bool] = []
+        for _ in range(100):
+            thread = threading.Thread(target=lambda: beats.append(remote.heartbeat(job.id, "w1")))
+            thread.start()
+            thread.join()
+        assert beats == [True] * 100
+        assert _open_fds() - before < 10  # was 200: a session and a connection per thread
 
 
 def test_http_client_errors_are_queue_unavailable(served: str, sqlite_queue: SqlQueue,
