@@ -1,7 +1,8 @@
 """A client of the queue service: the same methods as SqlQueue, over HTTP with timeouts.
 
 A service that cannot be reached, times out, answers 5xx or refuses our token raises
-QueueUnavailable, so a relay answers 503 and the registry delivers the event again later.
+QueueUnavailable, so a relay answers 503 and the registry delivers the event again later; so
+does an enqueue answered with anything but a job (a wrong URL's 404, a proxy's 413).
 """
 
 from __future__ import annotations
@@ -36,8 +37,19 @@ class HttpQueueClient:
         self._sessions = _SessionPool()
 
     def enqueue(self, request: PublishRequest) -> EnqueueResult:
-        data = self._call("POST", "/v1/jobs", request.to_json())
-        return EnqueueResult(job_id=int(data["job_id"]), created=bool(data["created"]))
+        """Queue `request`; QueueUnavailable for any answer but a job or our service refusing
+        the request itself, so that a relay answers 503 and the registry delivers it again."""
+        response = self._send("POST", "/v1/jobs", request.to_json())
+        status = response.status_code
+        if _misdirected(response):
+            raise QueueUnavailable(f"queue service {self.url} answered {status} "
+                                   f"({_reason(response)}) to a publish request: check [queue] url")
+        data = self._json(response)
+        try:
+            return EnqueueResult(job_id=int(data["job_id"]), created=bool(data["created"]))
+        except (TypeError, KeyError, ValueError) as error:
+            raise QueueUnavailable(f"queue service {self.url} answered {status} without a job: "
+                                   "check [queue] url") from error
 
     def claim(self, worker_id: str) -> Job | None:
         response = self._send("POST", "/v1/claim", {"worker_id": worker_id})
@@ -120,7 +132,8 @@ class HttpQueueClient:
                 return response.json()
             except ValueError as error:
                 raise QueueUnavailable(f"queue service {self.url} answered {status} "
-                                       "with a body that is not JSON") from error
+                                       "with a body that is not JSON: check [queue] url"
+                                       ) from error
         reason = _reason(response)
         if status in (401, 403):
             raise QueueUnavailable(f"queue service {self.url} refused our token ({status}): "
@@ -168,11 +181,24 @@ class _SessionPool:
             session.close()
 
 
-def _reason(response: requests.Response) -> str:
+def _misdirected(response: requests.Response) -> bool:
+    """An answer that says the URL does not lead to a queue service: a redirect, or a 4xx
+    other than a refused token (checked apart) and our service's 400 for an invalid request
+    (a 404 from a wrong path, a proxy's 413)."""
+    status = response.status_code
+    if not 300 <= status < 500 or status in (401, 403):
+        return False
+    return not (status == 400 and _service_error(response) is not None)
+
+
+def _service_error(response: requests.Response) -> str | None:
+    """The one-line `error` of our service's JSON answers, or None for anyone else's."""
     try:
         message = response.json().get("error")
     except (ValueError, AttributeError):
-        message = None
-    if isinstance(message, str) and message:
-        return message.splitlines()[0]
-    return response.reason or f"HTTP {response.status_code}"
+        return None
+    return message.splitlines()[0] if isinstance(message, str) and message else None
+
+
+def _reason(response: requests.Response) -> str:
+    return _service_error(response) or response.reason or f"HTTP {response.status_code}"

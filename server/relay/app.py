@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv.errors import QueueUnavailable, UsageError
+from ligoenv.errors import LigoenvError, QueueUnavailable, UsageError
 from ligoenv.schemas import schema_errors
 
 from ..config import EndpointConfig, EndpointKind, ServerConfig
@@ -66,12 +66,20 @@ class _EndpointHandler:
         try:
             jobs = await run_in_threadpool(self.enqueue_all, requests)
         except QueueUnavailable as error:
-            log.error("queue unavailable, asked the sender to retry: %s", error,
-                      extra={"endpoint": self.endpoint.name})
-            return JSONResponse({"error": f"queue unavailable: {error}"}, 503,
-                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return self.retry_later("queue unavailable", error)
+        except LigoenvError as error:
+            # Not expected from a queue (a misconfigured one, say), but the delivery must not
+            # be lost: 503 makes the registry send it again, a 500 may not.
+            return self.retry_later("could not queue", error)
         return JSONResponse({"accepted": len(jobs), "jobs": jobs,
                              "ignored": [item.to_json() for item in ignored]}, 202)
+
+    def retry_later(self, what: str, error: LigoenvError) -> Response:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        log.error("%s, asked the sender to retry: %s", what, reason,
+                  extra={"endpoint": self.endpoint.name})
+        return JSONResponse({"error": f"{what}: {reason}"}, 503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     async def read(self, request: Request) -> Any:
         """Checks in the order a sender can act on: credentials, content type, size, JSON, schema

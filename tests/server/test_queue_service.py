@@ -20,6 +20,7 @@ from ligoenv_server.model import JobSink, JobSource, JobState, PublishRequest
 from ligoenv_server.queue import HttpQueueClient, SqlQueue
 from ligoenv_server.queue.service import create_queue_app
 from tests.support.registry import free_port
+from tests.support.relay import answering
 
 TOKEN = "queue-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -257,6 +258,21 @@ def test_http_client_errors_are_queue_unavailable(served: str, sqlite_queue: Sql
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_enqueue_answered_by_anything_but_the_service_is_queue_unavailable(
+        publish_request: Build) -> None:
+    misdirected = pytest.raises(QueueUnavailable, match=r"answered 404 \(Not Found\) to a "
+                                r"publish request: check \[queue\] url$")
+    with answering(404, b"<h1>Not Found</h1>") as url, HttpQueueClient(url, TOKEN) as remote, \
+            misdirected:
+        remote.enqueue(publish_request())
+    # The service refusing the request itself says why, as a UsageError.
+    refused = pytest.raises(UsageError, match=r"^queue service .*: publish request: tag: too long$")
+    body = b'{"error": "publish request: tag: too long"}'
+    with answering(400, body, "application/json") as url, HttpQueueClient(url, TOKEN) as remote, \
+            refused:
+        remote.enqueue(publish_request())
 
 
 def test_service_down_is_queue_unavailable(publish_request: Build) -> None:

@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv.errors import QueueUnavailable
+from ligoenv.errors import QueueUnavailable, UsageError
 from ligoenv_server.config import ServerConfig
 from ligoenv_server.logs import JsonFormatter
 from ligoenv_server.model import Action, EnqueueResult, PublishRequest
+from ligoenv_server.queue import HttpQueueClient
 from tests.support.relay import (
     DISTRIBUTION_V1,
     NOW,
     REGISTRY,
     FlakySink,
     MemorySink,
+    answering,
     fixture_bytes,
     fixture_json,
     open_sink,
@@ -209,6 +211,45 @@ def test_queue_down_is_503_and_the_retry_is_accepted(client: TestClient,
     assert (response.status_code, response.json()["accepted"]) == (202, 1)
     queued = [(r.repository, r.tag, r.digest) for r in sink.queued()]
     assert queued == [("lvk/lalsuite", "nightly", PUSH_DIGEST)]
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (404, b"<h1>Not Found</h1>"), (400, b"Bad Request"), (413, b""), (301, b""),
+    (200, b"<html>a web server, not the queue</html>")])
+def test_a_queue_url_leading_elsewhere_is_503_and_the_retry_is_accepted(
+        config: ServerConfig, tmp_path: Path, status: int, body: bytes) -> None:
+    with answering(status, body) as url, HttpQueueClient(url, "queue-token") as misdirected, \
+            relay_client(config, misdirected) as client:
+        response = client.post(PATH, content=PUSH, headers=HEADERS)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
+    error = response.json()["error"]
+    assert error.startswith(f"queue unavailable: queue service {url} answered {status}")
+    assert error.endswith("check [queue] url") and "\n" not in error
+    # The registry keeps the delivery and sends it again, once [queue] url is put right.
+    with open_sink("sqlite", tmp_path) as sink, relay_client(config, sink) as client:
+        response = client.post(PATH, content=PUSH, headers=HEADERS)
+        assert (response.status_code, response.json()["accepted"]) == (202, 1)
+        assert [(r.repository, r.digest) for r in sink.queued()] == [("lvk/lalsuite", PUSH_DIGEST)]
+
+
+class Refusing:
+    """A sink that refuses every request, as no queue should: still no 500, and no 2xx."""
+
+    def enqueue(self, request: PublishRequest) -> EnqueueResult:
+        raise UsageError("publish request: repository: too long\nsecond line")
+
+
+def test_any_queue_error_is_503_with_a_one_line_log(config: ServerConfig,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, "ligoenv_server.relay"), \
+            relay_client(config, Refusing()) as client:
+        response = client.post(PATH, content=PUSH, headers=HEADERS)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
+    assert response.json() == {"error": "could not queue: publish request: repository: too long"}
+    [record] = [r for r in caplog.records if r.name == "ligoenv_server.relay"]
+    assert record.getMessage() == ("could not queue, asked the sender to retry: "
+                                   "publish request: repository: too long")
+    assert record.exc_info is None
 
 
 class FailsOnce:
