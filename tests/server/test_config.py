@@ -207,6 +207,47 @@ def test_secrets_from_env_and_files_never_print(tmp_path: Path) -> None:
     assert secret.matches("from-a-file") and not secret.matches("from-a-fil")
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    (MINIMAL.replace('host = "127.0.0.1:5000"',
+                     'host = "127.0.0.1:5000"\nusername = "u"\npassword = ["TOPSECRET-5"]'),
+     "registries.local.password: must be a string"),
+    (MINIMAL.replace('secret = "s3cret"', 'secret = { value = "TOPSECRET-5" }'),
+     "relay.endpoints[0].auth.secret: must be a string"),
+    (MINIMAL + '[queue]\nurl = "https://q.example"\ntoken = ""\n', "queue.token: must not be empty"),
+    # The secret pasted where the name of its environment variable goes.
+    (MINIMAL + '[queue]\nurl = "https://q.example"\ntoken_env = "TOPSECRET-5!"\n',
+     "queue.token_env: must match '^[A-Za-z_][A-Za-z0-9_]*$'"),
+    (MINIMAL.replace('type = "bearer"', 'type = "TOPSECRET-5"'),
+     "relay.endpoints[0].auth.type: must be one of ['bearer', 'header', 'gitlab', 'hmac', "
+     "'url-secret', 'none']"),
+    (MINIMAL + '[queue]\nurl = "mysql://ligoenv:TOPSECRET-5@db/queue"\n',
+     "queue.url: 'mysql://ligoenv:***@db/queue' does not match "
+     "'^(sqlite|postgresql|postgresql\\\\+psycopg|http|https)://'"),
+    # Endpoints written as a table, not an array of tables: the whole table is the value.
+    (MINIMAL.replace("[[relay.endpoints]]", "[relay.endpoints]"), "relay.endpoints: must be an array"),
+])
+def test_schema_errors_never_show_a_secret(tmp_path: Path, text: str, expected: str) -> None:
+    message = error_of(tmp_path, text)
+    assert message == f"{tmp_path / 'config.toml'}: {expected}"
+    assert "TOPSECRET" not in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize("url", ["http://queue.example.org:8081", "http://192.0.2.7:8081",
+                                 "http://queue.example.org/", "http://[2001:db8::1]:8081"])
+def test_a_queue_token_never_travels_in_clear(tmp_path: Path, url: str) -> None:
+    text = MINIMAL + f'[queue]\nurl = "{url}"\ntoken = "queue-token"\n'
+    message = error_of(tmp_path, text)
+    assert ": queue.url: plain http:// to " in message and "use https://" in message
+    assert "queue-token" not in message
+
+
+@pytest.mark.parametrize("url", ["https://queue.example.org", "http://127.0.0.1:8081",
+                                 "http://localhost:8081", "http://[::1]:8081"])
+def test_a_queue_token_may_go_over_https_or_loopback(tmp_path: Path, url: str) -> None:
+    text = MINIMAL + f'[queue]\nurl = "{url}"\ntoken = "queue-token"\n'
+    assert load(tmp_path, text).queue.url == url
+
+
 def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     assert "auth.secret_file: " in error_of(tmp_path, endpoint('{ type = "bearer", secret_file = "empty" }'))
