@@ -59,3 +59,20 @@ def test_url_secrets_are_redacted_from_access_logs(root_logger: logging.Logger, 
     output = stream.getvalue()
     assert "hub-path-secret" not in output
     assert json.loads(output)["msg"] == '192.0.2.7:4711 - "POST /hooks/dockerhub/*** HTTP/1.1" 202'
+
+
+@pytest.mark.parametrize("style", ["json", "text"])
+def test_uvicorns_coloured_copy_of_the_message_is_not_a_field(root_logger: logging.Logger,
+                                                               style: str) -> None:
+    stream = io.StringIO()
+    configure_logging(LogConfig(format=style), stream)
+    # What uvicorn logs as it starts (the logger name aside: see above).
+    logging.getLogger("tests.uvicorn").info(
+        "Started server process [%d]", 4711,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    output = stream.getvalue()
+    assert "color_message" not in output and "\x1b" not in output and "\\u001b" not in output
+    if style == "json":
+        assert json.loads(output)["msg"] == "Started server process [4711]"
+    else:
+        assert output.rstrip().endswith("INFO tests.uvicorn: Started server process [4711]")
