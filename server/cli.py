@@ -26,6 +26,7 @@ from .config import (
     load_config,
 )
 from .model import Action, JobState, PublishRequest
+from .queue.urls import redact_url
 from .worker import DEFAULT_DRAIN_SECONDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -224,18 +225,9 @@ def check_config(config: ConfigOption = None) -> None:
     for endpoint in cfg.relay.endpoints:
         typer.echo(f"  {endpoint.path}  {endpoint.kind} from {endpoint.registry_host} "
                    f"(auth {endpoint.auth.type})")
-    typer.echo(f"queue: {_redact_url(cfg.queue.url)}")
+    typer.echo(f"queue: {redact_url(cfg.queue.url)}")
     typer.echo(f"publisher: {cfg.publisher.backend} at {cfg.publisher.root} "
                f"(layout {cfg.publisher.layout}; {', '.join(map(str, cfg.publisher.platforms))})")
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
 
 
 def _say_where(cfg: ServerConfig) -> None:

@@ -44,9 +44,11 @@ def publish_request(endpoint: EndpointConfig, repository: str, tag: str | None, 
         # e.g. "ubuntu" on Docker Hub would silently become "library/ubuntu": callers normalise.
         raise InvalidReference(f"{where}: repository {repository!r} is not in canonical form "
                                f"(expected {reference.repository!r})")
+    # The endpoint's platforms travel with the request: workers need not share this config.
     return PublishRequest(registry=reference.registry, repository=repository, tag=tag,
                           digest=checked_digest, source=endpoint.source, received_at=now,
-                          action=action, callback_url=callback_url)
+                          action=action, callback_url=callback_url,
+                          platforms=tuple(str(p) for p in endpoint.platforms or ()))
 
 
 def allowed(endpoint: EndpointConfig, request: PublishRequest) -> bool:

@@ -201,3 +201,17 @@ def test_docker_registry_notifications_reach_the_queue(tmp_path: Path) -> None:
     assert [(r.registry, r.repository, r.tag, r.digest, r.source) for r in requests] == [
         (registry.host, "lvk/lalsuite", "nightly", nightly, "distribution:local"),
         (registry.host, "lvk/multi", "1.0", multi, "distribution:local")]
+
+
+def test_an_endpoints_platforms_travel_with_its_requests(tmp_path: Path) -> None:
+    text = CONFIG.replace('auth = { type = "bearer", secret = "local-token" }',
+                          'auth = { type = "bearer", secret = "local-token" }\n'
+                          'platforms = ["linux/amd64", "linux/arm64"]')
+    assert text != CONFIG
+    config = relay_config(tmp_path, text)
+    sink = MemorySink()
+    with relay_client(config, sink) as client:
+        answer = client.post(PATH, content=fixture_bytes("distribution_push.json"), headers=HEADERS)
+    assert answer.status_code == 202
+    assert [r.platforms for r in sink.queued()] == [("linux/amd64", "linux/arm64")]
+    assert PublishRequest.from_json(sink.queued()[0].to_json()) == sink.queued()[0]
