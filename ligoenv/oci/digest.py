@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+_DIGEST_RE = re.compile(r"(sha256|sha512):([0-9a-f]+)")  # fullmatch: `$` allows a final newline
 
 
 @dataclass(frozen=True, order=True)
@@ -25,7 +25,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _DIGEST_RE.match(text)
+        match = _DIGEST_RE.fullmatch(text)
         if not match:
             raise InvalidReference(
                 f"invalid digest {text!r}: expected sha256: or sha512: followed by lowercase hex"

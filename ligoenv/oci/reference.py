@@ -18,11 +18,12 @@ DOCKER_HUB_API = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Used with fullmatch only: `$` would also match before a final newline.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _HOST = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?"
 )
 _MAX_NAME = 255
 
@@ -109,7 +110,7 @@ def _split(text: str, original: str) -> tuple[str, str | None, Digest | None]:
     colon = text.rfind(":")
     if colon > last_slash:
         text, tag = text[:colon], text[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise InvalidReference(
                 f"invalid reference {original!r}: tag {tag!r} must be 1-128 characters of "
                 "letters, digits, '_', '.' and '-', not starting with '.' or '-'"
@@ -121,7 +122,7 @@ def _split_registry(name: str, original: str) -> tuple[str, str]:
     first, slash, rest = name.partition("/")
     looks_like_host = "." in first or ":" in first or first == "localhost" or first != first.lower()
     if slash and looks_like_host:
-        if not _HOST.match(first):
+        if not _HOST.fullmatch(first):
             raise InvalidReference(f"invalid reference {original!r}: bad registry host {first!r}")
         registry, repository = first.lower(), rest
         if registry in _HUB_ALIASES:
@@ -141,7 +142,7 @@ def _check_repository(repository: str, original: str) -> None:
             f"invalid reference {original!r}: repository names must be lowercase"
         )
     for component in repository.split("/"):
-        if not _COMPONENT.match(component):
+        if not _COMPONENT.fullmatch(component):
             raise InvalidReference(
                 f"invalid reference {original!r}: path component {component!r} must be "
                 "lowercase letters and digits, separated by '.', '_', '__' or '-'"

@@ -30,6 +30,7 @@ def test_parse_and_str() -> None:
     ("md5:" + "a" * 32, "expected sha256: or sha512:"),
     ("a" * 64, "expected sha256: or sha512:"),
     ("", "expected sha256: or sha512:"),
+    ("sha256:" + "a" * 64 + "\n", "expected sha256: or sha512: followed by lowercase hex"),
 ])
 def test_invalid_digests(text: str, message: str) -> None:
     with pytest.raises(InvalidReference, match=message):

@@ -61,6 +61,10 @@ INVALID = {
     "bad_host!:5000/app": "invalid reference 'bad_host!:5000/app': bad registry host 'bad_host!:5000'",
     "a.b__c/d": "invalid reference 'a.b__c/d': bad registry host 'a.b__c'",
     "x/" + "a" * 260: "repository name longer than 255 characters",
+    # `$` also matches before a final newline: every pattern must match the whole text
+    f"foo:bar\n@sha256:{HEX}": "tag 'bar\\n' must be 1-128 characters",
+    "reg.org\n/app": "bad registry host 'reg.org\\n'",
+    "lab/app\n/x": "path component 'app\\n'",
 }
 
 
