@@ -50,13 +50,16 @@ class RetryPolicy:
 
 
 def is_loopback(host: str) -> bool:
-    """True for `localhost`, 127.0.0.0/8 and ::1, with or without a port."""
+    """True for `localhost`, 127.0.0.0/8 and ::1, with or without a port.
+
+    Only what is loopback without asking DNS: `*.localhost` may resolve to any address.
+    """
     name = host.lower()
     if name.startswith("["):
         name = name[1:].split("]", 1)[0]
     elif name.count(":") == 1:
         name = name.split(":", 1)[0]
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback

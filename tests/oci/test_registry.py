@@ -219,7 +219,9 @@ def test_connection_lost_mid_blob_is_unavailable(stub: Stub, sleeps: Sleeps, tmp
 @pytest.mark.parametrize(("host", "insecure", "plain"), [
     ("127.0.0.1:5000", None, True), ("localhost:5000", None, True), ("[::1]:5000", None, True),
     ("127.8.9.10", None, True), ("registry.example.org", None, False), ("10.0.0.1:5000", None, False),
-    ("registry.example.org", True, True), ("127.0.0.1:5000", False, False)])
+    ("registry.example.org", True, True), ("127.0.0.1:5000", False, False),
+    # a name under .localhost may resolve anywhere: only what is loopback without DNS counts
+    ("registry.localhost:5000", None, False), ("a.localhost", None, False), ("LOCALHOST", None, True)])
 def test_plain_http_only_for_loopback_or_when_asked(host: str, insecure: bool | None, plain: bool) -> None:
     assert plain_http(host, insecure) is plain
 
