@@ -110,6 +110,18 @@ class ImageIndex:
     def platforms(self) -> list[Platform]:
         return [m.platform for m in self.manifests if m.platform is not None]
 
+    def runnable_platforms(self) -> dict[str, Digest]:
+        """`os/arch[/variant]` -> manifest digest; a platform listed twice keeps its first entry,
+        as `select()` does. Entries for unknown/unknown are build attestations, not images."""
+        out: dict[str, Digest] = {}
+        for descriptor in self.manifests:
+            platform = descriptor.platform
+            if platform is None or "unknown" in (platform.os, platform.architecture):
+                continue
+            if platform.os and platform.architecture:
+                out.setdefault(str(Platform.parse(str(platform))), descriptor.digest)
+        return out
+
     def select(self, wanted: Platform) -> Descriptor:
         """The manifest for `wanted`; PlatformNotFound names the platforms that exist."""
         for descriptor in self.manifests:

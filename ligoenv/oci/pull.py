@@ -73,7 +73,8 @@ def resolve_image(client: RegistryClient, ref: Reference, platform: Platform | N
     if isinstance(child, ImageIndex):
         raise RegistryError(f"{ref.display()}: index {top.digest.short} points at another index, "
                             "which ligoenv does not support")
-    return ResolvedImage(top.digest, top.media_type, child, _platforms(top), chosen.platform)
+    return ResolvedImage(top.digest, top.media_type, child, top.runnable_platforms(),
+                         chosen.platform)
 
 
 def pull(ref: Reference, target: Path, *, platform: Platform | None = None,
@@ -102,13 +103,6 @@ def pull(ref: Reference, target: Path, *, platform: Platform | None = None,
     return PulledImage(ref.with_digest(resolved.top_digest), resolved.top_digest,
                        resolved.top_media_type, resolved.manifest, config, chosen,
                        dict(resolved.platforms), tuple(reports))
-
-
-def _platforms(index: ImageIndex) -> dict[str, Digest]:
-    # Entries for unknown/unknown are build attestations, not runnable images.
-    return {str(Platform.parse(str(d.platform))): d.digest for d in index.manifests
-            if d.platform is not None and d.platform.os not in ("", "unknown")
-            and d.platform.architecture not in ("", "unknown")}
 
 
 def _check_target(target: Path) -> None:
@@ -198,13 +192,15 @@ def _unpack(paths: Sequence[Path], layers: Sequence[Descriptor], diff_ids: Seque
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a tree even where a layer made directories read-only or unreadable."""
-    with contextlib.suppress(FileNotFoundError):
+    """Remove a tree even where a layer made directories read-only or unreadable; none is fine."""
+    try:
         path.chmod(stat.S_IRWXU)
+    except FileNotFoundError:
+        return
     # Top-down walk: each directory is opened up before the walk descends into it.
     for root, dirs, _files in os.walk(path):
         for name in dirs:
             child = os.path.join(root, name)
             if not os.path.islink(child):
                 os.chmod(child, stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=not path.exists())
+    shutil.rmtree(path)

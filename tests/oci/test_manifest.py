@@ -101,6 +101,19 @@ def test_platform_selection() -> None:
     assert index.select(Platform.parse("linux/arm/v7")).digest.hex.endswith("2")
 
 
+def test_runnable_platforms_first_entry_wins_as_in_select() -> None:
+    index = parse(index_raw({"os": "linux", "architecture": "amd64"},
+                            {"os": "linux", "architecture": "amd64"},
+                            {"os": "linux", "architecture": "aarch64", "variant": "v8"},
+                            {"os": "unknown", "architecture": "unknown"},
+                            {"os": "linux", "architecture": ""}))
+    assert isinstance(index, ImageIndex)
+    runnable = index.runnable_platforms()
+    assert runnable == {"linux/amd64": Digest.parse(f"sha256:{0:064x}"),
+                        "linux/arm64": Digest.parse(f"sha256:{2:064x}")}
+    assert runnable["linux/amd64"] == index.select(Platform.parse("linux/amd64")).digest
+
+
 def test_missing_platform_lists_the_available_ones() -> None:
     index = parse(index_raw({"os": "linux", "architecture": "arm64"},
                             {"os": "linux", "architecture": "amd64"},

@@ -17,7 +17,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
 from ligoenv.oci.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor
 from ligoenv.oci.platform import Platform
-from ligoenv.oci.pull import pull, resolve_image
+from ligoenv.oci.pull import pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from tests.oci.conftest import blob_file
@@ -102,6 +102,17 @@ def test_pull_index_default_and_chosen_platform(registry: RegistryProcess, repo:
                                                   "linux/arm64": arm.manifest.digest}
     assert arm.config.architecture == "arm64"
     assert (tmp_path / "arm64/etc/ligoenv-image-tag").read_text() == "multi\n"
+
+
+def test_platform_listed_twice_maps_to_the_manifest_pulled(registry: RegistryProcess, repo: str,
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = build_busybox_image("first"), build_busybox_image("second")
+    push_image(registry.host, repo, "twice", [first, second])
+    monkeypatch.setattr(Platform, "host", classmethod(lambda cls: Platform("linux", "amd64")))
+    pulled = pull(ref_on(registry, f"{repo}:twice"), tmp_path / "out")
+    assert (tmp_path / "out/etc/ligoenv-image-tag").read_text() == "first\n"
+    assert pulled.platforms == {"linux/amd64": pulled.manifest.digest}
 
 
 def test_missing_platform_lists_the_available_ones(registry: RegistryProcess, client: RegistryClient,
@@ -192,6 +203,17 @@ def test_config_with_too_few_diff_ids_is_refused(registry: RegistryProcess, clie
     with pytest.raises(RegistryError, match="is malformed: its config lists 1 diff_ids for 2 layers"):
         pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out")
     assert os.listdir(tmp_path) == []
+
+
+def test_remove_tree_opens_locked_directories_and_accepts_a_missing_one(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "locked/inner").mkdir(parents=True)
+    (tree / "locked/inner/file").write_text("x")
+    (tree / "locked/inner").chmod(0)
+    (tree / "locked").chmod(0o500)
+    remove_tree(tree)
+    assert os.listdir(tmp_path) == []
+    remove_tree(tree)  # already gone: nothing to do
 
 
 def test_target_must_be_new_or_empty(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
