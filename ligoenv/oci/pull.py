@@ -179,11 +179,11 @@ def _unpack(paths: Sequence[Path], layers: Sequence[Descriptor], diff_ids: Seque
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
         staging.chmod(0o755)
-        reports = []
+        reports: list[UnpackReport] = []
         for path, layer, diff_id in zip(paths, layers, diff_ids, strict=True):
             with path.open("rb") as blob:
-                reports.append(apply_layer(blob, layer_compression(layer.media_type), staging,
-                                           options, diff_id))
+                reports.append(apply_layer(blob, layer_compression(layer.media_type), staging, options,
+                                           diff_id, expanded_before=sum(r.expanded_bytes for r in reports)))
         os.rename(staging, target)  # replaces an empty target directory atomically
     except BaseException:
         remove_tree(staging)

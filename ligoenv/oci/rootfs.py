@@ -157,13 +157,16 @@ class RootfsWriter:
     """Applies the entries of one layer, in order, to the tree at `target`; then `finish()`.
 
     `chown` keeps the entries' owners (needs root); otherwise files belong to the current user.
-    `max_bytes` caps what regular files may write (sparse files expand past their stream).
+    `max_bytes` caps what regular files may write (sparse files expand past their stream), counting
+    `written_before` bytes that earlier layers of the same image wrote.
     """
 
-    def __init__(self, target: Path, *, chown: bool, keep_setuid: bool, max_bytes: int | None) -> None:
+    def __init__(self, target: Path, *, chown: bool, keep_setuid: bool, max_bytes: int | None,
+                 written_before: int = 0) -> None:
         self.chown = chown
         self.keep_setuid = keep_setuid
         self.max_bytes = max_bytes
+        self.written_before = written_before
         self.bytes_written = 0
         self.skipped_devices: list[str] = []
         self.dropped_setuid: list[str] = []
@@ -268,8 +271,10 @@ class RootfsWriter:
     def _write(self, fd: int, chunk: bytes) -> None:
         self.bytes_written += len(chunk)
         limit = self.max_bytes
-        if limit is not None and self.bytes_written > limit:  # sparse files expand past the stream
-            raise UnsafeArchive(f"layer writes more than {limit} bytes; raise max_expanded_bytes "
+        if limit is not None and self.written_before + self.bytes_written > limit:
+            # sparse files expand past the stream, so the stream's cap alone is not enough
+            what = "the layers write" if self.written_before else "layer writes"
+            raise UnsafeArchive(f"{what} more than {limit} bytes; raise max_expanded_bytes "
                                 "if the image is genuine")
         view = memoryview(chunk)
         while view:

@@ -34,7 +34,9 @@ _EXTENSIONS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTY
 @dataclass(frozen=True)
 class UnpackOptions:
     keep_setuid: bool = False  # setuid/setgid bits of regular files dropped by default
-    max_expanded_bytes: int | None = 64 * 1024**3  # decompression-bomb cap (total uncompressed)
+    # decompression-bomb cap: what all layers of one image expand to together (pull passes
+    # each apply_layer what the earlier layers took)
+    max_expanded_bytes: int | None = 64 * 1024**3
     preserve_owner: bool | None = None  # None: keep tar uid/gid when euid == 0, else current user
 
 
@@ -44,21 +46,30 @@ class UnpackReport:
     bytes_written: int
     skipped_devices: tuple[str, ...]
     dropped_setuid: tuple[str, ...]
+    tar_bytes: int  # the uncompressed tar stream
+
+    @property
+    def expanded_bytes(self) -> int:
+        """What the layer counts against max_expanded_bytes: its tar stream, or what its files
+        wrote where sparse files filled holes."""
+        return max(self.tar_bytes, self.bytes_written)
 
 
 def apply_layer(blob: BinaryIO, compression: str, target: Path,
                 options: UnpackOptions = UnpackOptions(),
-                expected_diff_id: Digest | None = None) -> UnpackReport:
+                expected_diff_id: Digest | None = None, *, expanded_before: int = 0) -> UnpackReport:
     """Apply the layer read from `blob` onto `target` (created if missing); report what was done.
 
     Reads `blob` to its end so that a VerifyingReader's check always runs. Raises UnsafeArchive
     for hostile or malformed input, DigestMismatch when the uncompressed stream is not
     `expected_diff_id`. A failed layer leaves `target` half-written: unpack into a staging tree.
+    `expanded_before` is what the image's earlier layers expanded to (the sum of their reports'
+    `expanded_bytes`): the cap counts them too.
     """
     algorithm = expected_diff_id.algorithm if expected_diff_id else "sha256"
     source = _decompressor(blob, compression)
-    writer = _writer(target, options)
-    stream = _Expanded(source, algorithm, options.max_expanded_bytes)
+    writer = _writer(target, options, expanded_before)
+    stream = _Expanded(source, algorithm, options.max_expanded_bytes, expanded_before)
     try:
         for member, data in _members(stream):
             writer.apply(member, data)
@@ -75,15 +86,15 @@ def apply_layer(blob: BinaryIO, compression: str, target: Path,
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise DigestMismatch(f"uncompressed layer: expected diff_id {expected_diff_id}, got {diff_id}")
     return UnpackReport(diff_id, writer.bytes_written, tuple(writer.skipped_devices),
-                        tuple(writer.dropped_setuid))
+                        tuple(writer.dropped_setuid), stream.received)
 
 
-def _writer(target: Path, options: UnpackOptions) -> RootfsWriter:
+def _writer(target: Path, options: UnpackOptions, written_before: int) -> RootfsWriter:
     chown = options.preserve_owner if options.preserve_owner is not None else os.geteuid() == 0
     try:
         target.mkdir(parents=True, exist_ok=True)
         return RootfsWriter(target, chown=chown, keep_setuid=options.keep_setuid,
-                            max_bytes=options.max_expanded_bytes)
+                            max_bytes=options.max_expanded_bytes, written_before=written_before)
     except OSError as err:
         raise LigoenvError(f"cannot unpack into {target}: {err.strerror}") from None
 
@@ -156,7 +167,7 @@ class _Expanded:
     hashlib and reads release the GIL, so inflating really overlaps writing.
     """
 
-    def __init__(self, source: _Source, algorithm: str, limit: int | None) -> None:
+    def __init__(self, source: _Source, algorithm: str, limit: int | None, before: int) -> None:
         self.received = 0
         self.error: BaseException | None = None
         self._hash = hashlib.new(algorithm)
@@ -165,7 +176,7 @@ class _Expanded:
         self._buf = b""
         self._pos = 0
         self._ended = False
-        self._thread = threading.Thread(target=self._produce, args=(source, limit),
+        self._thread = threading.Thread(target=self._produce, args=(source, limit, before),
                                         name="ligoenv-unpack", daemon=True)
         self._thread.start()
 
@@ -201,14 +212,15 @@ class _Expanded:
                 self._queue.get_nowait()
         self._thread.join()
 
-    def _produce(self, source: _Source, limit: int | None) -> None:
-        size = 0
+    def _produce(self, source: _Source, limit: int | None, before: int) -> None:
+        size = before
         try:
             while not self._stop.is_set():
                 chunk = source.read(INFLATE_CHUNK)
                 size += len(chunk)
                 if limit is not None and size > limit:
-                    raise UnsafeArchive(f"layer expands to more than {limit} bytes (a decompression "
+                    what = "the layers expand" if before else "layer expands"
+                    raise UnsafeArchive(f"{what} to more than {limit} bytes (a decompression "
                                         "bomb?); raise max_expanded_bytes if the image is genuine")
                 self._hash.update(chunk)
                 self._queue.put(chunk)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UsageError
+from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UnsafeArchive, UsageError
 from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
@@ -20,6 +20,7 @@ from ligoenv.oci.platform import Platform
 from ligoenv.oci.pull import pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
+from ligoenv.oci.unpack import UnpackOptions
 from tests.oci.conftest import blob_file
 from tests.support.images import (
     ARM64,
@@ -188,6 +189,19 @@ def test_wrong_diff_id_is_refused_and_nothing_is_left(registry: RegistryProcess,
     with pytest.raises(DigestMismatch):
         pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out")
     assert os.listdir(tmp_path) == []
+
+
+def test_expansion_cap_counts_all_layers_of_the_image(registry: RegistryProcess, repo: str,
+                                                      tmp_path: Path) -> None:
+    layers = [files_layer({"a": "x" * 100_000}), files_layer({"b": "y" * 100_000})]
+    push_image(registry.host, repo, "v1", Image(layers))
+    with pytest.raises(UnsafeArchive, match="the layers expand to more than 150000 bytes"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out",
+             options=UnpackOptions(max_expanded_bytes=150_000))
+    assert os.listdir(tmp_path) == []
+    pulled = pull(ref_on(registry, f"{repo}:v1"), tmp_path / "fits",
+                  options=UnpackOptions(max_expanded_bytes=250_000))
+    assert sum(report.expanded_bytes for report in pulled.layers) <= 250_000
 
 
 def test_config_with_too_few_diff_ids_is_refused(registry: RegistryProcess, client: RegistryClient,

@@ -434,6 +434,23 @@ def test_the_cap_counts_uncompressed_bytes(target: Path) -> None:
     apply_layer(io.BytesIO(layer), "none", target / "fits", UnpackOptions(max_expanded_bytes=len(layer)))
 
 
+def test_the_cap_counts_the_earlier_layers_too(target: Path) -> None:
+    layer = tar_bytes(BASIC)
+    options = UnpackOptions(max_expanded_bytes=2 * len(layer) - 1)
+    first = apply_layer(io.BytesIO(layer), "none", target, options)
+    assert first.expanded_bytes == first.tar_bytes == len(layer)
+    with pytest.raises(UnsafeArchive, match=f"the layers expand to more than {2 * len(layer) - 1} bytes"):
+        apply_layer(io.BytesIO(layer), "none", target, options, expanded_before=first.expanded_bytes)
+
+
+def test_sparse_files_count_against_the_cap_with_the_earlier_layers(target: Path) -> None:
+    [report] = unpack(target, hostile.sparse_file(3 * 2**20))
+    assert report.expanded_bytes == 3 * 2**20 > report.tar_bytes
+    with pytest.raises(UnsafeArchive, match="the layers write more than 4194304 bytes"):
+        apply_layer(io.BytesIO(hostile.sparse_file(3 * 2**20)), "none", target / "again",
+                    UnpackOptions(max_expanded_bytes=4 * 2**20), expanded_before=report.expanded_bytes)
+
+
 def test_long_but_legal_names_work(target: Path) -> None:
     name = "/".join(["d" * 100] * 20) + "/" + "f" * 255
     unpack(target, hostile._pax_entry({"path": name}))
