@@ -1,7 +1,7 @@
 """The digest manifest index: per repository, every tag's history and every published digest.
 
 One JSON file per repository (`schemas/index.schema.json`), written atomically by publishers and
-read by the client from a publish root, a CVMFS mount or an HTTP mirror.
+read by the client from a publish root, a CVMFS mount or an HTTP mirror (`ligoenv.indexreader`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from ligoenv.atomicfile import write_atomic
 from ligoenv.errors import HistoryTooShort, NotFound, PlatformNotFound, PublishIndexError
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
-from ligoenv.publishroot import INDEX_DIR, PublishRoot
 
 if TYPE_CHECKING:
+    from ligoenv.indexreader import IndexReader
     from ligoenv.oci.manifest import ImageManifest
 
 SCHEMA_VERSION = 1
@@ -27,9 +27,14 @@ PUSH = "push"
 UNTAG = "untag"
 
 
-def format_time(when: datetime) -> str:
-    """RFC 3339 UTC with a `Z`; fractions of a second only when there are some."""
+def format_time(when: datetime, *, whole_seconds: bool = False) -> str:
+    """RFC 3339 UTC with a `Z`; fractions of a second only when there are some (and wanted).
+
+    Naive times are taken to be UTC. Lockfiles use `whole_seconds=True`.
+    """
     when = as_utc(when)
+    if whole_seconds:
+        when = when.replace(microsecond=0)
     text = when.strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{when.microsecond:06d}Z" if when.microsecond else f"{text}Z"
 
@@ -317,83 +322,8 @@ def _opt_str(value: object | None) -> str | None:
     return None if value is None else str(value)
 
 
-class IndexReader:
-    """Reads repository indexes from one location; see `open_index_reader`."""
-
-    location: str
-
-    def get(self, registry: str, repository: str, *,
-            validate: bool = False) -> RepositoryIndex | None:
-        """The index of `registry/repository`, or None when the location has none.
-
-        `validate=True` also checks it against the JSON Schema (slower: for `ligoenv verify`).
-        """
-        raise NotImplementedError
-
-    def image_path(self, registry: str, repository: str, digest: Digest,
-                   platform: Platform | str | None = None) -> Path | None:
-        """The unpacked tree of `digest` for `platform`, when it is on a local file system."""
-        return None
-
-
-class LocalIndexReader(IndexReader):
-    """A publish root or a CVMFS mount (e.g. /cvmfs/singularity.opensciencegrid.org)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = PublishRoot(root)
-        self.location = str(root)
-        self._cache: dict[tuple[str, str], RepositoryIndex | None] = {}
-
-    def get(self, registry: str, repository: str, *,
-            validate: bool = False) -> RepositoryIndex | None:
-        key = (registry, repository)
-        if validate or key not in self._cache:
-            path = self.root.index_path(registry, repository)
-            self._cache[key] = load_index(path, validate=validate)
-        return self._cache[key]
-
-    def image_path(self, registry: str, repository: str, digest: Digest,
-                   platform: Platform | str | None = None) -> Path | None:
-        index = self.get(registry, repository)
-        relative = index.path_of(digest, platform) if index is not None else None
-        # The path comes from a file: only ever follow it to an image inside this root.
-        if relative is None or not relative.startswith(".images/") or ".." in relative.split("/"):
-            return None
-        path = self.root.root / relative
-        return path if path.is_dir() else None
-
-
-class HttpIndexReader(IndexReader):
-    """A mirror or server that serves a publish root's `.ligoenv/index/...` paths over HTTP(S)."""
-
-    def __init__(self, url: str, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
-        self.location = url.rstrip("/")
-        self.timeout = timeout
-
-    def get(self, registry: str, repository: str, *,
-            validate: bool = False) -> RepositoryIndex | None:
-        import requests  # only URL locations pay for it
-
-        PublishRoot(Path("/")).index_path(registry, repository)  # rejects names unfit for a path
-        url = f"{self.location}/{INDEX_DIR}/{registry}/{repository}.json"
-        try:
-            response = requests.get(url, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise PublishIndexError(f"index mirror {self.location} is unreachable "
-                                    f"({type(error).__name__})", temporary=True) from None
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise PublishIndexError(f"index mirror answered HTTP {response.status_code} for {url}",
-                                    temporary=response.status_code >= 500)
-        return parse_index_text(response.text, url, validate=validate)
-
-
 def open_index_reader(location: str | Path) -> IndexReader:
     """A reader for a local directory (publish root, CVMFS mount) or an http(s) URL."""
-    text = str(location)
-    if text.startswith(("http://", "https://")):
-        return HttpIndexReader(text)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    return LocalIndexReader(Path(text).expanduser())
+    from ligoenv.indexreader import open_reader
+
+    return open_reader(location)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from ligoenv.index import (
     open_index_reader,
     save_index,
 )
+from ligoenv.indexreader import HttpIndexReader
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
 from ligoenv.publishroot import PublishRoot
@@ -320,3 +322,21 @@ def test_http_reader_unreachable() -> None:
     with pytest.raises(PublishIndexError, match="unreachable") as caught:
         reader.get(REGISTRY, REPOSITORY)
     assert caught.value.temporary
+
+
+def test_http_reader_reads_at_most_its_cap(mirror: str) -> None:
+    reader = HttpIndexReader(mirror, max_bytes=1000)
+    with pytest.raises(PublishIndexError, match="is larger than 1000 bytes: not an index") as caught:
+        reader.get(REGISTRY, REPOSITORY)
+    assert not caught.value.temporary
+    assert HttpIndexReader(mirror).get(REGISTRY, REPOSITORY) == sample()
+
+
+def test_an_index_answers_only_for_its_own_repository(mirror: str, tmp_path: Path) -> None:
+    root = PublishRoot(tmp_path / "root")  # the mirror serves it
+    copy = root.index_path(REGISTRY, "lvk/copy")
+    copy.write_text(root.index_path(REGISTRY, REPOSITORY).read_text())
+    expected = f"describes {REGISTRY}/{REPOSITORY}, not {REGISTRY}/lvk/copy"
+    for location in (mirror, str(root.root)):
+        with pytest.raises(PublishIndexError, match=re.escape(expected)):
+            open_index_reader(location).get(REGISTRY, "lvk/copy")
