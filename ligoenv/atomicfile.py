@@ -21,8 +21,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` (UTF-8) atomically and durably. OSError is the caller's to word."""
-    directory = path.resolve().parent
+    """Replace `path` with `text` (UTF-8) atomically and durably. OSError is the caller's to word.
+
+    A symlink (a lockfile kept in another repository, say) is followed: the file it points at
+    is replaced and the link stays. The temporary file sits beside that real file, so the
+    rename never crosses file systems.
+    """
+    path = path.resolve()
+    directory = path.parent
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

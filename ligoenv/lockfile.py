@@ -24,6 +24,7 @@ from ligoenv.errors import (
     PlatformNotFound,
     UsageError,
 )
+from ligoenv.index import format_time
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
@@ -87,7 +88,8 @@ class Environment:
             "platforms": {key: {"manifest": str(pin.manifest),
                                 "config": str(pin.config) if pin.config else None}
                           for key, pin in self.platforms.items()},
-            "paths": list(self.paths), "resolved": format_time(self.resolved), "source": self.source,
+            "paths": list(self.paths), "resolved": format_time(self.resolved, whole_seconds=True),
+            "source": self.source,
         }
 
 
@@ -126,20 +128,13 @@ class Lockfile:
         return f"lockfile {self.path}" if self.path else "the lockfile"
 
     def to_json(self) -> dict[str, Any]:
-        return {"lockfileVersion": LOCKFILE_VERSION, "created": format_time(self.created),
+        return {"lockfileVersion": LOCKFILE_VERSION, "created": format_time(self.created, whole_seconds=True),
                 "tool": self.tool,
                 "environments": {name: env.to_json() for name, env in self.environments.items()}}
 
     def dumps(self) -> str:
         """Stable text: sorted keys, indent 2, trailing newline, so git diffs stay small."""
         return json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def format_time(when: datetime) -> str:
-    """RFC 3339 UTC to the second, e.g. `2026-03-01T12:00:00Z`."""
-    if when.tzinfo is None:
-        raise ValueError("naive datetime: lockfile times are UTC")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_lockfile(path: Path, *, strict: bool = False) -> Lockfile:
@@ -202,10 +197,31 @@ def _parse_environment(fields: _Fields) -> Environment:
         platforms=platforms, resolved=fields.time("resolved"), source=fields.get("source", str),
         paths=tuple(paths),
     )
+    _check_names(fields, env)
     if fields.get("canonical", str) != env.canonical:
         fields.fail(f"{fields.prefix}canonical",
                     f"does not match registry/repository/tag/digest ({env.canonical})")
     return env
+
+
+def _check_names(fields: _Fields, env: Environment) -> None:
+    """registry, repository and tag must each be what Reference.parse makes of them.
+
+    They are printed (`resolve`), run and turned into paths, so a hand-edited `..` or an alias
+    such as `index.docker.io` must not get through; checked with the parser's own rules, each
+    against a fixed counterpart, so that the message names the bad field.
+    """
+    probes = [("registry", f"{env.registry}/x"), ("repository", f"localhost/{env.repository}")]
+    if env.tag is not None:
+        probes.append(("tag", f"localhost/x:{env.tag}"))
+    for name, text in probes:
+        value = getattr(env, name)
+        try:
+            ok = getattr(Reference.parse(text), name) == value
+        except InvalidReference:
+            ok = False
+        if not ok:
+            fields.fail(f"{fields.prefix}{name}", f"{value!r} is not a valid {name} name")
 
 
 class _Fields:
@@ -263,7 +279,8 @@ def write_lockfile(path: Path, lockfile: Lockfile) -> None:
 
 
 def keep_unchanged(old: Lockfile | None, new: Lockfile) -> Lockfile:
-    """Keep `created`, and each environment's `resolved`, when nothing it pins has changed.
+    """Keep each environment's `resolved` when nothing it pins has changed, and `created` when
+    the set of environments and their digests are unchanged.
 
     Re-locking the same inputs then writes identical bytes, so version control sees no diff.
     """
@@ -274,7 +291,13 @@ def keep_unchanged(old: Lockfile | None, new: Lockfile) -> Lockfile:
         before = old.environments.get(name)
         same = before is not None and replace(before, resolved=env.resolved) == env
         environments[name] = replace(env, resolved=before.resolved) if same and before else env
-    return replace(new, environments=environments, created=old.created)
+    if _digests(old) == _digests(new):
+        return replace(new, environments=environments, created=old.created)
+    return replace(new, environments=environments)
+
+
+def _digests(lockfile: Lockfile) -> dict[str, Digest]:
+    return {name: env.digest for name, env in lockfile.environments.items()}
 
 
 def default_name(ref: Reference, taken: Iterable[str]) -> str:

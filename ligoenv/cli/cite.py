@@ -55,9 +55,9 @@ def _latex(text: str) -> str:
 
 
 def _day(env: Any) -> str:
-    from ligoenv.lockfile import format_time
+    from ligoenv.index import format_time
 
-    return format_time(env.resolved)
+    return format_time(env.resolved, whole_seconds=True)
 
 
 def register(app: "typer.Typer") -> None:

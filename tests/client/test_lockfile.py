@@ -90,6 +90,19 @@ def test_write_replaces_atomically_and_leaves_no_temporary_file(tmp_path: Path) 
     assert oct(path.stat().st_mode & 0o777) == "0o644"
 
 
+def test_a_symlinked_lockfile_stays_a_link_to_the_replaced_file(tmp_path: Path) -> None:
+    real = tmp_path / "paper" / "ligoenv.lock"
+    real.parent.mkdir()
+    write_lockfile(real, lockfile())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "ligoenv.lock").symlink_to("../paper/ligoenv.lock")
+    write_lockfile(work / "ligoenv.lock", lockfile(lalsuite=env(digest=Digest.of_bytes(b"new"))))
+    assert os.readlink(work / "ligoenv.lock") == "../paper/ligoenv.lock"
+    assert read_lockfile(real).environments["lalsuite"].digest == Digest.of_bytes(b"new")
+    assert os.listdir(work) == ["ligoenv.lock"] and os.listdir(real.parent) == ["ligoenv.lock"]
+
+
 def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "ligoenv.lock"
     write_lockfile(path, lockfile())
@@ -152,6 +165,27 @@ def test_invalid_fields_are_named(tmp_path: Path, change: object, field: str) ->
         assert "\n" not in message
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("registry", ".."), ("registry", "index.docker.io"), ("registry", "lvk"),
+    ("repository", "../x"), ("repository", "LVK/lalsuite"), ("repository", "lvk//x"),
+    ("tag", "a/b"), ("tag", "-x"),
+])
+def test_names_are_what_the_reference_parser_makes_of_them(tmp_path: Path, field: str, value: str) -> None:
+    document = valid_document()
+    entry = document["environments"]["lalsuite"]  # type: ignore[index]
+    entry[field] = value
+    # A consistent canonical form too, as a hand edit would make it: only the parser catches it.
+    entry["canonical"] = f"{entry['registry']}/{entry['repository']}:{entry['tag']}@{entry['digest']}"
+    path = tmp_path / "ligoenv.lock"
+    path.write_text(json.dumps(document))
+    with pytest.raises(LockfileError) as caught:
+        read_lockfile(path)
+    assert str(caught.value) == (f"lockfile {path} is invalid: environments.lalsuite.{field}: "
+                                 f"{value!r} is not a valid {field} name")
+    with pytest.raises(LockfileError):
+        read_lockfile(path, strict=True)
+
+
 def test_future_version_asks_for_an_upgrade(tmp_path: Path) -> None:
     document = valid_document()
     document["lockfileVersion"] = 2
@@ -190,16 +224,36 @@ def test_relocking_unchanged_inputs_keeps_the_times() -> None:
     new = Lockfile({"lalsuite": env(resolved=T1),
                     "gwpy": env("gwpy/gwpy:3.0", Digest.of_bytes(b"moved"), resolved=T1)}, created=T1)
     kept = keep_unchanged(old, new)
-    assert kept.created == T0
+    assert kept.created == T1  # a digest changed: this is a new lock
     assert kept.environments["lalsuite"].resolved == T0  # same digest: same bytes in git
     assert kept.environments["gwpy"].resolved == T1  # the tag moved: the new time says when
+
+
+def test_created_moves_only_when_the_environments_or_their_digests_change() -> None:
+    old = lockfile(lalsuite=env(resolved=T0))
+    newer_paths = Lockfile({"lalsuite": replace(env(resolved=T1), paths=())}, created=T1)
+    assert keep_unchanged(old, newer_paths).created == T0  # the same digests: the same lock
+    added = Lockfile({"lalsuite": env(resolved=T1), "gwpy": env("gwpy/gwpy:3.0", resolved=T1)}, created=T1)
+    assert keep_unchanged(old, added).created == T1
+    moved = Lockfile({"lalsuite": env(digest=Digest.of_bytes(b"moved"), resolved=T1)}, created=T1)
+    assert keep_unchanged(old, moved).created == T1
+    assert keep_unchanged(old, Lockfile({}, created=T1)).created == T1
+
+
+def test_times_are_written_to_the_second() -> None:
+    lock = Lockfile({"lalsuite": env(resolved=T1.replace(microsecond=999))},
+                    created=T0.replace(microsecond=1))
+    data = lock.to_json()
+    assert data["created"] == "2026-03-01T12:00:00Z"
+    assert data["environments"]["lalsuite"]["resolved"] == "2026-03-02T08:30:00Z"
 
 
 def test_merged_adds_and_replaces() -> None:
     old = lockfile(lalsuite=env())
     result = merged(old, {"gwpy": env("gwpy/gwpy:3.0", resolved=T1)}, T1)
     assert list(result.environments) == ["gwpy", "lalsuite"]
-    assert result.created == T0
+    assert result.created == T1 and result.environments["lalsuite"].resolved == T0
+    assert merged(result, {"gwpy": env("gwpy/gwpy:3.0", resolved=T1)}, T1.replace(hour=23)) == result
 
 
 def test_default_names() -> None:
