@@ -6,24 +6,22 @@ the registry client is imported only when it is needed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ligoenv.errors import NotFound, PlatformNotFound, RegistryError, UsageError
+from ligoenv.errors import NotFound, PlatformNotFound, PublishIndexError, RegistryError, UsageError
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.manifest import MANIFEST_TYPES
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 
 if TYPE_CHECKING:
-    from ligoenv.index import IndexReader, RepositoryIndex
-    from ligoenv.oci.manifest import ImageIndex
+    from ligoenv.index import RepositoryIndex
+    from ligoenv.indexreader import IndexReader
     from ligoenv.oci.registry import RegistryClient
-
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
 
 
 @dataclass(frozen=True)
@@ -88,12 +86,15 @@ class Resolver:
     """Answers `resolve(text)`; each source is consulted only when the previous one cannot answer."""
 
     def __init__(self, *, lockfile: Lockfile | None = None, index: str | None = None,
-                 insecure_registries: tuple[str, ...] = (), timeout: float = 10.0) -> None:
+                 insecure_registries: tuple[str, ...] = (), timeout: float = 10.0,
+                 warn: Callable[[str], None] = lambda _: None) -> None:
         self.lockfile = lockfile
         self.index_location = index
         self.insecure_registries = insecure_registries
         self.timeout = timeout
+        self.warn = warn  # one-line notes for the user, e.g. that the index is out of reach
         self._reader: IndexReader | None = None
+        self._index_down = False
 
     def resolve(self, text: str, *, platform: Platform | None = None,
                 at: datetime | None = None, use_lockfile: bool = True) -> Resolution:
@@ -123,9 +124,23 @@ class Resolver:
             self._reader = open_index_reader(self.index_location)
         return self._reader
 
-    def repository_index(self, ref: Reference) -> RepositoryIndex | None:
+    def repository_index(self, ref: Reference, *, required: bool = False) -> RepositoryIndex | None:
+        """The index of `ref`'s repository; None when there is none.
+
+        An index out of reach for now (a mirror down) is passed over with a note, since the
+        registry can answer too; only `required` lookups (the history) fail then.
+        """
         reader = self.index
-        return reader.get(ref.registry, ref.repository) if reader is not None else None
+        if reader is None or (self._index_down and not required):
+            return None
+        try:
+            return reader.get(ref.registry, ref.repository)
+        except PublishIndexError as error:
+            if required or not error.temporary:
+                raise
+            self._index_down = True  # once is enough: do not wait for it on every lookup
+            self.warn(f"{error.message}: asking the registry instead")
+            return None
 
     def from_index(self, ref: Reference) -> Resolution | None:
         """The index's answer for `ref` (its tag's current digest, or its pinned digest)."""
@@ -145,7 +160,7 @@ class Resolver:
                 "--at answers from the tag history of a publish index: pass --index LOCATION "
                 "or set LIGOENV_INDEX"
             )
-        repo = self.repository_index(ref)
+        repo = self.repository_index(ref, required=True)
         if repo is None:
             raise NotFound(f"index {self.index_location} has no history for {ref.name}")
         return self._index_resolution(ref, repo, repo.at(ref.tag or "latest", when))
@@ -189,7 +204,6 @@ class Resolver:
         if platform is not None:
             answer.platform_digest(platform)  # PlatformNotFound now, naming what exists
         return answer
-
 
     def pin(self, text: str, now: datetime, platforms: Sequence[Platform] = ()) -> Environment:
         """A lockfile environment for `text`, from the index when it knows, else the registry.
@@ -248,7 +262,7 @@ def _inspect(client: RegistryClient, ref: Reference, configs: bool) -> Resolutio
     top = client.fetch_manifest(ref)
     pinned = ref.with_digest(top.digest)
     if isinstance(top, ImageIndex):
-        platforms = runnable_platforms(top)
+        platforms = top.runnable_platforms()
         found = {key: _manifest_config(client, pinned, digest)
                  for key, digest in platforms.items()} if configs else {}
         return Resolution(pinned, top.media_type, platforms, "registry", None, found)
@@ -257,18 +271,6 @@ def _inspect(client: RegistryClient, ref: Reference, configs: bool) -> Resolutio
     key = str(Platform.parse(f"{config.os}/{config.architecture}"))
     return Resolution(pinned, top.media_type, {key: top.digest}, "registry", None,
                       {key: top.config.digest})
-
-
-def runnable_platforms(index: ImageIndex) -> dict[str, Digest]:
-    """`os/arch[/variant]` -> manifest digest, leaving out attestations (`unknown/unknown`)."""
-    out: dict[str, Digest] = {}
-    for descriptor in index.manifests:
-        platform = descriptor.platform
-        if platform is None or "unknown" in (platform.os, platform.architecture):
-            continue
-        if platform.os and platform.architecture:
-            out.setdefault(str(Platform.parse(str(platform))), descriptor.digest)
-    return out
 
 
 def _manifest_config(client: RegistryClient, pinned: Reference, digest: Digest) -> Digest:

@@ -58,7 +58,7 @@ def make_resolver(settings: Settings, lockfile: Lockfile | None) -> Resolver:
     from ligoenv.resolve import Resolver
 
     return Resolver(lockfile=lockfile, index=settings.index,
-                    insecure_registries=settings.insecure_registries)
+                    insecure_registries=settings.insecure_registries, warn=note)
 
 
 def parse_platform(text: str | None) -> Platform | None:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import HistoryTooShort, NotFound, PlatformNotFound, RegistryUnavailable, UsageError
+from ligoenv.errors import (
+    HistoryTooShort,
+    NotFound,
+    PlatformNotFound,
+    PublishIndexError,
+    RegistryUnavailable,
+    UsageError,
+)
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
@@ -18,7 +25,7 @@ from ligoenv.oci.registry import RegistryClient
 from ligoenv.resolve import Resolver
 from tests.support.clientkit import Pushed, pushed, write_index
 from tests.support.images import build_busybox_image, push_image
-from tests.support.registry import RegistryProcess
+from tests.support.registry import RegistryProcess, free_port
 
 pytestmark = pytest.mark.usefixtures("userenv")
 
@@ -169,3 +176,25 @@ def test_availability_and_current_tag(stopped_registry: RegistryProcess, tmp_pat
         resolver.where_available(pinned)
     write_index(tmp_path / "root", image, [(first_digest, T0)])
     assert Resolver(index=str(tmp_path / "root")).where_available(pinned) == "index"
+
+
+def test_an_index_out_of_reach_is_passed_over_once_with_a_note(images: dict[str, Pushed]) -> None:
+    stable = images["stable"]
+    notes: list[str] = []
+    mirror = f"http://127.0.0.1:{free_port()}"
+    resolver = Resolver(index=mirror, warn=notes.append)
+    assert resolver.resolve(stable.ref).digest == stable.digest
+    assert resolver.pin(stable.ref, T1).source == "registry"
+    assert resolver.where_available(Reference.parse(stable.pinned)) == "registry"
+    assert notes == [f"index mirror {mirror} is unreachable (ConnectionError): asking the registry instead"]
+    with pytest.raises(PublishIndexError, match="unreachable"):  # the history has no other source
+        resolver.resolve(stable.ref, at=T1)
+
+
+def test_an_index_that_is_wrong_is_not_passed_over(images: dict[str, Pushed], tmp_path: Path) -> None:
+    stable = images["stable"]
+    path = tmp_path / "root" / ".ligoenv" / "index" / stable.registry / "client" / "busybox.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{")
+    with pytest.raises(PublishIndexError, match="not valid JSON"):
+        Resolver(index=str(tmp_path / "root"), warn=pytest.fail).resolve(stable.ref)
