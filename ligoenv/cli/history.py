@@ -23,10 +23,14 @@ def run(inv: Invocation, text: str, *, index: str | None = None, lock: str | Non
     lockfile = load_lockfile(settings)
     found = lockfile.find(text) if lockfile is not None else None
     ref = found[1].pinned() if found else Reference.parse(text)
+    if ref.tag is None:
+        # `latest` would be a guess: a digest has no history, only a tag has.
+        raise UsageError(f"history shows what a tag meant; {ref.display()} is pinned by digest: "
+                         "name its tag")
     if not settings.index:
         raise UsageError("history comes from a publish index: pass --index LOCATION or set LIGOENV_INDEX")
     repo = open_index_reader(settings.index).get(ref.registry, ref.repository)
-    tag = ref.tag or "latest"
+    tag = ref.tag
     events = repo.history(tag) if repo is not None else []
     if not events:
         raise NotFound(f"index {settings.index} has no history for {ref.name}:{tag}")

@@ -27,8 +27,11 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: list[str], inv: Invocation | None = None) -> int:
     """Run the command line `args`; returns the exit code. Never raises, except with --debug."""
     inv = inv or Invocation()
-    options = args[: args.index("--")] if "--" in args else args
-    inv.debug = inv.debug or "--debug" in options
+    args = _run_command_marked(args)
+    separator = args.index("--") if "--" in args else len(args)
+    # --debug is ours only among the options, never in the command `run` is given.
+    inv.debug = inv.debug or "--debug" in args[:separator]
+    args = [a for a in args[:separator] if a != "--debug"] + args[separator:]
     inv.args = list(args)
     try:
         code = _fast_path(args, inv)
@@ -55,10 +58,20 @@ def run(args: list[str], inv: Invocation | None = None) -> int:
         return _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback)", 1)
 
 
+def _run_command_marked(args: list[str]) -> list[str]:
+    """`run REF CMD...` without `--` as `run REF -- CMD...`: as with `docker run`, what follows
+    the image is the command's, options (even --debug) included."""
+    position = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    if position is None or args[position] != "run":
+        return args
+    from ligoenv.cli.run import mark_command
+
+    return args[: position + 1] + mark_command(args[position + 1:])
+
+
 def _fast_path(args: list[str], inv: Invocation) -> int | None:
     """`resolve` and `run` are answered without typer when their command line is plain."""
-    separator = args.index("--") if "--" in args else len(args)
-    rest = [a for a in args[:separator] if a != "--debug"] + args[separator:]
+    rest = args
     if not rest or rest[0] not in ("resolve", "run"):
         return None
     options = rest[: rest.index("--")] if "--" in rest else rest

@@ -22,7 +22,8 @@ HELP = """Run CMD in the image REF (or an environment of a lockfile), pinned by 
 
 --runtime auto prefers Apptainer/Singularity (on the published tree when the index has one on
 this machine, else docker://REF@DIGEST), then Docker/Podman, then bubblewrap on a local copy
-(pulled into the cache when missing). Put the command after --. The exit status is the command's.
+(pulled into the cache when missing). Put the command after --; without --, everything after
+REF is the command, options included. The exit status is the command's.
 """
 
 
@@ -43,6 +44,7 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
         platform=parse_platform(platform), binds=tuple(Bind.parse(b) for b in binds or []),
         env=tuple(parse_env(e) for e in env or []), gpu=gpu, cleanenv=cleanenv, workdir=pwd,
         stdin_open=_stdin_open(), tty=sys.stdin.isatty() and sys.stdout.isatty(),
+        stdin_tty=sys.stdin.isatty(),
         host=inv.host or Host.current(),
     )
     resolver = make_resolver(settings, lockfile)
@@ -56,6 +58,27 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
 
 
 VALUED = ("--lock", "--runtime", "-B", "--bind", "--env", "--platform", "--pwd", "--index")
+FLAGS = ("--gpu", "--cleanenv")
+
+
+def mark_command(args: list[str]) -> list[str]:
+    """Without `--`, `args` of run with `--` put after the first positional argument (REF or
+    NAME): what follows is the command, even what looks like an option. With a `--`, what
+    precedes it is options, as it was. Unknown options before REF are left for typer to report."""
+    if "--" in args:
+        return args
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("-") or arg == "-":
+            return [*args[: index + 1], "--", *args[index + 1:]]
+        name, equals, _ = arg.partition("=")
+        if name in VALUED and not equals:
+            index += 1
+        elif name not in (*VALUED, *FLAGS, "--debug"):
+            return args
+        index += 1
+    return args
 
 
 def fast_path(args: list[str], inv: Invocation) -> int | None:
@@ -63,7 +86,7 @@ def fast_path(args: list[str], inv: Invocation) -> int | None:
 
     Every job of a workflow starts here, so the 100 ms typer costs are worth saving.
     """
-    split = split_args(args, VALUED, ("--gpu", "--cleanenv"))
+    split = split_args(args, VALUED, FLAGS)
     if split is None or any(arg.startswith("-") for arg in split.positional):
         return None
     after = split.after_separator

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ligoenv.runtimes.base import RunPlan, Runtime
 
 INSTALL_HINT = ("install Apptainer (https://apptainer.org/docs/admin/main/installation.html) "
@@ -9,13 +11,14 @@ INSTALL_HINT = ("install Apptainer (https://apptainer.org/docs/admin/main/instal
 
 
 class Apptainer(Runtime):
-    """`apptainer exec [--cleanenv] [--nv] [--bind ...] [--env K=V] [--pwd DIR] IMAGE CMD...`.
+    """`apptainer exec [--cleanenv] [--nv] [--bind ...] [--pwd DIR] IMAGE CMD...`.
 
     Binds from APPTAINER_BIND/SINGULARITY_BIND stay in the environment, where apptainer reads them.
     """
 
     name = "apptainer"
     install_hint = INSTALL_HINT
+    env_prefix = "APPTAINERENV_"
 
     def command(self, plan: RunPlan) -> list[str]:
         argv = [self.executable, "exec" if plan.command else "run"]
@@ -25,17 +28,28 @@ class Apptainer(Runtime):
             argv.append("--nv")
         for bind in plan.binds:
             argv += ["--bind", str(bind)]
-        for name, value in plan.env:
-            argv += ["--env", f"{name}={value}"]
         if plan.workdir:
             argv += ["--pwd", plan.workdir]
         argv.append(self.target(plan))
         return argv + list(plan.command)
 
+    def environment(self, plan: RunPlan, environ: Mapping[str, str]) -> dict[str, str]:
+        """Ours, plus `<PREFIX>NAME=value` for each --env.
+
+        Not `--env NAME=value`: apptainer splits that option's values as CSV, so a value holding
+        `,` or `"` would arrive cut or mangled. These variables pass even with --cleanenv.
+        """
+        env = dict(environ)
+        env.update({self.env_prefix + name: value for name, value in plan.env})
+        return env
+
     def target(self, plan: RunPlan) -> str:
         if plan.tree is not None:
             return str(plan.tree)
-        return f"docker://{plan.pinned}"
+        # Given an index, apptainer fetches the host's platform: an explicit --platform is
+        # honoured by naming that platform's manifest instead.
+        image = plan.image.with_digest(plan.platform_digest) if plan.platform_digest else plan.image
+        return f"docker://{image.pinned_str()}"
 
 
 class Singularity(Apptainer):
@@ -43,3 +57,4 @@ class Singularity(Apptainer):
 
     name = "singularity"
     install_hint = INSTALL_HINT
+    env_prefix = "SINGULARITYENV_"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform as _platform
+import posixpath
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ligoenv.errors import RuntimeNotFound, UsageError
+from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 
@@ -52,10 +54,18 @@ class Bind:
         destination = parts[1] if len(parts) > 1 and parts[1] else parts[0]
         if not destination.startswith("/"):
             raise UsageError(f"invalid bind {text!r}: the destination must be an absolute path")
-        return cls(os.path.abspath(parts[0]), destination, read_only)
+        # Mount points are made inside the image tree (bwrap): a `..` could reach out of it.
+        if ".." in destination.split("/"):
+            raise UsageError(f"invalid bind {text!r}: the destination must not contain '..'")
+        return cls(os.path.abspath(parts[0]), _normalise(destination), read_only)
 
     def __str__(self) -> str:
         return f"{self.source}:{self.destination}" + (":ro" if self.read_only else "")
+
+
+def _normalise(destination: str) -> str:
+    """`/a//b/./c/` -> `/a/b/c` (posixpath keeps a leading `//`, which means nothing here)."""
+    return "/" + posixpath.normpath(destination).lstrip("/")
 
 
 def parse_env(text: str) -> tuple[str, str]:
@@ -74,6 +84,7 @@ class RunPlan:
     cwd: str
     platform: Platform
     platform_explicit: bool = False  # the user asked for --platform
+    platform_digest: Digest | None = None  # with --platform: that platform's manifest digest
     tree: Path | None = None  # an unpacked tree of the image, when one is at hand
     image_platforms: tuple[str, ...] = ()  # platforms the image provides, when known
     image_env: tuple[str, ...] = ()  # the image config's Env (bwrap sets it itself)
@@ -91,6 +102,7 @@ class RunPlan:
     fresh_dirs: tuple[str, ...] = ()
     stdin_open: bool = True  # stdin is a terminal, pipe or file: keep it open (docker -i)
     tty: bool = False  # stdin and stdout are terminals (docker -t)
+    stdin_tty: bool = False  # stdin is a terminal (bwrap keeps the session for job control)
     host: Host = field(default_factory=Host.current)
 
     @property
@@ -118,10 +130,6 @@ class Runtime(ABC):
     def ready(self, environ: Mapping[str, str]) -> bool:
         """For `auto`: whether the runtime can work here beyond being installed."""
         return True
-
-    def needs_tree(self) -> bool:
-        """True when the runtime can only run an unpacked tree (bwrap)."""
-        return False
 
     @abstractmethod
     def command(self, plan: RunPlan) -> list[str]: ...

@@ -18,9 +18,6 @@ class Bwrap(Runtime):
     name = "bwrap"
     install_hint = "install bubblewrap (`apt install bubblewrap`, `dnf install bubblewrap`)"
 
-    def needs_tree(self) -> bool:
-        return True
-
     def command(self, plan: RunPlan) -> list[str]:
         if plan.tree is None:
             raise UsageError("bwrap runs an unpacked tree and none is at hand: `ligoenv pull` it first")
@@ -35,6 +32,12 @@ class Bwrap(Runtime):
             argv += ["--bind", plan.cwd, plan.cwd]
         argv += ["--chdir", plan.workdir or (plan.cwd if plan.bind_cwd else "/"),
                  "--die-with-parent", "--unshare-pid"]
+        if not plan.stdin_tty:
+            # A new session has no controlling terminal, so the command cannot push keystrokes
+            # into the user's shell with TIOCSTI through an inherited stdout/stderr terminal.
+            # With a terminal on stdin the run is interactive: a shell there needs the session
+            # for job control, so it is kept.
+            argv.append("--new-session")
         for bind in plan.binds:
             argv += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.destination]
         if plan.layered_root:
@@ -104,6 +107,8 @@ def _on_fresh_mount(destination: str) -> bool:
 
 
 def _make_inside(tree: Path, destination: str) -> bool:
+    if ".." in destination.split("/"):
+        return False  # Bind.parse refuses these; never create anything outside the tree
     current = tree
     for part in Path(destination).parts[1:]:
         current = current / part

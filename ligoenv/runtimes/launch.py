@@ -35,6 +35,7 @@ class RunRequest:
     workdir: str | None = None
     stdin_open: bool = True
     tty: bool = False
+    stdin_tty: bool = False
     host: Host = field(default_factory=Host.current)
 
 
@@ -63,11 +64,13 @@ def _plan(request: RunRequest, answer: Resolution, platform: Platform, tree: Loc
     return RunPlan(
         image=answer.reference, command=request.command, cwd=request.cwd, platform=platform,
         platform_explicit=request.platform is not None,
+        platform_digest=answer.platform_digest(platform)[1] if request.platform else None,
         tree=tree.path if tree else None, image_platforms=tuple(sorted(answer.platforms)),
         image_env=tree_env(tree.path) if tree else (),
         image_command=tree_command(tree.path) if tree else (),
         binds=request.binds, env=request.env, gpu=request.gpu, cleanenv=request.cleanenv,
-        workdir=request.workdir, stdin_open=request.stdin_open, tty=request.tty, host=request.host,
+        workdir=request.workdir, stdin_open=request.stdin_open, tty=request.tty,
+        stdin_tty=request.stdin_tty, host=request.host,
     )
 
 

@@ -36,22 +36,21 @@ class LocalTree:
 
 
 def published_tree(resolver: Resolver, answer: Resolution, platform: Platform) -> LocalTree | None:
-    """The published tree of `answer` for `platform`, from the local index or the lockfile's paths."""
+    """The published tree of `answer` for `platform`, as the configured index gives it.
+
+    Only the index is trusted with paths: a lockfile's `paths` could name any directory (one
+    merely named like the digest), so they are left for `cite` and never run.
+    """
+    reader = resolver.index
+    if reader is None:
+        return None
     try:
         key, manifest = answer.platform_digest(platform)
     except PlatformNotFound:
         return None
-    reader = resolver.index
-    if reader is not None:
-        ref = answer.reference
-        path = reader.image_path(ref.registry, ref.repository, answer.digest, key)
-        if path is not None:
-            return LocalTree(path, manifest, key, published=True)
-    for text in answer.paths:
-        path = Path(text)
-        if path.name == manifest.hex and path.is_dir():
-            return LocalTree(path, manifest, key, published=True)
-    return None
+    ref = answer.reference
+    path = reader.manifest_path(ref.registry, ref.repository, manifest)
+    return LocalTree(path, manifest, key, published=True) if path is not None else None
 
 
 def cache_path(cache: Path, manifest: Digest) -> Path:

@@ -20,7 +20,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
 from tests.support.clientkit import Cli, Pushed, pushed, write_index
 from tests.support.images import build_busybox_image, push_image
-from tests.support.registry import RegistryProcess
+from tests.support.registry import RegistryProcess, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
@@ -256,6 +256,19 @@ def test_history(cli: Cli, images: dict[str, Pushed], tmp_path: Path, capsys: Ca
     assert cli("history", stable.ref) == 2
 
 
+def test_history_of_a_digest_is_refused(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
+                                        capsys: Capture) -> None:
+    stable = images["stable"]
+    write_index(tmp_path / "root", stable, [(stable.digest, T0)])
+    cli.environ["LIGOENV_INDEX"] = str(tmp_path / "root")
+    assert cli("lock", "--name", "pinned=" + stable.pinned) == 0
+    outputs(capsys)
+    for text in (stable.pinned, "pinned"):  # not the history of `latest`, which was not asked for
+        assert cli("history", text) == 2
+        assert one_error_line(outputs(capsys)[1]) == (
+            f"history shows what a tag meant; {stable.pinned} is pinned by digest: name its tag")
+
+
 def test_path_for_htcondor(cli: Cli, images: dict[str, Pushed], tmp_path: Path, capsys: Capture) -> None:
     multi = images["multi"]
     root = tmp_path / "root"
@@ -265,8 +278,10 @@ def test_path_for_htcondor(cli: Cli, images: dict[str, Pushed], tmp_path: Path, 
     assert outputs(capsys)[0] == f"{root}/.images/{arm.hex[:2]}/{arm.hex}\n"
     assert cli("lock", "--index", str(root), multi.ref) == 0
     outputs(capsys)
-    assert cli("path", "--platform", "linux/arm64", "multi") == 0  # from the lockfile's paths
+    assert cli("path", "--index", str(root), "--platform", "linux/arm64", "multi") == 0  # by name
     assert outputs(capsys)[0] == f"{root}/.images/{arm.hex[:2]}/{arm.hex}\n"
+    assert cli("path", "--platform", "linux/arm64", "multi") == 3  # a lockfile's paths need the index
+    assert one_error_line(outputs(capsys)[1]).endswith("no publish index (set LIGOENV_INDEX)")
     assert cli("path", images["stable"].ref) == 3
     assert "has no published tree on this machine" in one_error_line(outputs(capsys)[1])
 
@@ -338,6 +353,17 @@ def test_a_digest_only_reference_locks_without_a_tag(cli: Cli, images: dict[str,
     env = json.loads(Path("ligoenv.lock").read_text())["environments"]["busybox"]
     assert env["tag"] is None and env["canonical"] == stable.pinned
     assert Digest.parse(env["digest"]) == stable.digest
+
+
+def test_an_index_mirror_out_of_reach_leaves_the_registry_to_answer(cli: Cli, images: dict[str, Pushed],
+                                                                     capsys: Capture) -> None:
+    stable = images["stable"]
+    mirror = f"http://127.0.0.1:{free_port()}"
+    assert cli("resolve", "--index", mirror, stable.ref) == 0
+    assert outputs(capsys) == (f"{stable.pinned}\n", f"ligoenv: index mirror {mirror} is unreachable "
+                                                     "(ConnectionError): asking the registry instead\n")
+    assert cli("resolve", "--index", mirror, "--at", "2026-03-01", stable.ref) == 1  # only the index knows
+    assert "is unreachable" in one_error_line(outputs(capsys)[1])
 
 
 def test_offline_registry_fails_fast_with_one_line(cli: Cli, tmp_path: Path, capsys: Capture) -> None:

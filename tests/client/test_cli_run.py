@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -61,14 +62,15 @@ def test_apptainer_falls_back_to_docker_uri_with_every_option(cli: Cli, log: Pat
     stable = images["stable"]
     (tmp_path / "data").mkdir()
     code = cli("run", "-B", str(tmp_path / "data") + ":/data:ro", "--bind", "/scratch", "--gpu",
-               "--env", "OMP_NUM_THREADS=4", "--env", "MSG=a b", "--cleanenv", "--pwd", "/data",
+               "--env", "OMP_NUM_THREADS=4", "--env", 'MSG=a, "b"', "--cleanenv", "--pwd", "/data",
                stable.ref, "--", "sh", "-c", "echo $MSG")
     assert code == 0
     assert only_call(log) == ["apptainer", "exec", "--cleanenv", "--nv",
                               "--bind", f"{tmp_path}/data:/data:ro", "--bind", "/scratch:/scratch",
-                              "--env", "OMP_NUM_THREADS=4",
-                              "--env", "MSG=a b", "--pwd", "/data", f"docker://{stable.pinned}",
+                              "--pwd", "/data", f"docker://{stable.pinned}",
                               "sh", "-c", "echo $MSG"]
+    # Not `--env`, which apptainer splits as CSV: the values arrive whole.
+    assert standin_calls(log)[0]["env"] == {"APPTAINERENV_MSG": 'a, "b"', "APPTAINERENV_OMP_NUM_THREADS": "4"}
 
 
 def test_singularity_then_docker_then_podman(cli: Cli, images: dict[str, Pushed], tmp_path: Path) -> None:
@@ -208,3 +210,76 @@ def test_fast_path_and_typer_agree(cli: Cli, log: Path, images: dict[str, Pushed
     assert cli.typer("run", *line) == 0
     fast, full = standin_calls(log)
     assert fast == full
+
+
+def test_apptainer_fetches_the_asked_platform(cli: Cli, log: Path, images: dict[str, Pushed]) -> None:
+    multi = images["multi"]
+    arm = multi.platforms["linux/arm64"]
+    assert cli("run", "--platform", "linux/arm64", multi.ref, "--", "uname", "-m") == 0
+    assert cli("lock", multi.ref) == 0
+    assert cli("run", "--platform", "linux/arm64", "--lock", "ligoenv.lock", "--", "uname", "-m") == 0
+    assert cli("run", multi.ref, "--", "uname", "-m") == 0  # no --platform: apptainer picks the host's
+    arm_only = ["apptainer", "exec", f"docker://{multi.registry}/client/multi@{arm}", "uname", "-m"]
+    assert [call["argv"] for call in standin_calls(log)] == [
+        arm_only, arm_only, ["apptainer", "exec", f"docker://{multi.pinned}", "uname", "-m"]]
+
+
+def test_lockfile_paths_are_run_only_where_the_index_gives_them(
+        cli: Cli, log: Path, images: dict[str, Pushed], tmp_path: Path, capsys: Capture) -> None:
+    stable = images["stable"]
+    assert cli("lock", stable.ref) == 0
+    # A directory named like the digest, anywhere: a hand-edited (or hostile) lockfile points at it.
+    evil = tmp_path / "evil" / stable.digest.hex
+    evil.mkdir(parents=True)
+    document = json.loads(Path("ligoenv.lock").read_text())
+    document["environments"]["busybox"]["paths"] = [str(evil)]
+    Path("ligoenv.lock").write_text(json.dumps(document))
+    capsys.readouterr()
+
+    assert cli("run", "--lock", "ligoenv.lock", "--", "true") == 0  # no index: nothing vouches for it
+    assert cli("path", "busybox") == 3
+    root = tmp_path / "root"
+    write_index(root, stable, [(stable.digest, T0)], trees=True)
+    published = root / ".images" / stable.digest.hex[:2] / stable.digest.hex
+    cli.environ["LIGOENV_INDEX"] = str(root)
+    assert cli("run", "--lock", "ligoenv.lock", "--", "true") == 0
+    assert cli("path", "busybox") == 0
+    assert capsys.readouterr().out == f"{published}\n"
+    assert [call["argv"] for call in standin_calls(log)] == [
+        ["apptainer", "exec", f"docker://{stable.pinned}", "true"],
+        ["apptainer", "exec", str(published), "true"]]
+    assert json.loads(Path("ligoenv.lock").read_text()) == document  # left as written, for the record
+
+
+def test_a_bind_destination_cannot_reach_out_of_the_tree(cli: Cli, log: Path, images: dict[str, Pushed],
+                                                        tmp_path: Path, capsys: Capture) -> None:
+    for destination in ("/../../../escaped", "/srv/../../escaped"):
+        assert cli("run", "--runtime", "bwrap", "-B", f"{tmp_path}:{destination}", images["stable"].ref,
+                   "--", "true") == 2
+        assert capsys.readouterr().err == (f"ligoenv: error: invalid bind '{tmp_path}:{destination}': "
+                                           "the destination must not contain '..'\n")
+    assert not (tmp_path / "escaped").exists()
+    assert not (Path(cli.environ["LIGOENV_CACHE"]) / "escaped").exists()
+
+
+@pytest.mark.parametrize(("args", "command", "debug"), [
+    (["REF", "echo", "hi", "--debug"], ["echo", "hi", "--debug"], False),
+    (["REF", "ls", "-l", "--gpu"], ["ls", "-l", "--gpu"], False),
+    (["--debug", "REF", "echo", "hi"], ["echo", "hi"], True),
+    (["REF", "--debug", "--", "echo", "--debug"], ["echo", "--debug"], True),
+    (["--lock", "one.lock", "busybox", "--debug"], ["--debug"], False),
+])
+def test_options_after_the_image_belong_to_the_command(
+        cli: Cli, log: Path, images: dict[str, Pushed], monkeypatch: pytest.MonkeyPatch, capsys: Capture,
+        args: list[str], command: list[str], debug: bool) -> None:
+    stable = images["stable"]
+    assert cli("lock", "-o", "one.lock", stable.ref) == 0
+    line = [stable.ref if a == "REF" else a for a in args]
+    assert cli("run", *line) == 0
+    monkeypatch.setattr("ligoenv.cli.main._fast_path", lambda args, inv: None)  # through typer
+    assert cli("run", *line) == 0
+    assert cli("--debug", "run", *line) == 0
+    fast, full, debugged = (call["argv"] for call in standin_calls(log))
+    assert fast == full == debugged == ["apptainer", "exec", f"docker://{stable.pinned}", *command]
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ligoenv: running")]
+    assert len(notes) == (3 if debug else 1)

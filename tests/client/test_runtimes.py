@@ -50,8 +50,7 @@ def test_apptainer_on_the_published_tree() -> None:
 def test_apptainer_with_every_option_and_docker_fallback() -> None:
     argv = Apptainer().command(plan(binds=BINDS, env=ENV, gpu=True, cleanenv=True, workdir="/work"))
     assert argv == ["apptainer", "exec", "--cleanenv", "--nv", "--bind", "/data:/data",
-                    "--bind", "/scratch/x:/in:ro", "--env", "OMP_NUM_THREADS=4",
-                    "--env", "GREETING=hello world", "--pwd", "/work",
+                    "--bind", "/scratch/x:/in:ro", "--pwd", "/work",
                     f"docker://{PINNED}", "python", "-c", "print(1)"]
     assert Singularity().command(plan(command=())) == ["singularity", "run", f"docker://{PINNED}"]
 
@@ -59,6 +58,26 @@ def test_apptainer_with_every_option_and_docker_fallback() -> None:
 def test_apptainer_leaves_its_bind_variables_in_the_environment() -> None:
     environ = {"APPTAINER_BIND": "/cvmfs,/hdfs", "SINGULARITY_BIND": "/srv", "HOME": "/home/alice"}
     assert Apptainer().environment(plan(cleanenv=True), environ) == environ
+
+
+def test_apptainer_gets_the_user_environment_as_variables_not_csv_options() -> None:
+    env = (("LIST", "a,b"), ("QUOTED", 'say "hi", then go'), ("EMPTY", ""))
+    environ = {"HOME": "/home/alice"}
+    assert Apptainer().environment(plan(env=env), environ) == {
+        "HOME": "/home/alice", "APPTAINERENV_LIST": "a,b",
+        "APPTAINERENV_QUOTED": 'say "hi", then go', "APPTAINERENV_EMPTY": ""}
+    assert Singularity().environment(plan(env=env[:1]), environ) == {
+        "HOME": "/home/alice", "SINGULARITYENV_LIST": "a,b"}
+    assert "--env" not in Apptainer().command(plan(env=env))
+
+
+def test_apptainer_fetches_the_asked_platform_by_its_manifest_digest() -> None:
+    arm = Digest.of_bytes(b"arm64 manifest")
+    argv = Apptainer().command(plan(platform=Platform.parse("linux/arm64"), platform_explicit=True,
+                                    platform_digest=arm, command=("uname",)))
+    assert argv == ["apptainer", "exec", f"docker://registry.example:5000/lvk/lalsuite@{arm}", "uname"]
+    tree = Path("/cvmfs/x/.images/ab/abcd")  # a published tree is already the platform's own
+    assert Apptainer().command(plan(tree=tree, platform_digest=arm, command=("uname",)))[2] == str(tree)
 
 
 def test_docker_command_lines() -> None:
@@ -98,14 +117,22 @@ def test_bwrap_command_line() -> None:
     assert argv == [
         "bwrap", "--ro-bind", str(tree), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--bind", "/home/alice/analysis", "/home/alice/analysis", "--chdir", "/home/alice/analysis",
-        "--die-with-parent", "--unshare-pid",
+        "--die-with-parent", "--unshare-pid", "--new-session",
         "--bind", "/data", "/data", "--ro-bind", "/scratch/x", "/in",
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LAL_DATA", "/opt/lal x",
         "--setenv", "OMP_NUM_THREADS", "4", "--setenv", "GREETING", "hello world",
         "python", "-c", "print(1)"]
     no_cwd = Bwrap().command(plan(tree=tree, bind_cwd=False, command=(), image_command=("/run",)))
     assert no_cwd == ["bwrap", "--ro-bind", str(tree), "/", "--proc", "/proc", "--dev", "/dev",
-                      "--tmpfs", "/tmp", "--chdir", "/", "--die-with-parent", "--unshare-pid", "/run"]
+                      "--tmpfs", "/tmp", "--chdir", "/", "--die-with-parent", "--unshare-pid",
+                      "--new-session", "/run"]
+
+
+def test_bwrap_keeps_the_session_only_for_a_terminal_on_stdin() -> None:
+    tree = Path("/var/cache/ligoenv/images/abcd")
+    assert "--new-session" in Bwrap().command(plan(tree=tree, stdin_tty=False, tty=False))
+    assert "--new-session" in Bwrap().command(plan(tree=tree, stdin_tty=False, stdin_open=True))
+    assert "--new-session" not in Bwrap().command(plan(tree=tree, stdin_tty=True, tty=True))
 
 
 def test_bwrap_needs_a_tree_and_a_command() -> None:
@@ -121,12 +148,15 @@ def test_bwrap_needs_a_tree_and_a_command() -> None:
     ("/data:/in:ro", Bind("/data", "/in", True)),
     ("/data:/in:rw", Bind("/data", "/in", False)),
     ("/data::ro", Bind("/data", "/data", True)),
+    ("/data:/in//sub/./:ro", Bind("/data", "/in/sub", True)),
+    ("/data://in", Bind("/data", "/in", False)),
 ])
 def test_bind_syntax(text: str, bind: Bind) -> None:
     assert Bind.parse(text) == bind
 
 
-@pytest.mark.parametrize("text", ["", ":/x", "/a:/b:rx", "/a:/b:ro:x", "/a:relative"])
+@pytest.mark.parametrize("text", ["", ":/x", "/a:/b:rx", "/a:/b:ro:x", "/a:relative", "/a:..",
+                                  "/a:/../../../X", "/a:/in/../x", "/a:/in/..:ro"])
 def test_bad_binds(text: str) -> None:
     with pytest.raises(UsageError, match=re.escape(f"invalid bind {text!r}")):
         Bind.parse(text)
@@ -191,8 +221,10 @@ def test_mount_points_are_made_inside_our_own_tree_only(tmp_path: Path) -> None:
     (tree / "home").mkdir(parents=True)
     (tree / "link").symlink_to("/etc")  # resolves inside the sandbox, never followed on the host
     (tree / "file").write_text("")
-    missing = add_mount_points(tree, ["/home/alice/work", "/tmp/x", "/link/sub", "/file/sub", "/data"])
-    assert missing == ["/file/sub"]
+    missing = add_mount_points(tree, ["/home/alice/work", "/tmp/x", "/link/sub", "/file/sub", "/data",
+                                      "/../escaped"])
+    assert missing == ["/file/sub", "/../escaped"]
+    assert not (tmp_path / "escaped").exists()
     assert (tree / "home/alice/work").is_dir() and (tree / "data").is_dir()
     assert not (tree / "tmp").exists()
     assert not Path("/etc/sub").exists()
