@@ -1,6 +1,7 @@
 """LayerCache: content-addressed blobs on disk, each downloaded once however many images share it.
 
-Blobs live at `<root>/blobs/<algorithm>/<hex>` and only ever appear there after verification.
+Blobs live at `<root>/blobs/<algorithm>/<hex>` and only ever appear there after verification;
+they are checked again whenever they are read, since disks and people can change them later.
 Threads and processes that want the same blob take an flock on `<root>/locks/...` in turn.
 """
 
@@ -14,9 +15,14 @@ from pathlib import Path
 
 import platformdirs
 
-from ligoenv.oci.digest import Digest
+from ligoenv.errors import DigestMismatch
+from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.manifest import Descriptor
 from ligoenv.oci.registry import RegistryClient
+
+
+class CorruptCacheEntry(DigestMismatch):
+    """A cached blob that no longer matches its digest; it has been removed: download it again."""
 
 
 class LayerCache:
@@ -55,6 +61,39 @@ class LayerCache:
         return path
 
     @contextlib.contextmanager
+    def open(self, descriptor: Descriptor) -> Iterator[VerifyingReader]:
+        """The cached blob as a stream that is checked against its digest as it is read.
+
+        A blob that fails the check (while read, or drained when the block ends or fails) is
+        removed from the cache and CorruptCacheEntry raised. The block's other errors pass on.
+        """
+        what = f"cached blob {descriptor.digest.short}"
+        try:
+            raw = self.path_for(descriptor.digest).open("rb")
+        except FileNotFoundError:  # removed by another process that found it corrupt
+            raise CorruptCacheEntry(f"{what} is no longer in {self.root}") from None
+        with raw:
+            reader = VerifyingReader(raw, descriptor.digest, descriptor.size, what)
+            try:
+                yield reader
+                reader.drain()
+            except Exception:
+                # A corrupt blob can fail the archive before its digest does: check it first.
+                mismatch = _mismatch(reader)
+                if mismatch is None:
+                    raise
+                self._evict(descriptor, os.fstat(raw.fileno()))
+                raise CorruptCacheEntry(f"{mismatch} (removed from {self.root})") from None
+
+    def _evict(self, descriptor: Descriptor, bad: os.stat_result) -> None:
+        with self._locked(descriptor.digest), contextlib.suppress(FileNotFoundError):
+            path = self.path_for(descriptor.digest)
+            current = path.stat()
+            # Another process may have found it first and fetched a good copy: keep that one.
+            if (current.st_dev, current.st_ino) == (bad.st_dev, bad.st_ino):
+                path.unlink()
+
+    @contextlib.contextmanager
     def _locked(self, digest: Digest) -> Iterator[None]:
         # Lock files stay: unlinking one while another process waits on it would split the lock.
         lock = self.root / "locks" / digest.algorithm / f"{digest.hex}.lock"
@@ -65,3 +104,12 @@ class LayerCache:
             yield
         finally:
             os.close(fd)
+
+
+def _mismatch(reader: VerifyingReader) -> DigestMismatch | None:
+    """Why the blob behind `reader` is not what its digest says, read to its end; None if it is."""
+    try:
+        reader.drain()
+    except DigestMismatch as error:
+        return error
+    return None

@@ -8,6 +8,7 @@ is renamed onto the target only when every layer matched its diff_id.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import stat
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ligoenv.errors import PlatformNotFound, RegistryError, UsageError
-from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import (
     Descriptor,
@@ -35,6 +36,8 @@ from ligoenv.oci.registry import RegistryClient, client_for
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
 
 __all__ = ["PulledImage", "ResolvedImage", "client_for", "pull", "resolve_image"]
+
+log = logging.getLogger(__name__)
 
 DOWNLOAD_THREADS = 4
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -93,9 +96,9 @@ def pull(ref: Reference, target: Path, *, platform: Platform | None = None,
         config = _fetch_config(client, ref, resolved.manifest)
         _check_platform(ref, config, platform, resolved)
         with _cache_or_temporary(cache, target.parent) as layer_cache:
-            paths = _download(client, ref.repository, resolved.manifest.layers, layer_cache, progress)
-            reports = _unpack(paths, resolved.manifest.layers, config.diff_ids, target,
-                              options or UnpackOptions())
+            reports = _download_and_unpack(client, ref.repository, resolved.manifest.layers,
+                                           config.diff_ids, layer_cache, target,
+                                           options or UnpackOptions(), progress)
     finally:
         if own_client:
             client.close()
@@ -154,8 +157,21 @@ class _Counter:
             self._progress(self.done, self.total)
 
 
+def _download_and_unpack(client: RegistryClient, repository: str, layers: Sequence[Descriptor],
+                         diff_ids: Sequence[Digest], cache: LayerCache, target: Path,
+                         options: UnpackOptions, progress: Progress | None) -> list[UnpackReport]:
+    """Download what the cache lacks, then unpack; once more if a cached blob turns out corrupt."""
+    try:
+        _download(client, repository, layers, cache, progress)
+        return _unpack(cache, layers, diff_ids, target, options)
+    except CorruptCacheEntry as corrupt:
+        log.warning("%s: downloading it again", corrupt)
+    _download(client, repository, layers, cache, progress)
+    return _unpack(cache, layers, diff_ids, target, options)
+
+
 def _download(client: RegistryClient, repository: str, layers: Sequence[Descriptor], cache: LayerCache,
-              progress: Progress | None) -> list[Path]:
+              progress: Progress | None) -> None:
     unique = list({layer.digest: layer for layer in layers}.values())
     counter = _Counter(sum(layer.size for layer in unique), progress)
     counter.add(sum(layer.size for layer in unique if cache.has(layer)))
@@ -171,17 +187,18 @@ def _download(client: RegistryClient, repository: str, layers: Sequence[Descript
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
-    return [cache.path_for(layer.digest) for layer in layers]
 
 
-def _unpack(paths: Sequence[Path], layers: Sequence[Descriptor], diff_ids: Sequence[Digest],
+def _unpack(cache: LayerCache, layers: Sequence[Descriptor], diff_ids: Sequence[Digest],
             target: Path, options: UnpackOptions) -> list[UnpackReport]:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
         staging.chmod(0o755)
         reports: list[UnpackReport] = []
-        for path, layer, diff_id in zip(paths, layers, diff_ids, strict=True):
-            with path.open("rb") as blob:
+        for layer, diff_id in zip(layers, diff_ids, strict=True):
+            # Read through the digest check: a cached blob changed since its download must say
+            # so (and leave the cache) instead of being blamed on the image as a bad archive.
+            with cache.open(layer) as blob:
                 reports.append(apply_layer(blob, layer_compression(layer.media_type), staging, options,
                                            diff_id, expanded_before=sum(r.expanded_bytes for r in reports)))
         os.rename(staging, target)  # replaces an empty target directory atomically

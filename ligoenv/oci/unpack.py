@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest
@@ -29,6 +29,12 @@ MAX_HEADER_CHAIN = 8  # extension headers in front of one entry
 _FORMATS = {"none": "tar archive", "gzip": "gzip-compressed tar", "zstd": "zstd-compressed tar"}
 _EXTENSIONS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+class Readable(Protocol):
+    """What a layer is read from: a file, a response body, a VerifyingReader."""
+
+    def read(self, n: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class UnpackReport:
         return max(self.tar_bytes, self.bytes_written)
 
 
-def apply_layer(blob: BinaryIO, compression: str, target: Path,
+def apply_layer(blob: Readable, compression: str, target: Path,
                 options: UnpackOptions = UnpackOptions(),
                 expected_diff_id: Digest | None = None, *, expanded_before: int = 0) -> UnpackReport:
     """Apply the layer read from `blob` onto `target` (created if missing); report what was done.
@@ -101,14 +107,10 @@ def _writer(target: Path, options: UnpackOptions, written_before: int) -> Rootfs
 
 # --- the uncompressed stream ---------------------------------------------------------------
 
-class _Source(Protocol):
-    def read(self, n: int, /) -> bytes: ...
-
-
 class _Gunzip:
     """gzip members in sequence (multi-member streams are valid), inflated in bounded chunks."""
 
-    def __init__(self, blob: BinaryIO) -> None:
+    def __init__(self, blob: Readable) -> None:
         self._blob = blob
         self._inflater: Any = None  # a zlib decompressor while inside a member
         self._input = b""
@@ -140,14 +142,15 @@ class _Gunzip:
         return out
 
 
-def _decompressor(blob: BinaryIO, compression: str) -> _Source:
+def _decompressor(blob: Readable, compression: str) -> Readable:
     if compression == "gzip":
         return _Gunzip(blob)
     if compression == "zstd":
         import zstandard
 
-        reader: _Source = zstandard.ZstdDecompressor().stream_reader(
-            blob, read_size=CHUNK, read_across_frames=True, closefd=False)
+        reader: Readable = zstandard.ZstdDecompressor().stream_reader(
+            blob,  # type: ignore[arg-type]  # it only calls read(): any Readable will do
+            read_size=CHUNK, read_across_frames=True, closefd=False)
         return reader
     if compression == "none":
         return blob
@@ -167,7 +170,7 @@ class _Expanded:
     hashlib and reads release the GIL, so inflating really overlaps writing.
     """
 
-    def __init__(self, source: _Source, algorithm: str, limit: int | None, before: int) -> None:
+    def __init__(self, source: Readable, algorithm: str, limit: int | None, before: int) -> None:
         self.received = 0
         self.error: BaseException | None = None
         self._hash = hashlib.new(algorithm)
@@ -212,7 +215,7 @@ class _Expanded:
                 self._queue.get_nowait()
         self._thread.join()
 
-    def _produce(self, source: _Source, limit: int | None, before: int) -> None:
+    def _produce(self, source: Readable, limit: int | None, before: int) -> None:
         size = before
         try:
             while not self._stop.is_set():
@@ -230,7 +233,7 @@ class _Expanded:
             self._queue.put(err)
 
 
-def _drain(blob: BinaryIO) -> None:
+def _drain(blob: Readable) -> None:
     while blob.read(CHUNK):
         pass
 

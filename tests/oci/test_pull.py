@@ -8,13 +8,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UnsafeArchive, UsageError
-from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
+from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
 from ligoenv.oci.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.pull import pull, remove_tree, resolve_image
@@ -42,9 +43,9 @@ class CountingClient(RegistryClient):
         self.downloads: list[Digest] = []
 
     def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
-                      progress: Progress | None = None) -> None:
+                      progress: Progress | None = None, **kwargs: Any) -> None:
         self.downloads.append(descriptor.digest)
-        super().download_blob(repository, descriptor, dest, progress)
+        super().download_blob(repository, descriptor, dest, progress, **kwargs)
 
 
 def ref_on(registry: RegistryProcess, text: str) -> Reference:
@@ -186,9 +187,11 @@ def test_wrong_diff_id_is_refused_and_nothing_is_left(registry: RegistryProcess,
     honest = files_layer({"etc/claim": "the config lies about me\n"})
     lying = Layer(honest.blob, honest.media_type, Digest.of_bytes(b"something else"))
     push_image(registry.host, repo, "v1", Image([busybox_layer(), lying]))
-    with pytest.raises(DigestMismatch):
-        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out")
+    client = CountingClient(registry.host)
+    with pytest.raises(DigestMismatch, match="uncompressed layer: expected diff_id"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out", client=client)
     assert os.listdir(tmp_path) == []
+    assert sorted(client.downloads) == sorted([busybox_layer().digest, honest.digest])  # not retried
 
 
 def test_expansion_cap_counts_all_layers_of_the_image(registry: RegistryProcess, repo: str,
@@ -281,7 +284,7 @@ def test_concurrent_threads_download_once(registry: RegistryProcess, repo: str, 
 ENSURE = """
 import sys
 from pathlib import Path
-from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import Descriptor
 from tests.oci.test_pull import CountingClient
@@ -309,6 +312,85 @@ def test_concurrent_processes_download_once(registry: RegistryProcess, repo: str
     counts = [int(process.communicate(timeout=60)[0]) for process in processes]
     assert sorted(counts) == [0, 0, 1]
     assert LayerCache(tmp_path / "cache").path_for(layer.digest).read_bytes() == layer.blob
+
+
+@pytest.mark.parametrize("media_type", [LAYER_GZIP, LAYER_TAR])
+def test_corrupted_cache_entry_is_evicted_and_fetched_again(registry: RegistryProcess, repo: str,
+                                                           tmp_path: Path, media_type: str) -> None:
+    image = build_busybox_image("corrupt-cache", {"etc/unique": repo}, media_type=media_type)
+    push_image(registry.host, repo, "v1", image)
+    cache, client = LayerCache(tmp_path / "cache"), CountingClient(registry.host)
+    pull(ref_on(registry, f"{repo}:v1"), tmp_path / "first", cache=cache, client=client)
+    top = image.layers[1]
+    path = cache.path_for(top.digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size: only the digest can tell
+    path.write_bytes(bytes(data))
+    client.downloads.clear()
+    pull(ref_on(registry, f"{repo}:v1"), tmp_path / "second", cache=cache, client=client)
+    assert client.downloads == [top.digest]
+    assert path.read_bytes() == top.blob
+    assert (tmp_path / "second/etc/unique").read_text() == repo
+    assert leftovers(tmp_path) == []
+
+
+def test_corrupted_cache_entry_is_fetched_once_only(registry: RegistryProcess, repo: str,
+                                                    tmp_path: Path) -> None:
+    """A cached blob that is corrupt again after a fresh download is reported, not retried forever."""
+    image = build_busybox_image("corrupt-twice", {"etc/unique": repo})
+    push_image(registry.host, repo, "v1", image)
+    top = image.layers[1]
+    cache = LayerCache(tmp_path / "cache")
+
+    class Corrupting(CountingClient):
+        def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
+                          progress: Progress | None = None, **kwargs: Any) -> None:
+            super().download_blob(repository, descriptor, dest, progress, **kwargs)
+            if descriptor.digest == top.digest:  # a disk that flips a bit of every copy
+                data = bytearray(dest.read_bytes())
+                data[-1] ^= 0x01
+                dest.write_bytes(bytes(data))
+
+    client = Corrupting(registry.host)
+    with pytest.raises(DigestMismatch, match=f"cached blob {top.digest.short}: expected {top.digest}"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out", cache=cache, client=client)
+    assert client.downloads.count(top.digest) == 2
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert not cache.path_for(top.digest).exists()
+
+
+def cached(tmp_path: Path, blob: bytes, layer: Layer) -> tuple[LayerCache, Descriptor, Path]:
+    """A cache holding `blob` (maybe not the layer's true bytes) as the layer's entry."""
+    cache = LayerCache(tmp_path / "cache")
+    path = cache.path_for(layer.digest)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(blob)
+    return cache, Descriptor(layer.media_type, layer.digest, len(layer.blob)), path
+
+
+def test_cache_open_evicts_a_corrupt_entry_only(tmp_path: Path) -> None:
+    layer = files_layer({"etc/entry": "z" * 5000})
+    cache, descriptor, path = cached(tmp_path, layer.blob[:-1] + b"?", layer)
+    with pytest.raises(CorruptCacheEntry, match=f"cached blob {layer.digest.short}: expected"), \
+            cache.open(descriptor) as reader:
+        reader.read(10)  # the rest is drained, and checked, when the block ends
+    assert not path.exists()
+    with pytest.raises(CorruptCacheEntry, match="is no longer in"), cache.open(descriptor):
+        pass
+    path.write_bytes(layer.blob)
+    with pytest.raises(DigestMismatch, match="not the cache's fault") as caught, cache.open(descriptor):
+        raise DigestMismatch("not the cache's fault")
+    assert not isinstance(caught.value, CorruptCacheEntry) and path.exists()
+
+
+def test_cache_keeps_a_good_copy_another_process_put_there(tmp_path: Path) -> None:
+    layer = files_layer({"etc/entry": "w" * 5000})
+    cache, descriptor, path = cached(tmp_path, layer.blob[:-1] + b"?", layer)
+    with pytest.raises(CorruptCacheEntry), cache.open(descriptor) as reader:
+        reader.read(10)
+        (tmp_path / "good").write_bytes(layer.blob)
+        os.replace(tmp_path / "good", path)
+    assert path.read_bytes() == layer.blob
 
 
 def test_truncated_cache_entry_is_fetched_again(registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
