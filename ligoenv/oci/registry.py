@@ -35,7 +35,7 @@ class RegistryClient:
 
     def __init__(self, registry: str, *, insecure: bool | None = None, timeout: float = 30.0,
                  retries: int = 3, credentials: Credentials | None = None, anonymous: bool = False,
-                 transport: Transport | None = None) -> None:
+                 insecure_registries: Iterable[str] = (), transport: Transport | None = None) -> None:
         self.registry = registry
         if transport is None:
             lookup: Credentials | Callable[[], Credentials | None] | None = credentials
@@ -43,7 +43,8 @@ class RegistryClient:
                 lookup = functools.partial(find_credentials, registry)  # run only when challenged
             transport = Transport(registry, host=DOCKER_HUB_API if registry == DOCKER_HUB else registry,
                                   insecure=insecure, timeout=timeout,
-                                  retry=RetryPolicy(retries=retries), credentials=lookup)
+                                  retry=RetryPolicy(retries=retries), credentials=lookup,
+                                  insecure_hosts=insecure_registries)
         self.transport = transport
 
     def __enter__(self) -> RegistryClient:
@@ -216,8 +217,10 @@ class RegistryClient:
 def client_for(ref: Reference, insecure_registries: Iterable[str] = (), *, timeout: float = 30.0,
                retries: int = 3) -> RegistryClient:
     """A client for `ref`'s registry: plain HTTP for loopback hosts and those listed as insecure."""
-    insecure = True if ref.registry in set(insecure_registries) else None
-    return RegistryClient(ref.registry, insecure=insecure, timeout=timeout, retries=retries)
+    listed = set(insecure_registries)
+    insecure = True if ref.registry in listed else None
+    return RegistryClient(ref.registry, insecure=insecure, timeout=timeout, retries=retries,
+                          insecure_registries=listed)
 
 
 def _scope(repository: str, push: bool = False) -> str:

@@ -13,7 +13,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO
 import requests
 import urllib3.exceptions
 from oras.auth.token import TokenAuth
+from oras.auth.utils import parse_auth_header
 
 from ligoenv import __version__
 from ligoenv.errors import AuthError, RegistryError, RegistryUnavailable
@@ -54,17 +56,21 @@ def is_loopback(host: str) -> bool:
 
     Only what is loopback without asking DNS: `*.localhost` may resolve to any address.
     """
-    name = host.lower()
-    if name.startswith("["):
-        name = name[1:].split("]", 1)[0]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
+    name = hostname(host)
     if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def hostname(host: str) -> str:
+    """`host[:port]` or `[v6]:port` without the port and brackets, in lower case."""
+    name = host.lower()
+    if name.startswith("["):
+        return name[1:].split("]", 1)[0]
+    return name.split(":", 1)[0] if name.count(":") == 1 else name
 
 
 def plain_http(host: str, insecure: bool | None) -> bool:
@@ -109,11 +115,16 @@ class Transport:
                  timeout: float = 30.0, connect_timeout: float = CONNECT_TIMEOUT,
                  retry: RetryPolicy | None = None,
                  credentials: Credentials | Callable[[], Credentials | None] | None = None,
+                 insecure_hosts: Iterable[str] = (),
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
         self.host = host or registry
         self.scheme = "http" if plain_http(self.host, insecure) else "https"
+        # where our credentials may travel in the clear (to a token service): hosts the user
+        # listed as insecure, and this registry if it is one of them
+        self.insecure_hosts = {hostname(h) for h in insecure_hosts} | (
+            {hostname(self.host)} if insecure else set())
         self.base_url = f"{self.scheme}://{self.host}"
         self.retry = retry or RetryPolicy()
         self.timeout = (connect_timeout, timeout)
@@ -221,24 +232,42 @@ class Transport:
                             f"{kind or '(no challenge)'}")
 
     def _bearer_token(self, response: requests.Response) -> str:
-        # oras's TokenAuth fetches an anonymous token, or one for our Basic credentials.
-        oras_auth = TokenAuth()
-        oras_auth.session = self._session
-        oras_auth._tls_verify = True
-        oras_auth.prefix = self.scheme
+        # oras's TokenAuth fetches an anonymous token, or one for our Basic credentials, from the
+        # token service that we checked first.
         credentials = self.credentials
+        challenge = parse_auth_header(response.headers.get("Www-Authenticate", ""))
+        challenge.realm = self._token_realm(challenge.realm, credentials)
+        oras_auth = TokenAuth()
+        oras_auth.session = _TokenService(self._session, self.registry, _safe(challenge.realm))
+        oras_auth._tls_verify = True
         if credentials is not None:
             oras_auth.set_basic_auth(credentials.username, credentials.password)
         try:
-            _headers, ok = oras_auth.authenticate_request(response, {}, refresh=True)
+            token = oras_auth.request_token(challenge)
         except (requests.ConnectionError, requests.Timeout) as error:
             raise RegistryUnavailable(f"token service of registry {self.registry} is unreachable: "
                                       f"{_reason(error, self.timeout)}") from None
-        except ValueError:
-            raise AuthError(f"token service of registry {self.registry} gave an unreadable answer") from None
-        if not ok or not oras_auth.token:
+        if not token:
             raise self._refused(None, "")
-        return str(oras_auth.token)
+        return str(token)
+
+    def _token_realm(self, realm: str | None, credentials: Credentials | None) -> str:
+        """The token service a bearer challenge names, checked before oras may send it our password."""
+        if not realm:
+            raise AuthError(f"registry {self.registry} asks for a bearer token but names no token "
+                            "service (realm)")
+        url = realm if "://" in realm else f"{self.scheme}://{realm}"
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AuthError(f"registry {self.registry} names the token service {_safe(realm)}, "
+                            "which is not an HTTP URL")
+        in_clear = parts.scheme == "http" and not is_loopback(parts.netloc)
+        if in_clear and credentials is not None and parts.hostname not in self.insecure_hosts:
+            raise AuthError(f"registry {self.registry} names the token service {_safe(url)}, which is "
+                            f"plain HTTP: the credentials of {credentials.username!r} are not sent "
+                            f"there in the clear; list {parts.hostname} as an insecure registry to "
+                            "allow it")
+        return url
 
     def _refused(self, response: requests.Response | None, scope: str) -> AuthError:
         what = f" to {scope.split(':')[1]}" if scope.count(":") >= 2 else ""
@@ -251,6 +280,28 @@ class Transport:
         return AuthError(f"registry {self.registry} refused the credentials of "
                          f"{credentials.username!r} from {credentials.source or 'config'}"
                          f"{what}{detail}: run `docker login {self.registry}` again")
+
+
+class _TokenService:
+    """The session oras fetches tokens through: an answer it cannot read is one AuthError."""
+
+    def __init__(self, session: requests.Session, registry: str, realm: str) -> None:
+        self._session, self._registry, self._realm = session, registry, realm
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, **kwargs)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = self._session.request(method, url, **kwargs)
+        if response.status_code == 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):  # oras would fail on it with an AttributeError
+                raise AuthError(f"token service {self._realm} of registry {self._registry} answered "
+                                "something other than a JSON object")
+        return response
 
 
 def error_text(response: requests.Response) -> str:

@@ -256,3 +256,71 @@ def test_forbidden_is_an_auth_error_with_the_registry_reason(stub: Stub) -> None
     assert str(caught.value) == (f"registry {stub.host} denied anonymous access to lab/app (DENIED: "
                                  f"requested access to the resource is denied): check the name, or run "
                                  f"`docker login {stub.host}`")
+
+
+# -- token challenges that must not be followed, or cannot be ------------------------------
+
+
+def challenge(stub: Stub, value: str) -> None:
+    stub.on("GET", "/v2/lab/app/tags/list", Reply(401, {"Www-Authenticate": value}))
+    stub.on("GET", "/token", Reply(200, {"Content-Type": "application/json"}, b'{"token": "t0k3n"}'))
+
+
+def token_requests(stub: Stub) -> list[dict[str, str]]:
+    return [headers for _, path, headers in stub.seen if path.startswith("/token")]
+
+
+def test_credentials_never_go_to_a_plain_http_token_service_elsewhere(stub: Stub) -> None:
+    # 0.0.0.0 reaches this machine but is not a loopback name: it stands for a host on the network
+    realm = f"http://0.0.0.0:{stub.host.split(':')[1]}/token"
+    challenge(stub, f'Bearer realm="{realm}",service="stub"')
+    credentials = Credentials(USER, PASSWORD, "test")
+    with RegistryClient(stub.host, credentials=credentials) as client, pytest.raises(AuthError) as caught:
+        client.list_tags("lab/app")
+    assert str(caught.value) == (
+        f"registry {stub.host} names the token service {realm}, which is plain HTTP: the credentials "
+        f"of 'alice' are not sent there in the clear; list 0.0.0.0 as an insecure registry to allow it")
+    assert token_requests(stub) == []
+
+
+def test_plain_http_token_service_on_a_host_listed_as_insecure(stub: Stub) -> None:
+    realm = f"http://0.0.0.0:{stub.host.split(':')[1]}/token"
+    challenge(stub, f'Bearer realm="{realm}",service="stub"')
+    credentials = Credentials(USER, PASSWORD, "test")
+    with RegistryClient(stub.host, credentials=credentials, insecure_registries=["0.0.0.0:1"]) as client, \
+            pytest.raises(AuthError, match="refused the credentials of 'alice'"):
+        client.list_tags("lab/app")  # the stub keeps answering 401, even to the token
+    [headers] = token_requests(stub)
+    assert headers["Authorization"] == f"Basic {credentials.basic()}"
+
+
+def test_anonymous_token_from_a_plain_http_service_is_fine(stub: Stub) -> None:
+    challenge(stub, f'Bearer realm="http://0.0.0.0:{stub.host.split(":")[1]}/token",service="stub"')
+    with RegistryClient(stub.host, anonymous=True) as client, pytest.raises(AuthError, match="denied"):
+        client.list_tags("lab/app")
+    [headers] = token_requests(stub)
+    assert "Authorization" not in headers
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('Bearer service="stub",scope="repository:lab/app:pull"',
+     "asks for a bearer token but names no token service (realm)"),
+    ('Bearer realm="ftp://host/token"', "names the token service ftp://host/token, which is not an HTTP URL"),
+])
+def test_unusable_bearer_challenge_is_one_auth_error(stub: Stub, value: str, message: str) -> None:
+    challenge(stub, value)
+    with RegistryClient(stub.host, anonymous=True) as client, pytest.raises(AuthError) as caught:
+        client.list_tags("lab/app")
+    assert str(caught.value) == f"registry {stub.host} {message}"
+
+
+@pytest.mark.parametrize("answer", [b"[]", b'"t0k3n"', b"null", b"{not json"])
+def test_token_service_answer_that_is_not_a_json_object(stub: Stub, answer: bytes) -> None:
+    realm = f"http://{stub.host}/token"
+    challenge(stub, f'Bearer realm="{realm}",service="stub"')
+    stub.on("GET", "/token", Reply(200, {"Content-Type": "application/json"}, answer))
+    with RegistryClient(stub.host, anonymous=True) as client, pytest.raises(AuthError) as caught:
+        client.list_tags("lab/app")
+    assert str(caught.value) == (f"token service {realm} of registry {stub.host} answered something "
+                                 "other than a JSON object")
+
