@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ligoenv.errors import DigestMismatch, InvalidReference
 
@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"(sha256|sha512):([0-9a-f]+)")  # fullmatch: `$` allows a final newline
+
+
+class Readable(Protocol):
+    """What a blob is read from: a file, a response body, a VerifyingReader."""
+
+    def read(self, n: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True, order=True)
@@ -66,7 +72,7 @@ class VerifyingReader:
     read to the end (`drain()`), so that the check always runs.
     """
 
-    def __init__(self, raw: IO[bytes], digest: Digest, size: int | None, what: str) -> None:
+    def __init__(self, raw: Readable, digest: Digest, size: int | None, what: str) -> None:
         self._raw = raw
         self._digest = digest
         self._size = size

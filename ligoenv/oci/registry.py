@@ -21,9 +21,10 @@ from ligoenv.atomicfile import fsync_dir
 from ligoenv.errors import DigestMismatch, InvalidReference, NotFound, RegistryError
 from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
+from ligoenv.oci.httptext import error_text
 from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
 from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
-from ligoenv.oci.transport import Body, RetryPolicy, Transport, buffered, error_text
+from ligoenv.oci.transport import Body, RetryPolicy, Transport
 
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_SMALL_BLOB_BYTES = 32 << 20  # configs; layers go through download_blob or open_blob
@@ -81,7 +82,7 @@ class RegistryClient:
                                  headers={"Accept": ACCEPT_HEADER}, stream=True)
         with contextlib.closing(response):
             self._expect(response, (200,), what)
-            raw = _read_capped(response, self.registry, MAX_MANIFEST_BYTES, what)
+            raw = self._read_capped(response, MAX_MANIFEST_BYTES, what)
         digest = Digest.of_bytes(raw, ref.digest.algorithm if ref.digest else "sha256")
         if ref.digest is not None and digest != ref.digest:
             raise DigestMismatch(f"{what}: registry {self.registry} served content with digest {digest}")
@@ -133,7 +134,7 @@ class RegistryClient:
                                  headers={"Accept-Encoding": "identity"})
         with contextlib.closing(response):
             self._expect(response, (200,), what)
-            yield VerifyingReader(buffered(response, self.registry, what), descriptor.digest,
+            yield VerifyingReader(self.transport.stream_body(response, what), descriptor.digest,
                                   descriptor.size, what)
 
     def fetch_blob(self, repository: str, descriptor: Descriptor) -> bytes:
@@ -209,6 +210,15 @@ class RegistryClient:
         raise RegistryError(f"registry {self.registry} answered {status} {response.reason} "
                             f"for {what}" + (f": {detail}" if detail else ""))
 
+    def _read_capped(self, response: requests.Response, cap: int, what: str) -> bytes:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > cap:
+            raise RegistryError(f"{what}: {length} bytes is more than the {cap} a manifest may have")
+        data = self.transport.read_body(response, what, cap + 1)
+        if len(data) > cap:
+            raise RegistryError(f"{what}: more than the {cap} bytes a manifest may have")
+        return data
+
     def _check_registry(self, ref: Reference) -> None:
         if ref.registry != self.registry:
             raise InvalidReference(f"{ref} is not on registry {self.registry}")
@@ -237,14 +247,6 @@ def _header_digest(response: requests.Response) -> Digest | None:
         return None  # a malformed hint is no hint: the bytes decide
 
 
-def _read_capped(response: requests.Response, registry: str, cap: int, what: str) -> bytes:
-    length = response.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise RegistryError(f"{what}: {length} bytes is more than the {cap} a manifest may have")
-    data = buffered(response, registry, what).read(cap + 1)
-    if len(data) > cap:
-        raise RegistryError(f"{what}: more than the {cap} bytes a manifest may have")
-    return data
 
 
 def _digest_of(data: bytes | Path) -> Digest:

@@ -6,11 +6,8 @@ challenges, retries, timeouts and error messages are ours. Nothing here logs a s
 
 from __future__ import annotations
 
-import email.utils
-import io
 import ipaddress
 import logging
-import socket
 import threading
 import time
 import urllib.parse
@@ -21,13 +18,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import requests
-import urllib3.exceptions
 from oras.auth.token import TokenAuth
 from oras.auth.utils import parse_auth_header
 
 from ligoenv import __version__
 from ligoenv.errors import AuthError, RegistryError, RegistryUnavailable
 from ligoenv.oci.auth import Credentials
+from ligoenv.oci.body import BodyStream, Clock, attempt_deadline, preload, read_upto
+from ligoenv.oci.httptext import error_text, reason, retry_after, url_path, without_query
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +41,18 @@ class RetryPolicy:
     base: float = 0.25
     cap: float = 2.0
     max_retry_after: float = 10.0
-    budget: float = 15.0  # total seconds of sleeping per request
+    budget: float = 15.0  # seconds a request may spend, tries and waits together, before a retry
+    timeout_retries: int = 1  # a timed-out try costs a whole timeout: one more at most
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
         return min(self.cap, self.base * 2.0**attempt)
+
+    def allows(self, attempt: int, timeouts: int, spent: float) -> bool:
+        """Whether try number `attempt + 1` may follow, `timeouts` tries having timed out and
+        `spent` seconds having passed (the coming wait included)."""
+        return attempt < self.retries and timeouts <= self.timeout_retries and spent <= self.budget
 
 
 def is_loopback(host: str) -> bool:
@@ -81,20 +85,23 @@ def plain_http(host: str, insecure: bool | None) -> bool:
 class _Retry(Exception):
     """A failure worth another try: a connection that failed, or 408, 429 or a 5xx answer."""
 
-    def __init__(self, message: str, retry_after: float | None = None, repeated: bool = False) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, repeated: bool = False,
+                 timed_out: bool = False) -> None:
         super().__init__(message)
         self.message, self.retry_after, self.repeated = message, retry_after, repeated
+        self.timed_out = timed_out
 
     def final(self, attempts: int) -> str:
         return f"{self.message} {attempts} times: try again later" if self.repeated else self.message
 
 
 class _Session(requests.Session):
-    """A requests session that applies a default timeout to every call, oras's included."""
+    """A requests session that bounds every call, oras's included: the default timeout, and a
+    body that is not streamed (or is an error) must arrive whole within the read timeout."""
 
-    def __init__(self, timeout: tuple[float, float], pool: int = 16) -> None:
+    def __init__(self, registry: str, timeout: tuple[float, float], clock: Clock, pool: int = 16) -> None:
         super().__init__()
-        self.default_timeout = timeout
+        self.registry, self.default_timeout, self.clock = registry, timeout, clock
         self.headers["User-Agent"] = f"ligoenv/{__version__}"
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
         self.mount("http://", adapter)
@@ -104,12 +111,27 @@ class _Session(requests.Session):
                 **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.default_timeout
-        return super().request(method, url, *args, **kwargs)
+        stream = kwargs.get("stream", False)
+        kwargs["stream"] = True  # requests would read the body with no limit on time: a trickle
+        response = super().request(method, url, *args, **kwargs)  # could hang it forever
+        if not stream or response.status_code >= 400:
+            read_timeout = self.default_timeout[1]
+            # an upload took its own time: the answer's deadline starts when its headers came
+            deadline = (self.clock() + read_timeout if kwargs.get("data") else
+                        attempt_deadline(response, read_timeout, self.clock))
+            preload(response, self.registry, read_timeout, deadline, self.clock)
+        return response
 
 
 class Transport:
     """HTTP to one registry. `request()` returns any response except auth failures and
-    exhausted retries, which it raises as AuthError and RegistryUnavailable."""
+    exhausted retries, which it raises as AuthError and RegistryUnavailable.
+
+    Time is bounded: `connect_timeout` to connect; an answer (but a streamed body) must arrive
+    whole within `timeout` of its request; a streamed body may take as long as it needs but not
+    stall for `timeout`. A try that timed out is retried once at most, and none is retried
+    once the request has spent the retry budget, tries and waits together.
+    """
 
     def __init__(self, registry: str, *, host: str | None = None, insecure: bool | None = None,
                  timeout: float = 30.0, connect_timeout: float = CONNECT_TIMEOUT,
@@ -117,7 +139,7 @@ class Transport:
                  credentials: Credentials | Callable[[], Credentials | None] | None = None,
                  insecure_hosts: Iterable[str] = (),
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Clock = time.monotonic) -> None:
         self.registry = registry
         self.host = host or registry
         self.scheme = "http" if plain_http(self.host, insecure) else "https"
@@ -129,8 +151,8 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.timeout = (connect_timeout, timeout)
         self._credentials = credentials
-        self._sleep, self._clock = sleep, clock
-        self._session = _Session(self.timeout)
+        self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
+        self._session = _Session(registry, self.timeout, monotonic)
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}  # by scope, e.g. "repository:lab/app:pull"
         self._basic = False  # the registry asked for Basic: send it up front from now on
@@ -152,19 +174,33 @@ class Transport:
     def request(self, method: str, path: str, *, scope: str = "", headers: Mapping[str, str] | None = None,
                 body: Body = None, params: Mapping[str, str] | None = None,
                 stream: bool = False) -> requests.Response:
+        """A response whose body is read (under the deadline) unless `stream`; see `stream_body`."""
         url = self.url(path)
-        attempt, slept = 0, 0.0
+        attempt, timeouts, spent = 0, 0, 0.0
         while True:
+            began = self._monotonic()
             try:
                 return self._authenticated(method, url, scope, headers, body, params, stream)
             except _Retry as failure:
                 delay = self.retry.delay(attempt, failure.retry_after)
-                if attempt >= self.retry.retries or slept + delay > self.retry.budget:
+                timeouts += failure.timed_out
+                spent += self._monotonic() - began + delay
+                if not self.retry.allows(attempt, timeouts, spent):
                     raise RegistryUnavailable(failure.final(attempt + 1)) from None
-                log.debug("retrying %s %s in %.2f s: %s", method, _safe(url), delay, failure)
+                log.debug("retrying %s %s in %.2f s: %s", method, without_query(url), delay, failure)
             self._sleep(delay)
-            slept += delay
             attempt += 1
+
+    def stream_body(self, response: requests.Response, what: str) -> BodyStream:
+        """A streamed response's body, as it arrives: only a stall of `timeout` seconds ends it."""
+        return BodyStream(response, self.registry, what, self.timeout[1], clock=self._monotonic)
+
+    def read_body(self, response: requests.Response, what: str, limit: int) -> bytes:
+        """A streamed response's whole body (at most `limit` bytes), within `timeout` seconds of
+        the request, however slowly it trickles."""
+        deadline = attempt_deadline(response, self.timeout[1], self._monotonic)
+        return read_upto(BodyStream(response, self.registry, what, self.timeout[1], deadline=deadline,
+                                    clock=self._monotonic), limit)
 
     def _authenticated(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
                        body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:
@@ -186,15 +222,18 @@ class Transport:
             response = self._send(method, url, scope, headers, body, params, stream)
         except requests.exceptions.SSLError as error:
             raise RegistryError(
-                f"TLS with registry {self.registry} failed ({_reason(error, self.timeout)}); "
+                f"TLS with registry {self.registry} failed ({reason(error, self.timeout)}); "
                 "if it serves plain HTTP, list it as an insecure registry") from None
         except (requests.ConnectionError, requests.Timeout) as error:
-            raise _Retry(f"registry {self.registry} is unreachable: {_reason(error, self.timeout)}") from None
+            raise _Retry(f"registry {self.registry} is unreachable: {reason(error, self.timeout)}",
+                         timed_out=isinstance(error, requests.Timeout)) from None
+        except RegistryUnavailable as error:  # an answer that stalled, broke off or came too slowly
+            raise _Retry(error.message, timed_out=True) from None
         status = response.status_code
         if _retryable(status):
             response.close()
             raise _Retry(f"registry {self.registry} answered {status} {response.reason} to {method} "
-                         f"{_path(url)}", _retry_after(response.headers.get("Retry-After"), self._clock()),
+                         f"{url_path(url)}", retry_after(response.headers.get("Retry-After"), self._clock()),
                          repeated=True)
         return response
 
@@ -238,7 +277,7 @@ class Transport:
         challenge = parse_auth_header(response.headers.get("Www-Authenticate", ""))
         challenge.realm = self._token_realm(challenge.realm, credentials)
         oras_auth = TokenAuth()
-        oras_auth.session = _TokenService(self._session, self.registry, _safe(challenge.realm))
+        oras_auth.session = _TokenService(self._session, self.registry, without_query(challenge.realm))
         oras_auth._tls_verify = True
         if credentials is not None:
             oras_auth.set_basic_auth(credentials.username, credentials.password)
@@ -246,7 +285,7 @@ class Transport:
             token = oras_auth.request_token(challenge)
         except (requests.ConnectionError, requests.Timeout) as error:
             raise RegistryUnavailable(f"token service of registry {self.registry} is unreachable: "
-                                      f"{_reason(error, self.timeout)}") from None
+                                      f"{reason(error, self.timeout)}") from None
         if not token:
             raise self._refused(None, "")
         return str(token)
@@ -259,12 +298,12 @@ class Transport:
         url = realm if "://" in realm else f"{self.scheme}://{realm}"
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AuthError(f"registry {self.registry} names the token service {_safe(realm)}, "
+            raise AuthError(f"registry {self.registry} names the token service {without_query(realm)}, "
                             "which is not an HTTP URL")
         in_clear = parts.scheme == "http" and not is_loopback(parts.netloc)
         if in_clear and credentials is not None and parts.hostname not in self.insecure_hosts:
-            raise AuthError(f"registry {self.registry} names the token service {_safe(url)}, which is "
-                            f"plain HTTP: the credentials of {credentials.username!r} are not sent "
+            raise AuthError(f"registry {self.registry} names the token service {without_query(url)}, "
+                            f"which is plain HTTP: the credentials of {credentials.username!r} are not sent "
                             f"there in the clear; list {parts.hostname} as an insecure registry to "
                             "allow it")
         return url
@@ -304,41 +343,6 @@ class _TokenService:
         return response
 
 
-def error_text(response: requests.Response) -> str:
-    """The registry's own error code and message, if the body carries the standard error list."""
-    try:
-        errors = response.json().get("errors") or []
-        first = errors[0]
-        return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
-    except Exception:  # a body that is not the standard error list has nothing to add
-        return ""
-
-
-class ResponseStream(io.RawIOBase):
-    """The body of a streamed response; a lost connection becomes RegistryUnavailable."""
-
-    def __init__(self, response: requests.Response, registry: str, what: str) -> None:
-        self._raw = response.raw
-        self._raw.decode_content = True
-        self._registry, self._what = registry, what
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            data = self._raw.read(len(buffer))
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
-            raise RegistryUnavailable(f"registry {self._registry}: connection lost while reading "
-                                      f"{self._what} ({type(error).__name__})") from None
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def buffered(response: requests.Response, registry: str, what: str) -> BinaryIO:
-    return io.BufferedReader(ResponseStream(response, registry, what), buffer_size=1 << 16)
-
-
 @contextmanager
 def _opened(body: Body) -> Iterator[bytes | BinaryIO | None]:
     # A Path is reopened on every attempt, so a retried upload streams from the start again.
@@ -353,57 +357,5 @@ def _retryable(status: int) -> bool:
     return status in (408, 429) or (status >= 500 and status not in (501, 505))
 
 
-def _retry_after(value: str | None, now: float) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
-
-
-def _reason(error: BaseException, timeout: tuple[float, float]) -> str:
-    """A few words for why a connection failed, found in the chain of wrapped exceptions."""
-    if isinstance(error, requests.ConnectTimeout):
-        return f"no connection within {timeout[0]:g} s"
-    if isinstance(error, requests.ReadTimeout):
-        return f"no answer within {timeout[1]:g} s"
-    for cause in _chain(error):
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cause, socket.gaierror | urllib3.exceptions.NameResolutionError):
-            return "host name not found"
-        if isinstance(cause, ConnectionResetError):
-            return "connection reset"
-        if isinstance(cause, TimeoutError | socket.timeout):
-            return "timed out"
-    return type(error).__name__
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[Any] = [error]
-    while todo:
-        item = todo.pop(0)
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
-
-
 def _same_host(url: str, base_url: str) -> bool:
     return url.startswith(base_url + "/") or url == base_url
-
-
-def _path(url: str) -> str:
-    return "/" + url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
-
-
-def _safe(url: str) -> str:
-    # Upload URLs and redirects can carry signed query strings: log without them.
-    return url.split("?", 1)[0]

@@ -15,10 +15,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
-from ligoenv.oci.digest import Digest
+from ligoenv.oci.digest import Digest, Readable
 from ligoenv.oci.rootfs import RootfsWriter
 
 CHUNK = 1 << 20  # copy buffer
@@ -29,12 +29,6 @@ MAX_HEADER_CHAIN = 8  # extension headers in front of one entry
 _FORMATS = {"none": "tar archive", "gzip": "gzip-compressed tar", "zstd": "zstd-compressed tar"}
 _EXTENSIONS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
-
-
-class Readable(Protocol):
-    """What a layer is read from: a file, a response body, a VerifyingReader."""
-
-    def read(self, n: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)

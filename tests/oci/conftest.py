@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -161,14 +162,21 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    trickle: float = 0.0  # seconds between the body's bytes, sent one at a time
+    length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    hold: float = 0.0  # seconds to keep the connection silent after the body
 
 
 class Stub:
-    """Scripted answers by (method, path); the last reply of a script repeats. Records requests."""
+    """Scripted answers by (method, path); the last reply of a script repeats. Records requests,
+    and the paths whose body the client hung up on before it was all sent (`aborted`)."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], list[Reply]] = {}
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.aborted: list[str] = []
+        self.hung_up = threading.Event()
+        self.stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -178,6 +186,7 @@ class Stub:
         self.routes[(method, path)] = list(replies)
 
     def stop(self) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -201,11 +210,28 @@ class Stub:
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
-                if "Content-Length" not in reply.headers:  # a script may declare more than it sends
+                if not reply.length:
+                    self.close_connection = True
+                elif "Content-Length" not in reply.headers:  # a script may declare more than it sends
                     self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
                 if with_body:
+                    try:
+                        self._body(reply)
+                    except (BrokenPipeError, ConnectionResetError):
+                        stub.aborted.append(self.path)
+                        stub.hung_up.set()
+                        self.close_connection = True
+
+            def _body(self, reply: Reply) -> None:
+                if not reply.trickle:
                     self.wfile.write(reply.body)
+                for byte in reply.body if reply.trickle else b"":
+                    if stub.stopping.wait(reply.trickle):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                stub.stopping.wait(reply.hold)
 
             def do_GET(self) -> None:
                 self._serve(True)
@@ -217,6 +243,39 @@ class Stub:
                 pass
 
         return Handler
+
+
+class Silent:
+    """A registry that accepts connections and never answers; counts the connections."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.05)
+        self.host = f"127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.connections.append(self._socket.accept()[0])
+            except TimeoutError:
+                continue
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        for connection in [*self.connections, self._socket]:
+            connection.close()
+
+
+@pytest.fixture()
+def silent() -> Iterator[Silent]:
+    server = Silent()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

@@ -26,7 +26,7 @@ from ligoenv.oci.manifest import (
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient, client_for
 from ligoenv.oci.transport import RetryPolicy, Transport, is_loopback, plain_http
-from tests.oci.conftest import Reply, Sleeps, Stub, blob_file
+from tests.oci.conftest import Reply, Silent, Sleeps, Stub, blob_file
 from tests.support.images import (
     build_busybox_image,
     build_multiplatform_images,
@@ -214,6 +214,69 @@ def test_connection_lost_mid_blob_is_unavailable(stub: Stub, sleeps: Sleeps, tmp
                        f"blob {descriptor.digest.short} of lab/app"):
         stub_client(stub, sleeps).download_blob("lab/app", descriptor, tmp_path / "blob")
     assert os.listdir(tmp_path) == []
+
+
+def test_silent_registry_is_tried_twice_then_unavailable(silent: Silent, sleeps: Sleeps) -> None:
+    transport = Transport(silent.host, timeout=0.5, sleep=sleeps)
+    with RegistryClient(silent.host, transport=transport) as client, \
+            pytest.raises(RegistryUnavailable) as caught:
+        client.resolve(ref_on(silent.host, "lab/app:v1"))
+    assert str(caught.value) == f"registry {silent.host} is unreachable: no answer within 0.5 s"
+    assert len(silent.connections) == 2 and sleeps == [0.25]  # a timed-out try is retried once
+
+
+def test_time_spent_trying_counts_in_the_budget(silent: Silent, sleeps: Sleeps) -> None:
+    # A try that timed out took 0.5 s: with the 0.25 s wait, the 0.6 s budget is spent.
+    transport = Transport(silent.host, timeout=0.5, sleep=sleeps, retry=RetryPolicy(budget=0.6))
+    with RegistryClient(silent.host, transport=transport) as client, pytest.raises(RegistryUnavailable):
+        client.resolve(ref_on(silent.host, "lab/app:v1"))
+    assert len(silent.connections) == 1 and sleeps == []
+
+
+def test_trickled_manifest_stops_at_the_deadline(stub: Stub, sleeps: Sleeps) -> None:
+    stub.on("GET", "/v2/lab/app/manifests/v1",
+            Reply(200, {"Content-Type": OCI_MANIFEST}, MANIFEST, trickle=0.05, length=False))
+    transport = Transport(stub.host, timeout=0.5, sleep=sleeps)
+    with RegistryClient(stub.host, transport=transport) as client, \
+            pytest.raises(RegistryUnavailable) as caught:
+        client.fetch_manifest(ref_on(stub.host, "lab/app:v1"))
+    assert str(caught.value) == f"registry {stub.host} did not send manifest lab/app:v1 within 0.5 s"
+    assert len(stub.seen) == 1
+
+
+def test_trickled_answer_stops_at_the_deadline(stub: Stub, sleeps: Sleeps) -> None:
+    stub.on("GET", "/v2/lab/app/tags/list", Reply(200, {}, b'{"tags": ["a"]}' + b" " * 200, trickle=0.05))
+    transport = Transport(stub.host, timeout=0.5, sleep=sleeps)
+    with RegistryClient(stub.host, transport=transport) as client, \
+            pytest.raises(RegistryUnavailable) as caught:
+        client.list_tags("lab/app")
+    assert str(caught.value) == (f"registry {stub.host} did not send the answer to GET "
+                                 "/v2/lab/app/tags/list within 0.5 s")
+    assert len(stub.seen) == 2 and sleeps == [0.25]  # timed out: tried once more
+
+
+def test_stalled_blob_download_is_unavailable(stub: Stub, sleeps: Sleeps, tmp_path: Path) -> None:
+    data = b"x" * 1000
+    descriptor = Descriptor("application/octet-stream", Digest.of_bytes(data), 1000)
+    stub.on("GET", f"/v2/lab/app/blobs/{descriptor.digest}",
+            Reply(200, {"Content-Length": "1000"}, data[:10], hold=30))
+    transport = Transport(stub.host, timeout=0.5, sleep=sleeps)
+    with RegistryClient(stub.host, transport=transport) as client, \
+            pytest.raises(RegistryUnavailable) as caught:
+        client.download_blob("lab/app", descriptor, tmp_path / "blob")
+    assert str(caught.value) == (f"registry {stub.host} sent no data for 0.5 s while sending "
+                                 f"blob {descriptor.digest.short} of lab/app")
+    assert os.listdir(tmp_path) == []
+
+
+def test_slow_but_steady_blob_has_no_deadline(stub: Stub, sleeps: Sleeps, tmp_path: Path) -> None:
+    data = os.urandom(60)  # 1.2 s at one byte per 20 ms: longer than the timeout, never stalled
+    descriptor = Descriptor("application/octet-stream", Digest.of_bytes(data), len(data))
+    stub.on("GET", f"/v2/lab/app/blobs/{descriptor.digest}", Reply(200, {}, data, trickle=0.02))
+    transport = Transport(stub.host, timeout=1.0, sleep=sleeps)
+    with RegistryClient(stub.host, transport=transport) as client:
+        client.download_blob("lab/app", descriptor, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == data
 
 
 @pytest.mark.parametrize(("host", "insecure", "plain"), [
