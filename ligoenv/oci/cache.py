@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,8 +48,12 @@ class LayerCache:
             return False
 
     def ensure(self, client: RegistryClient, repository: str, descriptor: Descriptor,
-               progress: Callable[[int], None] | None = None) -> Path:
-        """The path of the blob, downloading it first unless it is already cached."""
+               progress: Callable[[int], None] | None = None,
+               cancel: threading.Event | None = None) -> Path:
+        """The path of the blob, downloading it first unless it is already cached.
+
+        Setting `cancel` stops a download before its next chunk (DownloadCancelled).
+        """
         path = self.path_for(descriptor.digest)
         if self.has(descriptor):
             return path
@@ -57,7 +62,7 @@ class LayerCache:
             if not self.has(descriptor):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # wrong size: truncated by a crash or tampered with
-                client.download_blob(repository, descriptor, path, progress)
+                client.download_blob(repository, descriptor, path, progress, cancel=cancel)
         return path
 
     @contextlib.contextmanager

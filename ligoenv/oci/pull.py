@@ -176,17 +176,20 @@ def _download(client: RegistryClient, repository: str, layers: Sequence[Descript
     counter = _Counter(sum(layer.size for layer in unique), progress)
     counter.add(sum(layer.size for layer in unique if cache.has(layer)))
     missing = [layer for layer in unique if not cache.has(layer)]
-    if missing:
-        with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, len(missing)),
-                                thread_name_prefix="ligoenv-pull") as pool:
-            futures = [pool.submit(cache.ensure, client, repository, layer, counter.add)
-                       for layer in missing]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
+    if not missing:
+        return
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, len(missing)),
+                            thread_name_prefix="ligoenv-pull") as pool:
+        futures = [pool.submit(cache.ensure, client, repository, layer, counter.add, cancel)
+                   for layer in missing]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:  # the first failure, or Ctrl-C: the other downloads are moot
+            cancel.set()  # running ones stop before their next chunk, and close their responses
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _unpack(cache: LayerCache, layers: Sequence[Descriptor], diff_ids: Sequence[Digest],

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from types import TracebackType
 import requests
 
 from ligoenv.atomicfile import fsync_dir
-from ligoenv.errors import DigestMismatch, InvalidReference, NotFound, RegistryError
+from ligoenv.errors import DigestMismatch, InvalidReference, LigoenvError, NotFound, RegistryError
 from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.httptext import error_text
@@ -29,6 +30,10 @@ from ligoenv.oci.transport import Body, RetryPolicy, Transport
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_SMALL_BLOB_BYTES = 32 << 20  # configs; layers go through download_blob or open_blob
 Progress = Callable[[int], None]
+
+
+class DownloadCancelled(LigoenvError):
+    """A download stopped because its caller asked (another layer of the same pull failed)."""
 
 
 class RegistryClient:
@@ -146,13 +151,20 @@ class RegistryClient:
             return reader.read()
 
     def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
-                      progress: Progress | None = None) -> None:
-        """Stream a blob to `dest` through a temp file beside it; never leaves an unverified file."""
+                      progress: Progress | None = None, cancel: threading.Event | None = None) -> None:
+        """Stream a blob to `dest` through a temp file beside it; never leaves an unverified file.
+
+        Setting `cancel` stops the download before its next chunk with DownloadCancelled.
+        """
+        what = f"download of blob {descriptor.digest.short} of {repository}"
+        _stop_if(cancel, what)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, self.open_blob(repository, descriptor) as reader:
+                # A chunk is whatever has arrived, so a slow download sees `cancel` promptly too.
                 while chunk := reader.read(1 << 20):
+                    _stop_if(cancel, what)
                     out.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
@@ -231,6 +243,11 @@ def client_for(ref: Reference, insecure_registries: Iterable[str] = (), *, timeo
     insecure = True if ref.registry in listed else None
     return RegistryClient(ref.registry, insecure=insecure, timeout=timeout, retries=retries,
                           insecure_registries=listed)
+
+
+def _stop_if(cancel: threading.Event | None, what: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise DownloadCancelled(f"{what} cancelled")
 
 
 def _scope(repository: str, push: bool = False) -> str:

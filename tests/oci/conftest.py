@@ -165,6 +165,7 @@ class Reply:
     trickle: float = 0.0  # seconds between the body's bytes, sent one at a time
     length: bool = True  # False: no Content-Length, the body ends when the connection closes
     hold: float = 0.0  # seconds to keep the connection silent after the body
+    wait: threading.Event | None = None  # answer only once this is set (or after 10 s)
 
 
 class Stub:
@@ -176,6 +177,7 @@ class Stub:
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self.aborted: list[str] = []
         self.hung_up = threading.Event()
+        self.trickling = threading.Event()  # a trickled body has sent its first byte
         self.stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
@@ -207,6 +209,8 @@ class Stub:
 
             def _serve(self, with_body: bool) -> None:
                 reply = stub._reply(self.command, self.path, dict(self.headers))
+                if reply.wait is not None:
+                    reply.wait.wait(10)
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
@@ -231,6 +235,7 @@ class Stub:
                         return
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
+                    stub.trickling.set()
                 stub.stopping.wait(reply.hold)
 
             def do_GET(self) -> None:

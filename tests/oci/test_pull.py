@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -12,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UnsafeArchive, UsageError
+from ligoenv.errors import (
+    DigestMismatch,
+    NotFound,
+    PlatformNotFound,
+    RegistryError,
+    UnsafeArchive,
+    UsageError,
+)
 from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
@@ -22,7 +30,7 @@ from ligoenv.oci.pull import pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
-from tests.oci.conftest import blob_file
+from tests.oci.conftest import Reply, Stub, blob_file
 from tests.support.images import (
     ARM64,
     build_busybox_image,
@@ -242,6 +250,58 @@ def test_target_must_be_new_or_empty(registry: RegistryProcess, repo: str, tmp_p
     (tmp_path / "empty").mkdir()
     pull(ref_on(registry, f"{repo}:v1"), tmp_path / "empty")
     assert (tmp_path / "empty/bin/busybox").exists()
+
+
+# -- a failure or Ctrl-C stops the other downloads ---------------------------------------------
+
+
+def stub_image(stub: Stub, layers: list[Layer], replies: dict[Digest, Reply]) -> Reference:
+    """`stub.host/lab/app:v1` serves an image of `layers`; `replies` replace some layers' answers."""
+    image = Image(layers)
+    stub.on("GET", "/v2/lab/app/manifests/v1",
+            Reply(200, {"Content-Type": OCI_MANIFEST}, image.manifest_bytes()))
+    stub.on("GET", f"/v2/lab/app/blobs/{Digest.of_bytes(image.config_bytes())}",
+            Reply(200, {}, image.config_bytes()))
+    for layer in layers:
+        reply = replies.get(layer.digest, Reply(200, {}, layer.blob))
+        stub.on("GET", f"/v2/lab/app/blobs/{layer.digest}", reply)
+    return Reference.parse(f"{stub.host}/lab/app:v1")
+
+
+def pull_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("ligoenv-pull")]
+
+
+def test_a_missing_layer_stops_the_other_downloads(stub: Stub, tmp_path: Path) -> None:
+    slow, missing = files_layer({"slow": os.urandom(300).hex()}), files_layer({"gone": "g"})
+    ref = stub_image(stub, [slow, missing], {
+        slow.digest: Reply(200, {}, slow.blob, trickle=0.05),  # half a minute to send in full
+        missing.digest: Reply(404, {}, b"", wait=stub.trickling)})  # once the slow one flows
+    with pytest.raises(NotFound, match=f"blob {missing.digest.short} of lab/app not found"):
+        pull(ref, tmp_path / "out", cache=LayerCache(tmp_path / "cache"))
+    assert pull_threads() == []
+    assert stub.hung_up.wait(10) and stub.aborted == [f"/v2/lab/app/blobs/{slow.digest}"]
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out").exists()
+    assert os.listdir(tmp_path / "cache/blobs/sha256") == []
+
+
+def test_ctrl_c_stops_the_downloads(stub: Stub, tmp_path: Path) -> None:
+    slow = files_layer({"slow": os.urandom(300).hex()})
+    ref = stub_image(stub, [slow], {slow.digest: Reply(200, {}, slow.blob, trickle=0.05)})
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_once(done: int, total: int) -> None:
+        if done > 0 and not interrupted.is_set():  # a download is running: press Ctrl-C
+            interrupted.set()
+            signal.pthread_kill(main, signal.SIGINT)
+
+    interrupted = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        pull(ref, tmp_path / "out", progress=interrupt_once)
+    assert pull_threads() == []
+    assert stub.hung_up.wait(10) and stub.aborted == [f"/v2/lab/app/blobs/{slow.digest}"]
+    assert os.listdir(tmp_path) == []
 
 
 # -- the cache ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from ligoenv.oci.manifest import (
     ImageManifest,
 )
 from ligoenv.oci.reference import Reference
-from ligoenv.oci.registry import RegistryClient, client_for
+from ligoenv.oci.registry import DownloadCancelled, RegistryClient, client_for
 from ligoenv.oci.transport import RetryPolicy, Transport, is_loopback, plain_http
 from tests.oci.conftest import Reply, Silent, Sleeps, Stub, blob_file
 from tests.support.images import (
@@ -267,6 +268,28 @@ def test_stalled_blob_download_is_unavailable(stub: Stub, sleeps: Sleeps, tmp_pa
     assert str(caught.value) == (f"registry {stub.host} sent no data for 0.5 s while sending "
                                  f"blob {descriptor.digest.short} of lab/app")
     assert os.listdir(tmp_path) == []
+
+
+def test_cancelled_download_stops_and_leaves_nothing(stub: Stub, sleeps: Sleeps, tmp_path: Path) -> None:
+    data = b"y" * 100
+    descriptor = Descriptor("application/octet-stream", Digest.of_bytes(data), len(data))
+    stub.on("GET", f"/v2/lab/app/blobs/{descriptor.digest}", Reply(200, {}, data, trickle=0.05))
+    cancel, chunks = threading.Event(), []
+
+    def cancel_after_two(count: int) -> None:
+        chunks.append(count)
+        if len(chunks) == 2:
+            cancel.set()
+
+    with pytest.raises(DownloadCancelled, match=f"download of blob {descriptor.digest.short} of "
+                       "lab/app cancelled"):
+        stub_client(stub, sleeps).download_blob("lab/app", descriptor, tmp_path / "blob",
+                                                cancel_after_two, cancel=cancel)
+    assert len(chunks) == 2 and os.listdir(tmp_path) == []
+    assert stub.hung_up.wait(10)
+    with pytest.raises(DownloadCancelled):  # set before: not even asked for
+        stub_client(stub, sleeps).download_blob("lab/app", descriptor, tmp_path / "blob", cancel=cancel)
+    assert len(stub.seen) == 1
 
 
 def test_slow_but_steady_blob_has_no_deadline(stub: Stub, sleeps: Sleeps, tmp_path: Path) -> None:
