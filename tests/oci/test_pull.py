@@ -187,7 +187,8 @@ def test_tampered_layer_is_refused_and_nothing_is_left(registry: RegistryProcess
         pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out", cache=cache)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
     assert not cache.path_for(top.digest).exists()
-    assert os.listdir(cache.path_for(top.digest).parent) == [image.layers[0].digest.hex]
+    # the base layer's download was cancelled, or had finished: never half there
+    assert set(os.listdir(cache.path_for(top.digest).parent)) <= {image.layers[0].digest.hex}
 
 
 def test_wrong_diff_id_is_refused_and_nothing_is_left(registry: RegistryProcess, repo: str,
