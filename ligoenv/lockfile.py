@@ -173,7 +173,7 @@ def parse_lockfile(data: Any, where: str = "lockfile") -> Lockfile:
     environments = top.get("environments", dict)
     parsed = {}
     for name, env in environments.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             top.fail(f"environments.{name}", "environment names are letters, digits and ._:-")
         parsed[name] = _parse_environment(_Fields(env, top.what, f"environments.{name}."))
     return Lockfile(parsed, top.time("created"), top.get("tool", str))
@@ -319,7 +319,7 @@ def default_name(ref: Reference, taken: Iterable[str]) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageError(
             f"invalid environment name {name!r}: use letters, digits, '.', '_', ':' and '-' "
             "(at most 128, starting with a letter or digit)"

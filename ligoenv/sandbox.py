@@ -50,7 +50,7 @@ def env_script(env: tuple[str, ...] | list[str]) -> str:
     for item in env:
         name, sep, value = item.partition("=")
         # A name sh cannot export (or an entry without `=`) cannot be expressed: skip it.
-        if sep and _ENV_NAME.match(name):
+        if sep and _ENV_NAME.fullmatch(name):
             lines.append(f"export {name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
 

@@ -172,10 +172,7 @@ def _platform_manifests(top: ImageManifest | ImageIndex, wanted: tuple[Platform,
 
 
 def _index_platforms(top: ImageManifest | ImageIndex) -> dict[str, Digest]:
-    if isinstance(top, ImageManifest):
-        return {}
-    return {str(d.platform): d.digest for d in top.manifests
-            if d.platform is not None and d.platform.os not in ("", "unknown")}
+    return {} if isinstance(top, ImageManifest) else top.runnable_platforms()
 
 
 def _history_source(request: PublishRequest) -> str:
