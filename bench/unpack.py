@@ -17,8 +17,10 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,6 +85,9 @@ def build_layers(work: Path) -> list[LayerFile]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per method (median)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the trees and caches are written (default: the bench dir on "
+                             "disk; /dev/shm takes the disk's noise out)")
     args = parser.parse_args()
     work = WORK
     work.mkdir(parents=True, exist_ok=True)
@@ -94,13 +99,18 @@ def main() -> None:
         layout = work / "layout"
         write_layout(layout, layers, "latest")
         run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{ref}"])
-        results = measure(work, ref, layers, args.runs)
+        out = args.out or work
+        out.mkdir(parents=True, exist_ok=True)
+        results = measure(out, ref, layers, args.runs)
     finally:
         registry.stop()
-    report(results, total, work / "out-tar")
+    report(results, total, out / "out-tar", out)
 
 
 def measure(work: Path, ref: str, layers: list[LayerFile], runs: int) -> dict[str, float]:
+    """Median seconds per method. Runs are interleaved (one of each method per round) and each
+    starts from a clean, synced disk, so that write-back and discard noise from deleting the
+    previous trees falls on every method alike."""
     out_ligoenv, cache = work / "out-ligoenv", work / "cache"
     out_oci, out_umoci, out_tar = work / "out-oci", work / "out-umoci", work / "out-tar"
 
@@ -109,10 +119,13 @@ def measure(work: Path, ref: str, layers: list[LayerFile], runs: int) -> dict[st
             if path.exists():
                 shutil.rmtree(path)
         run(["sync"])
+        time.sleep(2)  # let the file system finish discarding what was deleted
+        run(["sync"])
 
     env = {**os.environ, "LIGOENV_CACHE": str(cache)}
-    ligoenv = timed(lambda: run([VENV_BIN / "ligoenv", "pull", ref, "--output", out_ligoenv], env=env),
-                    runs, reset)
+
+    def ligoenv() -> None:
+        run([VENV_BIN / "ligoenv", "pull", ref, "--output", out_ligoenv], env=env)
 
     def skopeo_umoci() -> None:
         run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
@@ -120,22 +133,25 @@ def measure(work: Path, ref: str, layers: list[LayerFile], runs: int) -> dict[st
         run(["umoci", "unpack", "--rootless", "--image", f"{out_oci}:latest", out_umoci],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    skopeo = timed(skopeo_umoci, runs, reset)
-
     def plain_tar() -> None:
         out_tar.mkdir()
         for layer in layers:
             run(["tar", "-xzf", layer.path, "-C", out_tar])
 
-    tar = timed(plain_tar, runs, reset)
-    return {"ligoenv pull (cold cache)": ligoenv, "skopeo copy + umoci unpack": skopeo,
-            "tar -xzf (floor)": tar}
+    methods = {"ligoenv pull (cold cache)": ligoenv, "skopeo copy + umoci unpack": skopeo_umoci,
+               "tar -xzf (floor)": plain_tar}
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(runs):
+        for name, method in methods.items():
+            samples[name].append(timed(method, 1, reset))
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def report(results: dict[str, float], total: int, tree: Path) -> None:
+def report(results: dict[str, float], total: int, tree: Path, out: Path) -> None:
     entries, _ = tree_stats(tree)
     mb = total / 1e6
-    print(f"\nimage: {mb:.0f} MB uncompressed, {entries} entries, {os.cpu_count()} cores")
+    print(f"\nimage: {mb:.0f} MB uncompressed, {entries} entries, {os.cpu_count()} cores; "
+          f"written under {out}")
     print(f"{'method':32} {'seconds':>8} {'MB/s':>8}")
     for name, seconds in results.items():
         print(f"{name:32} {seconds:8.2f} {mb / seconds:8.1f}")

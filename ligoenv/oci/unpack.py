@@ -15,7 +15,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from isal import isal_zlib  # ISA-L's inflate: about twice zlib's speed, the same API
 
 from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, Readable
@@ -116,7 +118,7 @@ class _Gunzip:
                 if not self._input:
                     return self._finish()
             if self._inflater is None:
-                self._inflater = zlib.decompressobj(wbits=31)
+                self._inflater = isal_zlib.decompressobj(wbits=31)
             # max_length bounds memory: a bomb never inflates a whole input chunk at once
             out: bytes = self._inflater.decompress(self._input, n)
             if self._inflater.eof:
@@ -131,7 +133,7 @@ class _Gunzip:
             return b""
         out: bytes = self._inflater.flush()
         if not self._inflater.eof:
-            raise zlib.error("the gzip stream ends in the middle of a member")
+            raise zlib.error("the gzip stream ends in the middle of a member")  # one error type
         self._inflater = None
         return out
 
@@ -154,7 +156,8 @@ def _decompressor(blob: Readable, compression: str) -> Readable:
 def _format_errors() -> tuple[type[BaseException], ...]:
     import zstandard
 
-    return (zlib.error, zstandard.ZstdError, tarfile.TarError)
+    isal_error = cast(type[BaseException], isal_zlib.error)  # a class; its stub says otherwise
+    return (zlib.error, isal_error, zstandard.ZstdError, tarfile.TarError)
 
 
 class _Expanded:
