@@ -88,18 +88,19 @@ class Publisher(abc.ABC):
 
     name: str
     layout: PublishRoot
+    staging: StagingArea  # on the file system the images are moved from
 
-    @abc.abstractmethod
     def staging_dir(self) -> Path:
-        """A new empty directory, on the file system the images are moved from, to unpack into."""
+        """A new empty directory to unpack into (locked while this process lives)."""
+        return self.staging.new()
 
-    @abc.abstractmethod
     def discard(self, staging: Path) -> None:
         """Remove a staging directory the worker will not publish (e.g. the pull failed)."""
+        self.staging.discard(staging)
 
-    @abc.abstractmethod
     def has_image(self, digest: Digest) -> bool:
         """True when the image of manifest `digest` is published: skip unpacking it again."""
+        return self.layout.image_dir(digest).is_dir()
 
     @abc.abstractmethod
     def publish(self, image: StagedImage) -> PublishOutcome:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ligoenv.errors import ConfigError, LigoenvError, PublishError
-from ligoenv.oci.digest import Digest
 from ligoenv.publishroot import PublishRoot
 
 from .base import (
@@ -61,15 +60,6 @@ class CvmfsPublisher(Publisher):
         self.staging = StagingArea(staging_root, stale_after, self._clock)
         self.staging.clean()
         self._lock_path = staging_root / f".cvmfs-{repository}.lock"
-
-    def staging_dir(self) -> Path:
-        return self.staging.new()
-
-    def discard(self, staging: Path) -> None:
-        self.staging.discard(staging)
-
-    def has_image(self, digest: Digest) -> bool:
-        return self.layout.image_dir(digest).is_dir()
 
     def publish(self, image: StagedImage) -> PublishOutcome:
         image.check()

@@ -44,15 +44,6 @@ class DirectoryPublisher(Publisher):
         self.staging = StagingArea(root / ".ligoenv" / "staging", stale_after, self._clock)
         self.staging.clean()  # trees left by a worker that crashed before publishing
 
-    def staging_dir(self) -> Path:
-        return self.staging.new()
-
-    def discard(self, staging: Path) -> None:
-        self.staging.discard(staging)
-
-    def has_image(self, digest: Digest) -> bool:
-        return self.layout.image_dir(digest).is_dir()
-
     def publish(self, image: StagedImage) -> PublishOutcome:
         image.check()
         try:
