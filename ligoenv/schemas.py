@@ -25,12 +25,12 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def schema_errors(document: Any, name: str) -> list[str]:
     """Every way `document` breaks schema `name`, each naming the field, best first."""
-    errors = sorted(_validator(name).iter_errors(document), key=lambda e: (len(e.path), e.message))
-    return [f"{_field(error.absolute_path)}: {error.message}" for error in errors]
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: (len(e.path), e.message))
+    return [f"{field_path(error.absolute_path)}: {error.message}" for error in errors]
 
 
 @cache
-def _validator(name: str) -> Any:
+def validator(name: str) -> Any:
     """One validator per schema: building one costs more than validating a webhook body."""
     import jsonschema
 
@@ -46,6 +46,7 @@ def validate(document: Any, name: str, error_class: type[LigoenvError], what: st
         raise error_class(f"{what}: {errors[0]}{more}")
 
 
-def _field(path: Any) -> str:
+def field_path(path: Any) -> str:
+    """`relay.endpoints[1].kind` for a jsonschema error's absolute path."""
     parts = [f"[{p}]" if isinstance(p, int) else str(p) for p in path]
     return ".".join(parts).replace(".[", "[") or "(top level)"

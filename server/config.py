@@ -12,9 +12,8 @@ import hmac
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +21,8 @@ from urllib.parse import urlsplit
 from ligoenv.errors import ConfigError, InvalidReference
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.schemas import load_schema
+
+from .configerrors import config_schema_errors
 
 CONFIG_ENV = "LIGOENV_SERVER_CONFIG"
 STATE_DIR_ENV = "LIGOENV_STATE_DIR"
@@ -31,7 +31,6 @@ SIGNATURE_HEADER = "X-Ligoenv-Signature"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 # Keys whose values are secrets, with their `_env` and `_file` forms (where a secret is often
 # pasted by mistake); every value under an endpoint's `auth` is treated as one too.
-_SECRET_KEYS = {"secret", "password", "token"}
 
 
 @dataclass(frozen=True, repr=False)
@@ -237,7 +236,7 @@ class _Builder:
         return ConfigError(f"{self.label}: {where}: {message}")
 
     def build(self, document: dict[str, Any]) -> ServerConfig:
-        errors = _schema_errors(document)
+        errors = config_schema_errors(document)
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise ConfigError(f"{self.label}: {errors[0]}{more}")
@@ -400,60 +399,3 @@ class _Builder:
             return tuple(Platform.parse(item) for item in items)
         except InvalidReference as error:
             raise self.fail(where, str(error)) from None
-
-
-
-def _schema_errors(document: dict[str, Any]) -> list[str]:
-    """Every way `document` breaks the config schema, best first, each naming the field; the
-    value of a secret is never repeated (the message may go to a terminal, a log, a ticket)."""
-    errors = sorted(_validator().iter_errors(document), key=lambda e: (len(e.path), e.message))
-    return [f"{_field(error.absolute_path)}: {_message(error)}" for error in errors]
-
-
-@cache
-def _validator() -> Any:
-    import jsonschema
-
-    schema = load_schema("server-config")
-    validator_class = jsonschema.validators.validator_for(schema)
-    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
-
-
-def _field(path: Sequence[Any]) -> str:
-    parts = [f"[{p}]" if isinstance(p, int) else str(p) for p in path]
-    return ".".join(parts).replace(".[", "[") or "(top level)"
-
-
-def _message(error: Any) -> str:
-    """jsonschema's message, or, when the value is or holds a secret, the reason without it."""
-    message = str(error.message)
-    if list(error.absolute_path) == ["queue", "url"] and isinstance(error.instance, str):
-        from .queue.urls import redact_url  # here: the queue package imports SQLAlchemy
-
-        return message.replace(repr(error.instance), repr(redact_url(error.instance)))
-    in_secret = any(isinstance(key, str) and _is_secret(key) for key in error.absolute_path)
-    if not in_secret and not _holds_secret(error.instance):
-        return message
-    kind, expected = error.validator, error.validator_value
-    if kind == "type":
-        types = [expected] if isinstance(expected, str) else expected
-        return "must be " + " or ".join(f"{'an' if t[0] in 'aeiou' else 'a'} {t}" for t in types)
-    if kind == "minLength":
-        return "must not be empty" if expected == 1 else f"must be {expected} characters or more"
-    if kind == "pattern":
-        return f"must match {expected!r}"
-    if kind == "enum":
-        return f"must be one of {expected!r}"
-    # Others (required, additionalProperties) name keys, not values; hide the value regardless.
-    return message.replace(repr(error.instance), "***")
-
-
-def _is_secret(key: str) -> bool:
-    return key == "auth" or key.split("_")[0] in _SECRET_KEYS
-
-
-def _holds_secret(value: Any) -> bool:
-    """Whether a table (say, endpoints written as a table, not an array) has a secret inside."""
-    if isinstance(value, dict):
-        return any(_is_secret(str(key)) or _holds_secret(item) for key, item in value.items())
-    return isinstance(value, list) and any(_holds_secret(item) for item in value)
