@@ -31,7 +31,7 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
         runtime: str | None = None, binds: list[str] | None = None, gpu: bool = False,
         env: list[str] | None = None, cleanenv: bool = False, platform: str | None = None,
         pwd: str | None = None, index: str | None = None, separator_at: int | None = None) -> int:
-    from ligoenv.runtimes.base import Bind, Host, exec_command, parse_env
+    from ligoenv.runtimes.base import Bind, Host, parse_env
     from ligoenv.runtimes.launch import RunRequest, prepare
 
     settings = inv.settings(lockfile=lock, index=index, runtime=runtime)
@@ -53,7 +53,7 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
     argv = chosen.command(plan)
     if inv.debug:
         note("running " + " ".join(argv))
-    executor = inv.executor or exec_command
+    executor = inv.executor or chosen.execute
     return executor(argv, chosen.environment(plan, inv.environ))
 
 

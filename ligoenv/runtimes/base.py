@@ -141,6 +141,11 @@ class Runtime(ABC):
         """
         return dict(environ)
 
+    def execute(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
+        """Run the command line: by default this process becomes the runtime (exec), so exit
+        status and signals pass straight through."""
+        return exec_command(argv, env)
+
     def not_found(self) -> RuntimeNotFound:
         return RuntimeNotFound(f"{self.executable} is not on PATH: {self.install_hint}")
 

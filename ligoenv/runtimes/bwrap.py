@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Iterable
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ligoenv.errors import UsageError
-from ligoenv.runtimes.base import RunPlan, Runtime
+from ligoenv.errors import RuntimeNotFound, UsageError
+from ligoenv.runtimes.base import RunPlan, Runtime, exec_command
 
 FRESH_MOUNTS = ("/tmp", "/proc", "/dev")  # noqa: S108 (paths inside the sandbox)
 
@@ -17,6 +22,19 @@ class Bwrap(Runtime):
 
     name = "bwrap"
     install_hint = "install bubblewrap (`apt install bubblewrap`, `dnf install bubblewrap`)"
+
+    def execute(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
+        """Run bwrap; a signal sent to us (a batch system's SIGTERM) reaches the command.
+
+        bwrap does not forward signals and kills its child when it dies, so from a terminal,
+        where Ctrl-C reaches the whole foreground process group anyway, bwrap replaces us;
+        otherwise it runs as our child and we forward signals to the command: the only child
+        of the PID namespace's init, whose host pid bwrap reports on --info-fd. (The namespace
+        ends with the command, taking any processes it left behind with it.)
+        """
+        if sys.stdin.isatty():
+            return exec_command(argv, env)
+        return _run_forwarding_signals(list(argv), env)
 
     def command(self, plan: RunPlan) -> list[str]:
         if plan.tree is None:
@@ -123,3 +141,51 @@ def _make_inside(tree: Path, destination: str) -> bool:
         except OSError:
             return False
     return os.path.isdir(current)
+
+
+def _run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:
+    read_end, write_end = os.pipe()
+    try:
+        process = subprocess.Popen([argv[0], "--info-fd", str(write_end), *argv[1:]],
+                                   env=dict(env), pass_fds=(write_end,))
+    except OSError as error:
+        raise RuntimeNotFound(f"cannot execute {argv[0]}: {error.strerror}") from None
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as info:
+        init = _child_pid(info.read())  # None when bwrap failed before starting the sandbox
+
+    def forward(number: int, _frame: object) -> None:
+        _send(_command_pid(init) or process.pid, number)
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+def _child_pid(info: bytes) -> int | None:
+    try:
+        return int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _command_pid(init: int | None) -> int | None:
+    """The host pid of the sandbox init's first child: the command bwrap started."""
+    if init is None:
+        return None
+    try:
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def _send(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, number)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -31,6 +32,20 @@ def test_bwrap_runs_a_pulled_image_and_passes_the_exit_status(userenv: dict[str,
     assert (done.returncode, done.stdout, done.stderr) == (0, "hello from stable\n", "")
     done = ligoenv(userenv, "run", "--runtime", "bwrap", stable.ref, "--", "sh", "-c", "exit 7")
     assert (done.returncode, done.stdout, done.stderr) == (7, "", "")
+
+
+def test_a_batch_systems_sigterm_reaches_the_command_in_bwrap(userenv: dict[str, str],
+                                                              images: dict[str, Pushed]) -> None:
+    stable = images["stable"]
+    assert ligoenv(userenv, "pull", stable.ref).returncode == 0  # the run below starts at once
+    script = 'trap "echo got TERM; exit 42" TERM; echo ready; sleep 100 & wait'
+    process = subprocess.Popen([LIGOENV, "run", "--runtime", "bwrap", stable.ref, "--", "sh", "-c",
+                                script], env=userenv, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGTERM)  # as HTCondor or Slurm stop a job
+    assert process.wait(30) == 42
+    assert process.stdout.read() == "got TERM\n"
 
 
 def test_exec_hands_the_process_to_the_runtime(userenv: dict[str, str], images: dict[str, Pushed],
