@@ -28,10 +28,18 @@ _MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown
 _MAX_MTIME = 2**40
 
 
-def entry_parts(name: str, what: str) -> tuple[str, ...]:
-    """Path components below the root: leading '/' and './' dropped, '..' and NUL refused."""
+def entry_parts(name: str, what: str, *, rooted: bool = False) -> tuple[str, ...]:
+    """Path components below the root: './' dropped; '..' and NUL refused, and absolute names
+    too unless `rooted`.
+
+    Tar tools write entry names relative to the archive's root: an absolute one is refused, as
+    a name that climbs out with '..' is, rather than guessed at. A hardlink's target may be
+    written from the image's root (`/bin/sh`): `rooted` reads it inside the target, as umoci does.
+    """
     if "\x00" in name:
         raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
+    if name.startswith("/") and not rooted:
+        raise UnsafeArchive(f"{what} {name!r} is an absolute path: layer entries must be relative")
     encoded = os.fsencode(name)
     if len(encoded) > MAX_PATH_BYTES:
         raise UnsafeArchive(f"{what} {name[:64]!r}... is longer than {MAX_PATH_BYTES} bytes")
@@ -308,7 +316,7 @@ class RootfsWriter:
         os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
     def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...], path: str) -> None:
-        source = entry_parts(member.linkname, f"hardlink {path!r} to")
+        source = entry_parts(member.linkname, f"hardlink {path!r} to", rooted=True)
         if source == parts:
             return  # a file linked to itself is already there
         found = self._tree.directory(source[:-1], create=False) if source else None

@@ -390,12 +390,11 @@ def test_a_refusal_names_the_entry_and_the_link(target: Path) -> None:
 
 def test_defused_layers_stay_inside(tmp_path: Path, target: Path, sentinel: Path) -> None:
     before = snapshot(sentinel)
-    unpack(target, hostile.absolute_path(), hostile.symlink_then_replace(str(sentinel / "secret")),
+    unpack(target, hostile.symlink_then_replace(str(sentinel / "secret")),
            tar_bytes([Entry("a", "symlink", target=str(sentinel))]), tar_bytes([Entry(".wh.a")]),
            tar_bytes([Entry("rel", "symlink", target="../sentinel")]), tar_bytes([Entry(".wh.rel")]))
-    assert (target / "abs/path").read_bytes() == b"in"
     assert (target / "x").read_bytes() == b"replaced"
-    assert sorted(os.listdir(target)) == ["abs", "x"]
+    assert sorted(os.listdir(target)) == ["x"]
     assert snapshot(sentinel) == before
     assert sorted(os.listdir(tmp_path)) == ["sentinel", "target"]
 

@@ -28,7 +28,7 @@ def escape_dotdot_nested() -> bytes:
 
 
 def absolute_path() -> bytes:
-    """Stays inside: a leading '/' is dropped, so this lands at TARGET/abs/path."""
+    """An absolute entry name: refused, never written at /abs/path nor guessed to be abs/path."""
     return tar_bytes([Entry("/abs/path", data=b"in")])
 
 
@@ -197,6 +197,7 @@ def _pax_entry(headers: dict[str, str]) -> bytes:
 REJECTED: dict[str, Callable[[Path], bytes]] = {
     "dotdot": lambda _: escape_dotdot(),
     "dotdot-nested": lambda _: escape_dotdot_nested(),
+    "absolute-name": lambda _: absolute_path(),
     "symlink-abs-write-through": lambda _: symlink_write_through("/etc"),
     "symlink-sentinel-write-through": lambda sentinel: symlink_write_through(str(sentinel)),
     "symlink-relative-write-through": lambda _: symlink_write_through("../../x"),
