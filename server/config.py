@@ -134,6 +134,7 @@ class PublisherConfig:
     layout: str = "registry"  # "registry": <root>/<host>/<repo>; "osg": <root>/<repo>
     platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
     keep_setuid: bool = False
+    max_expanded_bytes: int = 64 * 1024**3  # an image bigger than this unpacked is refused
 
     @property
     def include_registry(self) -> bool:
@@ -387,7 +388,8 @@ class _Builder:
             repository=repository, cvmfs_server=table.get("cvmfs_server", "cvmfs_server"),
             gateway=table.get("gateway", False), layout=table.get("layout", "registry"),
             platforms=self.platforms("publisher.platforms", platforms),
-            keep_setuid=table.get("keep_setuid", False))
+            keep_setuid=table.get("keep_setuid", False),
+            max_expanded_bytes=table.get("max_expanded_bytes", 64 * 1024**3))
 
     def worker(self, table: dict[str, Any], state_dir: Path) -> WorkerConfig:
         return WorkerConfig(cache_dir=self.path(table.get("cache_dir")) or state_dir / "cache",

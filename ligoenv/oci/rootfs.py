@@ -282,8 +282,8 @@ class RootfsWriter:
         if limit is not None and self.written_before + self.bytes_written > limit:
             # sparse files expand past the stream, so the stream's cap alone is not enough
             what = "the layers write" if self.written_before else "layer writes"
-            raise UnsafeArchive(f"{what} more than {limit} bytes; raise max_expanded_bytes "
-                                "if the image is genuine")
+            raise UnsafeArchive(f"{what} more than {limit} bytes; if the image is genuine, raise "
+                                "the cap ([publisher] max_expanded_bytes on a server)")
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view):]

@@ -221,7 +221,8 @@ class _Expanded:
                 if limit is not None and size > limit:
                     what = "the layers expand" if before else "layer expands"
                     raise UnsafeArchive(f"{what} to more than {limit} bytes (a decompression "
-                                        "bomb?); raise max_expanded_bytes if the image is genuine")
+                                        "bomb?); if the image is genuine, raise the cap "
+                                        "([publisher] max_expanded_bytes on a server)")
                 self._hash.update(chunk)
                 self._queue.put(chunk)
                 if not chunk:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import QueueUnavailable, RegistryUnavailable
+from ligoenv.errors import QueueUnavailable, RegistryUnavailable, UnsafeArchive
 from ligoenv.index import load_index
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
@@ -176,3 +176,18 @@ def test_untag_requests_record_the_history(config: ServerConfig, registry: Regis
     index = load_index(publisher.layout.index_path(registry.host, "worker/gone"))
     assert index is not None and index.current("v1") is None and publisher.has_image(digest)
     assert index.history("v1")[-1].source == "webhook:distribution/local"
+
+
+def test_the_expansion_cap_is_a_publisher_setting(config: ServerConfig, registry: RegistryProcess,
+                                                  tmp_path: Path) -> None:
+    (tmp_path / "small").mkdir()
+    path = server_config(tmp_path / "small", registry.host, free_port(),
+                         publisher=f'root = "{tmp_path / "small-root"}"\nmax_expanded_bytes = 1048576')
+    small = load_config(path)
+    assert small.publisher.max_expanded_bytes == 1 << 20
+    big = build_busybox_image("big", files={"data/blob": bytes(2 << 20)})
+    digest = push_image(registry.host, "worker/capped", "v1", big)
+    publisher = DirectoryPublisher(small.publisher.root)
+    with pytest.raises(UnsafeArchive, match="max_expanded_bytes"):
+        RequestProcessor(small, publisher).process(request(registry, "worker/capped", "v1", digest))
+    assert not publisher.has_image(digest)
