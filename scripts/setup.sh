@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(docker-registry skopeo umoci bubblewrap busybox-static zstd postgresql-15)
+DEBS=(docker-registry skopeo umoci bubblewrap busybox-static zstd postgresql python3-venv)
 [[ "${LIGOENV_SETUP_BENCH:-}" == 1 ]] && DEBS+=(debootstrap hyperfine)
 
 missing=()

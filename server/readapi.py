@@ -79,5 +79,9 @@ class _ReadApi:
 
 
 def _parse_time(text: str) -> datetime:
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"query parameter at: {text!r} is not a date or time such as "
+                         "2026-03-01 or 2026-03-01T12:00:00Z") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -119,6 +119,15 @@ def test_read_api_serves_index_and_resolves(stack: Stack, tmp_path: Path) -> Non
     answer = requests.get(f"{stack.relay_url}/v1/resolve", params={"ref": f"{host}/lvk/readapi:v1"},
                           timeout=5).json()
     assert answer["reference"] == f"{host}/lvk/readapi@{digest}"
+    resolve = f"{stack.relay_url}/v1/resolve"
+    ref = f"{host}/lvk/readapi:v1"
+    since = stack.index("lvk/readapi").history("v1")[0].since  # type: ignore[union-attr]
+    at = requests.get(resolve, params={"ref": ref, "at": since.isoformat()}, timeout=5)
+    assert at.status_code == 200 and at.json()["digest"] == digest
+    early = requests.get(resolve, params={"ref": ref, "at": "2020-01-01"}, timeout=5)
+    assert early.status_code == 404 and "history" in early.json()["error"]
+    bad = requests.get(resolve, params={"ref": ref, "at": "garbage"}, timeout=5)
+    assert bad.status_code == 400 and bad.json()["error"].startswith("query parameter at:")
     traversal = requests.get(f"{stack.relay_url}/.ligoenv/index/..%2F..%2Fstate%2Fqueue.db", timeout=5)
     assert traversal.status_code == 404
 
