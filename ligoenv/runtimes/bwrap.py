@@ -39,6 +39,9 @@ class Bwrap(Runtime):
     def command(self, plan: RunPlan) -> list[str]:
         if plan.tree is None:
             raise UsageError("bwrap runs an unpacked tree and none is at hand: `ligoenv pull` it first")
+        if plan.gpu:
+            raise UsageError("--gpu needs Apptainer/Singularity (--nv) or Docker/Podman: bubblewrap "
+                             "does not bring the host's GPU driver into the image")
         command = list(plan.command or plan.image_command)
         if not command:
             raise UsageError(f"{plan.pinned} has no Entrypoint or Cmd: give a command after --")

@@ -247,3 +247,8 @@ def test_run_command_passes_the_exit_status_through(tmp_path: Path) -> None:
     assert run_command(["/bin/sh", "-c", "kill -TERM $$"], {}) == 128 + 15
     with pytest.raises(RuntimeNotFound, match="cannot execute /nonexistent"):
         run_command(["/nonexistent"], {})
+
+
+def test_bwrap_refuses_gpu_rather_than_ignoring_it(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--gpu needs Apptainer"):
+        Bwrap().command(plan(tree=tmp_path, gpu=True))

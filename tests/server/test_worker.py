@@ -191,3 +191,22 @@ def test_the_expansion_cap_is_a_publisher_setting(config: ServerConfig, registry
     with pytest.raises(UnsafeArchive, match="max_expanded_bytes"):
         RequestProcessor(small, publisher).process(request(registry, "worker/capped", "v1", digest))
     assert not publisher.has_image(digest)
+
+
+def test_every_configured_platform_of_an_index_is_published(config: ServerConfig,
+                                                            registry: RegistryProcess) -> None:
+    from tests.support.images import build_multiplatform_images
+
+    both = (Platform.parse("linux/amd64"), Platform.parse("linux/arm64"))
+    config = replace(config, publisher=replace(config.publisher, platforms=both))
+    top = push_image(registry.host, "worker/multi", "v1", build_multiplatform_images("multi"))
+    publisher = DirectoryPublisher(config.publisher.root)
+    result = RequestProcessor(config, publisher).process(request(registry, "worker/multi", "v1", top))
+    assert set(result["paths"]) == {"linux/amd64", "linux/arm64"} and len(result["unpacked"]) == 2
+    index = load_index(publisher.layout.index_path(registry.host, "worker/multi"))
+    assert index is not None
+    for platform in both:
+        manifest = index.platform_digest(top, platform)
+        assert publisher.has_image(manifest) and index.path_of(top, platform) is not None
+    link = publisher.layout.tag_link(registry.host, "worker/multi", "v1")
+    assert link.resolve().name == index.platform_digest(top, both[0]).hex  # the default platform
