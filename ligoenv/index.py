@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ligoenv.atomicfile import write_atomic
-from ligoenv.errors import HistoryTooShort, NotFound, PlatformNotFound, PublishIndexError
+from ligoenv.errors import HistoryTooShort, NotFound, PlatformNotFound, PublishIndexError, UsageError
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 
@@ -37,6 +37,18 @@ def format_time(when: datetime, *, whole_seconds: bool = False) -> str:
         when = when.replace(microsecond=0)
     text = when.strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{when.microsecond:06d}Z" if when.microsecond else f"{text}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """`2026-03-01`, `2026-03-01T12:00[:00]`, with `Z` or `+02:00` or neither (then UTC)."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"invalid time {text!r}: use e.g. 2026-03-01, 2026-03-01T12:00 or 2026-03-01T12:00Z "
+            "(times without an offset are UTC)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def as_utc(when: datetime) -> datetime:

@@ -7,7 +7,7 @@ same path as a static mirror of the publish root would, so `ligoenv` reads both 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from starlette.requests import Request
@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ligoenv.errors import LigoenvError, NotFound, UsageError
-from ligoenv.index import format_time, load_index
+from ligoenv.index import format_time, load_index, parse_time
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.publishroot import PublishRoot
@@ -80,8 +80,6 @@ class _ReadApi:
 
 def _parse_time(text: str) -> datetime:
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"query parameter at: {text!r} is not a date or time such as "
-                         "2026-03-01 or 2026-03-01T12:00:00Z") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return parse_time(text)
+    except UsageError as error:
+        raise UsageError(f"query parameter at: {error}") from None

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ligoenv.config import Settings, load_settings
-from ligoenv.errors import UsageError
 
 if TYPE_CHECKING:
     from ligoenv.lockfile import Lockfile
@@ -68,15 +67,10 @@ def parse_platform(text: str | None) -> Platform | None:
 
 
 def parse_when(text: str) -> datetime:
-    """`2026-03-01`, `2026-03-01T12:00[:00]`, with `Z` or `+02:00` or neither (then UTC)."""
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(
-            f"invalid time {text!r}: use e.g. 2026-03-01, 2026-03-01T12:00 or 2026-03-01T12:00Z "
-            "(times without an offset are UTC)"
-        ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    """A time on the command line (see ligoenv.index.parse_time)."""
+    from ligoenv.index import parse_time
+
+    return parse_time(text)
 
 
 def print_json(data: Any) -> None:

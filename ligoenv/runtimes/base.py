@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform as _platform
 import posixpath
@@ -165,18 +166,21 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def run_command(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run `argv` as a child when exec is not possible; its exit status becomes ours.
-
-    A child killed by a signal gives 128 + the signal number, as a shell reports it.
-    """
+    """Run `argv` as a child when exec is not possible; its exit status becomes ours."""
     try:
         process = subprocess.Popen(list(argv), env=dict(env))
     except OSError as error:
         raise RuntimeNotFound(f"cannot execute {argv[0]}: {error.strerror}") from None
-    # Forward the signals a terminal or a batch system sends, so the child can clean up.
+    return wait_forwarding_signals(process, lambda: process.pid)
+
+
+def wait_forwarding_signals(process: subprocess.Popen[bytes], target: Callable[[], int]) -> int:
+    """Wait for `process`, passing the signals a terminal or a batch system sends to the pid
+    `target()` names, so the command can clean up. A death by signal gives 128 + its number,
+    as a shell reports it."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda number, _: process.send_signal(number))
+        previous = {sig: signal.signal(sig, lambda number, _: _send(target(), number))
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         code = process.wait()
@@ -184,3 +188,8 @@ def run_command(argv: Sequence[str], env: Mapping[str, str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
+
+
+def _send(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, number)

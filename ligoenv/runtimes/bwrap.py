@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ligoenv.errors import RuntimeNotFound, UsageError
-from ligoenv.runtimes.base import RunPlan, Runtime, exec_command
+from ligoenv.runtimes.base import RunPlan, Runtime, exec_command, wait_forwarding_signals
 
 FRESH_MOUNTS = ("/tmp", "/proc", "/dev")  # noqa: S108 (paths inside the sandbox)
 
@@ -158,17 +156,7 @@ def _run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:
     with os.fdopen(read_end, "rb") as info:
         init = _child_pid(info.read())  # None when bwrap failed before starting the sandbox
 
-    def forward(number: int, _frame: object) -> None:
-        _send(_command_pid(init) or process.pid, number)
-
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
-    try:
-        code = process.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 128 - code if code < 0 else code
+    return wait_forwarding_signals(process, lambda: _command_pid(init) or process.pid)
 
 
 def _child_pid(info: bytes) -> int | None:
@@ -187,8 +175,3 @@ def _command_pid(init: int | None) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
-
-
-def _send(pid: int, number: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, number)

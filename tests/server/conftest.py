@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from ligoenv_server.model import PublishRequest
 from ligoenv_server.queue.backoff import Backoff
 from ligoenv_server.queue.sql import SqlQueue
 from tests.support.postgres import PostgresCluster
+from tests.support.relay import MemorySink, relay_client, relay_config
 
 _databases = itertools.count(1)
 
@@ -83,3 +85,16 @@ def publish_request(clock: FakeClock) -> Callable[..., PublishRequest]:
                               source="distribution:test", received_at=clock())
 
     return build
+
+
+@pytest.fixture()
+def sink() -> MemorySink:
+    """What the relay queued, in memory (test files may override it)."""
+    return MemorySink()
+
+
+@pytest.fixture()
+def client(tmp_path: Path, sink: MemorySink) -> Iterator[TestClient]:
+    """The relay of the shared test config (tests/support/relay.py), in-process."""
+    with relay_client(relay_config(tmp_path), sink) as opened:
+        yield opened

@@ -38,11 +38,6 @@ INDEX_DIGEST = "sha256:7b6e25414eee94fe8c3db3060f6a1c020da342eb923168f4b199513c0
 
 
 @pytest.fixture()
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture()
 def client(tmp_path: Path, sink: MemorySink) -> Iterator[TestClient]:
     # A 64 KiB cap: one envelope of a multi-platform push is over the 4 KiB of the shared config.
     config = relay_config(tmp_path, CONFIG.replace("body_limit = 4096", "body_limit = 65536"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,25 +14,12 @@ from tests.support.relay import (
     MemorySink,
     fixture_bytes,
     fixture_json,
-    relay_client,
-    relay_config,
     to_body,
 )
 
 PATH = "/hooks/dockerhub/hub-path-secret"
 JSON = {"Content-Type": "application/json"}
 CALLBACK = "https://registry.hub.docker.com/u/lvk/lalsuite/hook/2141b5bi5i5b02bec211i4eeih0242eg11000a/"
-
-
-@pytest.fixture()
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture()
-def client(tmp_path: Path, sink: MemorySink) -> Iterator[TestClient]:
-    with relay_client(relay_config(tmp_path), sink) as opened:
-        yield opened
 
 
 def test_a_push_is_queued_without_digest(client: TestClient, sink: MemorySink) -> None:

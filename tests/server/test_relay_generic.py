@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,8 +16,6 @@ from tests.support.relay import (
     REGISTRY,
     MemorySink,
     fixture_bytes,
-    relay_client,
-    relay_config,
     to_body,
 )
 
@@ -30,17 +26,6 @@ DIGEST = "sha256:0f3ad6e1f0a0b5c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708192a
 
 def signed(body: bytes, secret: str = CI_SECRET) -> dict[str, str]:
     return {"Content-Type": "application/json", "X-Ligoenv-Signature": f"sha256={sign(secret, body)}"}
-
-
-@pytest.fixture()
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture()
-def client(tmp_path: Path, sink: MemorySink) -> Iterator[TestClient]:
-    with relay_client(relay_config(tmp_path), sink) as opened:
-        yield opened
 
 
 def test_the_signature_is_a_plain_hmac_sha256() -> None:

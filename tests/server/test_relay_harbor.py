@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from starlette.testclient import TestClient
 
@@ -14,25 +11,12 @@ from tests.support.relay import (
     MemorySink,
     fixture_bytes,
     fixture_json,
-    relay_client,
-    relay_config,
     to_body,
 )
 
 PATH = "/hooks/harbor"
 HEADERS = {"Authorization": "Basic harbor-secret", "Content-Type": "application/json"}
 DIGEST = "sha256:8a9e9863dbb6e10edb5adfe917c00da84e1700fa76e7ed02476aa6e6fb8ee0d8"
-
-
-@pytest.fixture()
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture()
-def client(tmp_path: Path, sink: MemorySink) -> Iterator[TestClient]:
-    with relay_client(relay_config(tmp_path), sink) as opened:
-        yield opened
 
 
 def test_a_push_publishes_each_tagged_resource(client: TestClient, sink: MemorySink) -> None:
