@@ -61,6 +61,10 @@ class DigestMismatch(LigoenvError):
     """Content whose digest or size differs from what was claimed: never used."""
 
 
+class ArchiveError(LigoenvError):
+    """An image archive that is damaged, altered, incomplete or not an image archive at all."""
+
+
 class UnsafeArchive(LigoenvError):
     """A layer archive that tries to write outside its target or to exhaust the disk."""
 

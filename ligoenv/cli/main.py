@@ -12,7 +12,8 @@ from ligoenv import __version__
 from ligoenv.cli.common import Invocation
 from ligoenv.errors import LigoenvError
 
-SUBCOMMANDS = ("resolve", "lock", "verify", "run", "pull", "history", "path", "doctor", "cite")
+SUBCOMMANDS = ("resolve", "lock", "verify", "run", "pull", "history", "path", "doctor", "cite",
+               "archive", "restore")
 HELP = """Reproducible container environments: resolve, lock and run images by digest.
 
 Errors print one line on stderr (`--debug` shows the traceback). Exit codes: 0 success,

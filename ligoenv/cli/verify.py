@@ -2,14 +2,16 @@
 
 from typing import TYPE_CHECKING, Any
 
+from ligoenv.archive_records import ArchiveRecords
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, print_json
-from ligoenv.errors import NotFound
+from ligoenv.errors import NotFound, RegistryError
 
 if TYPE_CHECKING:
     import typer
 
 HELP = """Check the lockfile against its schema and that every pinned digest can still be fetched
-(from the publish index, else with a HEAD to the registry).
+(from the publish index, else with a HEAD to the registry, else from an archive that
+`ligoenv archive` wrote or `ligoenv restore` read on this machine).
 
 Tags that moved since locking are reported for information (exit 0). Exits 3 naming each pinned
 digest that is gone.
@@ -23,9 +25,10 @@ def run(inv: Invocation, lockfile_path: str | None = None, *, index: str | None 
     if lockfile is None:
         raise NotFound(f"no lockfile {settings.lockfile}: create one with `ligoenv lock REF...`")
     resolver = make_resolver(settings, None)
+    records = ArchiveRecords(settings.cache)
     results, gone = [], []
     for name, env in sorted(lockfile.environments.items()):
-        result = _check(resolver, name, env)
+        result = _check(resolver, records, name, env)
         results.append(result)
         if result["available"] is None:
             gone.append(f"{name} ({env.pinned().pinned_str()})")
@@ -39,21 +42,36 @@ def run(inv: Invocation, lockfile_path: str | None = None, *, index: str | None 
     return 0
 
 
-def _check(resolver: Any, name: str, env: Any) -> dict[str, Any]:
+def _check(resolver: Any, records: ArchiveRecords, name: str, env: Any) -> dict[str, Any]:
     pinned = env.pinned()
+    archive = records.available(env.digest)
     try:
         where = resolver.where_available(pinned)
     except NotFound:
         where = None
-    current = resolver.current(pinned) if env.tag else None
-    moved = env.tag is not None and current != env.digest
-    return {"name": name, "canonical": env.canonical, "available": where,
+    except RegistryError:
+        if archive is None:
+            raise
+        where = None  # out of reach; the archive still holds it
+    try:
+        current = resolver.current(pinned) if env.tag else None
+        moved = env.tag is not None and current != env.digest
+    except RegistryError:
+        if archive is None:
+            raise
+        current, moved = None, False
+    return {"name": name, "canonical": env.canonical,
+            "available": where or ("archive" if archive else None),
+            "archive": archive.path if archive else None,
             "tag": env.tag, "moved": moved, "current": str(current) if current else None}
 
 
 def _line(result: dict[str, Any]) -> str:
     if result["available"] is None:
         return f"gone   {result['name']}: {result['canonical']} is no longer available"
+    if result["available"] == "archive":
+        return (f"ok     {result['name']}: {result['canonical']} is available only from the "
+                f"archive {result['archive']} (`ligoenv restore` it)")
     line = f"ok     {result['name']}: {result['canonical']} ({result['available']})"
     if result["moved"]:
         now = result["current"] or "nothing (tag deleted)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from ligoenv.errors import DigestMismatch
-from ligoenv.oci.digest import Digest, VerifyingReader
+from ligoenv.oci.digest import Digest, Readable, VerifyingReader
 from ligoenv.oci.manifest import Descriptor
 from ligoenv.oci.registry import RegistryClient
 
@@ -63,6 +64,30 @@ class LayerCache:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # wrong size: truncated by a crash or tampered with
                 client.download_blob(repository, descriptor, path, progress, cancel=cancel)
+        return path
+
+    def store(self, digest: Digest, size: int, stream: Readable) -> Path:
+        """Add a blob from `stream` (a VerifyingReader, read here to its end) unless it is here.
+
+        The blob appears in the cache only after the stream ended without a mismatch.
+        """
+        path = self.path_for(digest)
+        with self._locked(digest):
+            if path.is_file() and path.stat().st_size == size:
+                return path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := stream.read(1 << 20):
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(name, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+                raise
         return path
 
     @contextlib.contextmanager

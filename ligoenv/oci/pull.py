@@ -35,7 +35,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient, client_for
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
 
-__all__ = ["PulledImage", "ResolvedImage", "client_for", "pull", "resolve_image"]
+__all__ = ["PulledImage", "ResolvedImage", "client_for", "pull", "resolve_image", "unpack_cached"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,20 @@ def pull(ref: Reference, target: Path, *, platform: Platform | None = None,
     return PulledImage(ref.with_digest(resolved.top_digest), resolved.top_digest,
                        resolved.top_media_type, resolved.manifest, config, chosen,
                        dict(resolved.platforms), tuple(reports))
+
+
+def unpack_cached(cache: LayerCache, manifest: ImageManifest, config: ImageConfig, target: Path,
+                  options: UnpackOptions | None = None) -> list[UnpackReport]:
+    """Unpack an image whose layers are all in `cache` (a restored archive): no registry involved.
+
+    The same checks as `pull`: every layer against its digest and diff_id, nothing at `target`
+    unless all of them matched.
+    """
+    _check_target(target)
+    if len(config.diff_ids) != len(manifest.layers):
+        raise RegistryError(f"image {manifest.digest.short} is malformed: its config lists "
+                            f"{len(config.diff_ids)} diff_ids for {len(manifest.layers)} layers")
+    return _unpack(cache, manifest.layers, config.diff_ids, target, options or UnpackOptions())
 
 
 def _check_target(target: Path) -> None:

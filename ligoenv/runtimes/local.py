@@ -21,6 +21,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 
 if TYPE_CHECKING:
+    from ligoenv.oci.manifest import ImageConfig
     from ligoenv.resolve import Resolution, Resolver
 
 Progress = Callable[[int, int], None]
@@ -75,17 +76,29 @@ def pull_tree(resolver: Resolver, answer: Resolution, platform: Platform, manife
     """Pull the platform's manifest into `target`, complete it, and only then make it appear."""
     from ligoenv.oci.cache import LayerCache
     from ligoenv.oci.pull import pull
+
+    ref = answer.reference.with_digest(manifest)
+
+    def fill(staging: Path) -> ImageConfig:
+        with resolver.client(ref) as client:
+            return pull(ref, staging, platform=platform, cache=LayerCache(cache / "layers"),
+                        client=client, progress=progress).config
+
+    install_tree(target, fill)
+
+
+def install_tree(target: Path, fill: Callable[[Path], ImageConfig]) -> None:
+    """Have `fill` unpack an image into a staging directory, complete it for Apptainer and bwrap,
+    and only then rename it onto `target`: a cached tree is whole or absent."""
     from ligoenv.sandbox import complete_tree
 
     if os.path.lexists(target) and not _empty_dir(target):
         raise UsageError(f"{target} already exists and is not an empty directory: choose a new one")
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.pull-{secrets.token_hex(4)}"
-    ref = answer.reference.with_digest(manifest)
     try:
-        with resolver.client(ref) as client:
-            pulled = pull(ref, staging, platform=platform, cache=LayerCache(cache / "layers"),
-                          client=client, progress=progress)
-        complete_tree(staging, pulled.config)
+        config = fill(staging)
+        complete_tree(staging, config)
         try:
             os.rename(staging, target)
         except OSError as error:

@@ -1,0 +1,200 @@
+"""`ligoenv restore`: an archive's environments back into the local cache, or onto a registry.
+
+Every blob is checked against its digest as it is read (a damaged or altered archive is
+refused, naming the blob), and every locked environment must be complete in the archive
+before anything is unpacked or pushed. Into the cache, this host's image is unpacked where
+`ligoenv run --lock` finds it, so it runs with no registry at all; with `--to`, the exact
+manifest bytes are pushed, so the digests a paper cites stay the same on the new registry.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ligoenv.archive import LOCKFILE_NAME, ClientFor
+from ligoenv.archive_records import ArchiveRecords
+from ligoenv.atomicfile import write_atomic
+from ligoenv.errors import ArchiveError, LigoenvError, UsageError
+from ligoenv.lockfile import Environment, Lockfile, parse_lockfile
+from ligoenv.oci.cache import LayerCache
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.layouttar import LayoutContents, read_layout_tar
+from ligoenv.oci.manifest import ImageConfig, ImageIndex, ImageManifest, parse_config, parse_manifest
+from ligoenv.oci.platform import Platform
+from ligoenv.oci.reference import Reference
+
+Note = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ArchivedImage:
+    platform: str
+    manifest: ImageManifest
+    config: ImageConfig
+
+
+@dataclass(frozen=True)
+class RestoredEnvironment:
+    name: str
+    environment: Environment
+    top: ImageManifest | ImageIndex
+    images: tuple[ArchivedImage, ...]  # the locked platforms present in the archive
+    tree: Path | None = None  # this host's unpacked copy, when restored into the cache
+    pushed: str | None = None  # `registry/repository@digest`, when restored with --to
+
+
+@dataclass(frozen=True)
+class RestoreSummary:
+    archive: Path
+    sha256: Digest
+    lockfile: Lockfile
+    lockfile_text: bytes  # exactly as archived
+    environments: tuple[RestoredEnvironment, ...]
+
+
+def read_archive(path: Path, cache: LayerCache) -> tuple[LayoutContents, Lockfile, list[RestoredEnvironment]]:
+    """Verify the archive into the layer cache and check that each environment is whole in it."""
+    contents = read_layout_tar(path, cache.store)
+    text = contents.files.get(LOCKFILE_NAME)
+    if text is None:
+        raise ArchiveError(f"{path} holds no {LOCKFILE_NAME}: it was not written by `ligoenv archive`")
+    try:
+        lockfile = parse_lockfile(json.loads(text), f"{path}:{LOCKFILE_NAME}")
+    except ValueError as error:
+        raise ArchiveError(f"{path}: {LOCKFILE_NAME} is not valid JSON ({error})") from None
+    found = [_environment(path, contents, cache, name, env)
+             for name, env in sorted(lockfile.environments.items())]
+    return contents, lockfile, found
+
+
+def _environment(path: Path, contents: LayoutContents, cache: LayerCache, name: str,
+                 env: Environment) -> RestoredEnvironment:
+    top = parse_manifest(_blob(path, contents, cache, env.digest, f"environment {name}"), env.digest)
+    images = []
+    for key, pin in sorted(env.platforms.items()):
+        if isinstance(top, ImageIndex):
+            if pin.manifest not in contents.blobs:
+                continue  # narrowed with `archive --platform`: another platform's image
+            if top.runnable_platforms().get(key) != pin.manifest:
+                raise ArchiveError(f"{path}: environment {name} pins {key} to {pin.manifest.short}, "
+                                   f"which is not its index's entry for {key}")
+            manifest = parse_manifest(_blob(path, contents, cache, pin.manifest, name), pin.manifest)
+        else:
+            manifest = top
+        if not isinstance(manifest, ImageManifest):
+            raise ArchiveError(f"{path}: {name}: an index inside an index is not supported")
+        config = parse_config(_blob(path, contents, cache, manifest.config.digest, name),
+                              manifest.config.digest)
+        for layer in manifest.layers:
+            _require(path, contents, layer.digest, name)
+        images.append(ArchivedImage(key, manifest, config))
+    if not images:
+        raise ArchiveError(f"{path}: environment {name} has none of its locked platforms in the archive")
+    return RestoredEnvironment(name, env, top, tuple(images))
+
+
+def _require(path: Path, contents: LayoutContents, digest: Digest, what: str) -> None:
+    if digest not in contents.blobs:
+        raise ArchiveError(f"{path} lacks blob {digest} of {what}: the archive is incomplete")
+
+
+def _blob(path: Path, contents: LayoutContents, cache: LayerCache, digest: Digest, what: str) -> bytes:
+    _require(path, contents, digest, what)
+    raw = cache.path_for(digest).read_bytes()
+    digest.verify_bytes(raw, f"blob {digest.short}")
+    return raw
+
+
+def restore_to_cache(path: Path, cache_root: Path, *, platform: Platform, records: ArchiveRecords,
+                     note: Note) -> RestoreSummary:
+    """Load the archive into the cache and unpack this host's image of every environment."""
+    from ligoenv.runtimes.local import cache_path, install_tree
+
+    cache = LayerCache(cache_root / "layers")
+    contents, lockfile, found = read_archive(path, cache)
+    restored = []
+    for item in found:
+        image = next((i for i in item.images if platform.matches(Platform.parse(i.platform))), None)
+        tree = None
+        if image is None:
+            note(f"{item.name}: no {platform} image in the archive "
+                 f"(it has {', '.join(i.platform for i in item.images)}); its blobs are cached")
+        else:
+            tree = cache_path(cache_root, image.manifest.digest)
+            if not tree.is_dir():
+                install_tree(tree, functools.partial(_unpack, cache, image))
+        _remember(records, item, path, contents.sha256)
+        restored.append(RestoredEnvironment(item.name, item.environment, item.top, item.images, tree))
+    return RestoreSummary(path, contents.sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+
+
+def _unpack(cache: LayerCache, image: ArchivedImage, staging: Path) -> ImageConfig:
+    from ligoenv.oci.pull import unpack_cached
+
+    unpack_cached(cache, image.manifest, image.config, staging)
+    return image.config
+
+
+def restore_to_registry(path: Path, cache_root: Path, target: str, *, client_for: ClientFor,
+                        records: ArchiveRecords) -> RestoreSummary:
+    """Push every environment under `target` (`REGISTRY[/PREFIX]`) with its original digests."""
+    cache = LayerCache(cache_root / "layers")
+    contents, lockfile, found = read_archive(path, cache)
+    restored = []
+    for item in found:
+        destination = rehosted(target, item.environment)
+        with client_for(destination) as client:
+            for image in item.images:
+                for descriptor in (image.manifest.config, *image.manifest.layers):
+                    client.push_blob(destination.repository, cache.path_for(descriptor.digest),
+                                     descriptor.digest)
+                if image.manifest is not item.top:
+                    client.push_manifest(destination.repository, str(image.manifest.digest),
+                                         image.manifest.raw, image.manifest.media_type)
+            client.push_manifest(destination.repository, str(item.top.digest), item.top.raw,
+                                 item.top.media_type)
+            if destination.tag:
+                client.push_manifest(destination.repository, destination.tag, item.top.raw,
+                                     item.top.media_type)
+        _remember(records, item, path, contents.sha256)
+        pushed = f"{destination.name}@{item.top.digest}"
+        restored.append(RestoredEnvironment(item.name, item.environment, item.top, item.images,
+                                            pushed=pushed))
+    return RestoreSummary(path, contents.sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+
+
+def rehosted(target: str, env: Environment) -> Reference:
+    """Where `--to REGISTRY[/PREFIX]` puts an environment: PREFIX/its repository, its tag."""
+    host, _, prefix = target.strip().strip("/").partition("/")
+    if not ("." in host or ":" in host or host == "localhost"):
+        raise UsageError(f"--to {target!r}: start with a registry host, "
+                         "e.g. registry.example.org[:PORT][/PREFIX]")
+    text = "/".join(part for part in (host, prefix, env.repository) if part)
+    try:
+        ref = Reference.parse(text)
+    except LigoenvError as error:
+        raise UsageError(f"--to {target!r}: {error}") from None
+    if ref.tag != "latest" or ref.digest is not None or ref.registry != host:
+        raise UsageError(f"--to {target!r}: give REGISTRY[/PREFIX], without a tag or digest")
+    return Reference(ref.registry, ref.repository, env.tag, None, text)
+
+
+def _remember(records: ArchiveRecords, item: RestoredEnvironment, path: Path, sha256: Digest) -> None:
+    records.remember(item.environment.digest, path, str(sha256), "restored",
+                     [image.platform for image in item.images])
+
+
+def write_restored_lockfile(summary: RestoreSummary, out: Path) -> bool:
+    """Write the archive's lockfile to `out`; False when an identical one is already there."""
+    archive_text = summary.lockfile_text
+    if out.exists():
+        if out.read_bytes() == archive_text:
+            return False
+        raise UsageError(f"{out} exists and differs from the archive's lockfile: "
+                         "pass --lockfile PATH to write it elsewhere")
+    write_atomic(out, archive_text.decode())
+    return True
