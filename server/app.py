@@ -20,6 +20,7 @@ from .publishers.base import Publisher, make_publisher
 from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
 from .relay.app import create_relay_app
+from .statusapi import status_routes
 from .worker import DEFAULT_DRAIN_SECONDS, WorkerPool
 
 log = logging.getLogger("ligoenv_server")
@@ -60,7 +61,8 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_w
 
     layout = PublishRoot(config.publisher.root, config.publisher.include_registry)
     sink: JobSink = _WakingSink(queue, pool) if pool else queue
-    routes: list[BaseRoute] = [*read_routes(layout), Mount("/", app=create_relay_app(config, sink))]
+    routes: list[BaseRoute] = [*read_routes(layout), *status_routes(layout, queue),
+                               Mount("/", app=create_relay_app(config, sink))]
     return Starlette(routes=routes, lifespan=lifespan)
 
 

@@ -13,7 +13,7 @@ from ligoenv.cli.common import Invocation
 from ligoenv.errors import LigoenvError
 
 SUBCOMMANDS = ("resolve", "lock", "verify", "run", "pull", "history", "path", "doctor", "cite",
-               "archive", "restore")
+               "archive", "restore", "wait")
 HELP = """Reproducible container environments: resolve, lock and run images by digest.
 
 Errors print one line on stderr (`--debug` shows the traceback). Exit codes: 0 success,
