@@ -21,6 +21,7 @@ from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
 from .relay.app import create_relay_app
 from .statusapi import status_routes
+from .taghistoryapi import tag_history_routes
 from .worker import DEFAULT_DRAIN_SECONDS, WorkerPool
 
 log = logging.getLogger("ligoenv_server")
@@ -62,6 +63,7 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_w
     layout = PublishRoot(config.publisher.root, config.publisher.include_registry)
     sink: JobSink = _WakingSink(queue, pool) if pool else queue
     routes: list[BaseRoute] = [*read_routes(layout), *status_routes(layout, queue),
+                               *tag_history_routes(layout),
                                Mount("/", app=create_relay_app(config, sink))]
     return Starlette(routes=routes, lifespan=lifespan)
 
