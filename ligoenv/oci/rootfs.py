@@ -2,6 +2,12 @@
 
 Every path is walked one component at a time with O_NOFOLLOW from an open root directory, so an
 entry can never write, link or remove anything through a symlink or outside the tree.
+
+The target may share inodes with other trees (a layer chain is a hard-link clone of its parent's
+tree), so an entry that already exists is never written through: whatever a layer changes in a
+file, symlink or fifo (content, mode, owner, times, type) is unlinked and created anew, never
+opened for writing, chmod-ed, chown-ed or utime-d in place. Only directories are changed in
+place, and a clone never shares directories.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import pytest
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
 from ligoenv.sandbox import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree
+from tests.support.trees import frozen_facts
 
 TRICKY = "it's a \"value\" with $HOME, `backticks` and\nnew lines"
 ENV = (
@@ -153,3 +154,21 @@ def test_runscript_without_any_command(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no command given" in result.stderr
     assert bwrap(tree, f"/{RUNSCRIPT}", "/bin/echo", "ok").stdout == "ok\n"
+
+
+def test_completing_a_hardlink_clone_leaves_the_source_tree_alone(tmp_path: Path) -> None:
+    """An image tree is a hard-link clone of a chain tree: completing it writes only new inodes."""
+    chain = busybox_tree(tmp_path / "chain")
+    (chain / "etc").mkdir()
+    (chain / "etc/hosts").write_text("127.0.0.1 image\n")
+    (chain / ".singularity.d").mkdir()
+    (chain / RUNSCRIPT).write_text("#!/bin/sh\nexec old\n")  # stale metadata, shared inode
+    (chain / ".singularity.d/env").symlink_to("/etc")
+    before = frozen_facts(chain)
+    subprocess.run(["cp", "-al", "--", str(chain), str(tmp_path / "image")], check=True, timeout=30)
+    complete_tree(tmp_path / "image", config(cmd=("/bin/echo", "new")))
+    assert frozen_facts(chain) == before
+    image = tmp_path / "image"
+    assert "exec /bin/echo" not in (chain / RUNSCRIPT).read_text()
+    assert "/bin/echo new" in (image / RUNSCRIPT).read_text()
+    assert (image / "etc/hosts").read_text() == "127.0.0.1 image\n"  # the image's own is kept

@@ -31,6 +31,7 @@ from ligoenv.errors import UnsafeArchive
 from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, LayoutWriter
 from ligoenv.oci.manifest import layer_compression
 from ligoenv.oci.unpack import UnpackOptions, apply_layer
+from tests.support.trees import frozen_facts
 
 pytestmark = pytest.mark.skipif(shutil.which("umoci") is None, reason="needs umoci")
 
@@ -111,6 +112,24 @@ TOP = [
 ]
 
 
+# A layer on top of BASE, MIDDLE and TOP that changes what they left in every way a layer can:
+# applied to a hard-link clone of their tree (a layer chain), it must leave that tree as it was.
+REWRITE = [
+    Entry("bin/sh", data=b"#!new shell", mode=0o755, mtime=T + 300),  # one name of a link group
+    Entry("bin/su", data=b"#!su", mode=0o700, mtime=T),  # the same file, new mode
+    Entry("etc/passwd", data=b"root:x:0:0\n", mode=0o600, mtime=T + 300),  # linked to bin/python
+    Entry("etc/.wh.shadow"),  # a file deleted
+    Entry("var/cache/.wh.kept"),  # a directory deleted
+    Entry("srv/same/.wh..wh..opq"),  # a directory emptied
+    Entry("opt/was-file", "symlink", target="/srv", mtime=T + 300),  # a directory re-typed
+    Entry("opt/empty", "dir", mode=0o700, mtime=T + 300),  # a file re-typed
+    Entry("var/run", data=b"was a fifo", mtime=T + 300),  # a fifo re-typed
+    Entry("etc/alternatives/pager", "symlink", target="/bin/more", mtime=T + 300),
+    Entry("home/user", "dir", mode=0o750, uid=1000, gid=1000, mtime=T + 300),  # chmod a directory
+    Entry("opt/bash-too", "hardlink", target="bin/bash"),  # a new name for a parent's file
+]
+
+
 def describe(root: Path, keep_setuid: bool) -> dict[str, Any]:
     """Comparable facts of a tree: per path its type, permissions, content or link, and mtime
     (not for directories)."""
@@ -160,6 +179,11 @@ def image(media_type: str) -> list[Layer]:
     return [Layer.from_entries(entries, media_type) for entries in (BASE, MIDDLE, TOP)]
 
 
+def rewritten_image(media_type: str = LAYER_GZIP) -> list[Layer]:
+    """`image` with REWRITE on top: the layer that changes what its parent chain holds."""
+    return [*image(media_type), Layer.from_entries(REWRITE, media_type)]
+
+
 @pytest.mark.parametrize("media_type", [LAYER_GZIP, LAYER_TAR])
 @pytest.mark.parametrize("keep_setuid", [False, True])
 def test_same_tree_as_umoci(tmp_path: Path, media_type: str, keep_setuid: bool) -> None:
@@ -177,6 +201,23 @@ def test_same_tree_as_umoci(tmp_path: Path, media_type: str, keep_setuid: bool) 
     assert sorted(name for name, fact in ours.items() if fact[0] == stat.S_IFDIR) == sorted(DIRECTORY_MTIMES)
     mtimes = {name: (tmp_path / "ours" / name).stat().st_mtime_ns // 10**9 for name in DIRECTORY_MTIMES}
     assert mtimes == {name: mtime or mtimes[name] for name, mtime in DIRECTORY_MTIMES.items()}
+
+
+def test_a_layer_applied_to_a_hardlink_clone_matches_umoci_and_leaves_the_parent_alone(
+        tmp_path: Path) -> None:
+    """A layer chain: the parent tree cloned with hard links, the top layer applied to the clone."""
+    *lower, top = rewritten_image()
+    parent = our_tree(tmp_path / "parent", lower)
+    before = frozen_facts(parent)
+    subprocess.run(["cp", "-al", "--", str(parent), str(tmp_path / "child")], check=True, timeout=60)
+    child = our_tree(tmp_path / "child", [top])
+    assert frozen_facts(parent) == before
+    assert describe(child, False) == describe(umoci_tree(tmp_path, [*lower, top]), False)
+    ours = describe(child, False)
+    assert ours["bin/sh"][2] == b"#!new shell" and ours["bin/bash"][2] == b"#!shell"
+    assert ["bin/bash", "bin/sh-link", "opt/bash-too"] in ours["hardlink groups"]
+    assert "etc/shadow" not in ours and "var/cache/kept" not in ours and "srv/same/mine" not in ours
+    assert ours["opt/was-file"][2] == "/srv" and ours["opt/empty"][0] == stat.S_IFDIR
 
 
 def test_zstd_layers_give_the_gzip_tree(tmp_path: Path) -> None:
