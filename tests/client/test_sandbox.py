@@ -1,4 +1,7 @@
-"""complete_tree: the files Apptainer needs, safe against image symlinks, and a real bwrap run."""
+"""complete_tree: the files Apptainer needs, where it needs them, never written through an image symlink.
+
+The scripts themselves are run in bubblewrap by test_singularityd.py.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,18 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
 from ligoenv.sandbox import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree
+from ligoenv.singularityd import ROOT_LINKS
 from tests.support.trees import frozen_facts
+
+APPTAINER_SET = (
+    ".singularity.d/runscript", ".singularity.d/startscript",
+    *(f".singularity.d/actions/{name}" for name in ("exec", "run", "shell", "start", "test")),
+    *(f".singularity.d/env/{name}" for name in ("01-base.sh", "90-environment.sh", "99-base.sh",
+                                               "99-runtimevars.sh")),
+)
 
 TRICKY = "it's a \"value\" with $HOME, `backticks` and\nnew lines"
 ENV = (
@@ -43,14 +52,6 @@ def busybox_tree(root: Path) -> Path:
     return root
 
 
-def bwrap(tree: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bwrap", "--ro-bind", str(tree), "/", "--proc", "/proc", "--dev", "/dev",
-         "--tmpfs", "/tmp", "--clearenv", *command],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-
-
 def test_files_for_apptainer(tmp_path: Path) -> None:
     tree = busybox_tree(tmp_path / "tree")
     complete_tree(tree, config())
@@ -59,8 +60,15 @@ def test_files_for_apptainer(tmp_path: Path) -> None:
     assert script.startswith("#!/bin/sh\n")
     assert "export PATH=/opt/lal/bin:/usr/bin:/bin\n" in script
     assert "bad-name" not in script and "NOEQUALS" not in script
-    assert stat.S_IMODE((tree / ENV_SCRIPT).stat().st_mode) == 0o755
-    assert stat.S_IMODE((tree / RUNSCRIPT).stat().st_mode) == 0o755
+    # what `apptainer build --sandbox` writes, all executable
+    for name in (*APPTAINER_SET, ENV_SCRIPT):
+        assert stat.S_IMODE((tree / name).stat().st_mode) == 0o755, name
+        assert (tree / name).read_text().startswith("#!/bin/sh\n"), name
+    assert {os.readlink(tree / name): name for name in ROOT_LINKS} == {
+        ".singularity.d/env/90-environment.sh": "environment",
+        ".singularity.d/runscript": "singularity",
+        ".singularity.d/actions/exec": ".exec", ".singularity.d/actions/run": ".run",
+        ".singularity.d/actions/shell": ".shell", ".singularity.d/actions/test": ".test"}
     assert json.loads((tree / LABELS).read_text()) == {
         "gw": "yes", "org.opencontainers.image.title": "lalsuite"}
     for name in ("cvmfs", "srv", "hdfs", "gpfs", "dev", "proc", "sys", "tmp", "var/tmp", "home",
@@ -120,40 +128,13 @@ def test_existing_files_are_kept(tmp_path: Path) -> None:
     assert (tree / "etc/hosts").read_text() == "127.0.0.1 localhost\n"
 
 
-def test_bwrap_sees_the_image_env(tmp_path: Path) -> None:
+def test_image_entries_at_the_root_links_are_kept(tmp_path: Path) -> None:
     tree = busybox_tree(tmp_path / "tree")
+    (tree / "environment").mkdir()
+    (tree / "singularity").write_text("the image's own\n")
     complete_tree(tree, config())
-    result = bwrap(tree, "/bin/sh", "-c", f". /{ENV_SCRIPT} && env")
-    assert result.returncode == 0, result.stderr
-    assert "PATH=/opt/lal/bin:/usr/bin:/bin\n" in result.stdout
-    assert "LAL_DATA_PATH=/opt/lal/share\n" in result.stdout
-    assert f"TRICKY={TRICKY}\n" in result.stdout
-    assert "EMPTY=\n" in result.stdout
-
-
-@pytest.mark.parametrize(("entrypoint", "cmd", "args", "expected"), [
-    ((), ("/bin/echo", "default", "cmd"), [], "default cmd"),
-    ((), ("/bin/echo", "default"), ["/bin/echo", "a b", "c'd"], "a b c'd"),
-    (("/bin/echo", "entry"), ("x y",), [], "entry x y"),
-    (("/bin/echo", "entry"), ("x y",), ["over", "ridden"], "entry over ridden"),
-    (("/bin/echo", "only"), (), ["$HOME", "*"], "only $HOME *"),
-])
-def test_runscript_semantics(tmp_path: Path, entrypoint: tuple[str, ...], cmd: tuple[str, ...],
-                             args: list[str], expected: str) -> None:
-    tree = busybox_tree(tmp_path / "tree")
-    complete_tree(tree, config(entrypoint=entrypoint, cmd=cmd))
-    result = bwrap(tree, f"/{RUNSCRIPT}", *args)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == expected + "\n"
-
-
-def test_runscript_without_any_command(tmp_path: Path) -> None:
-    tree = busybox_tree(tmp_path / "tree")
-    complete_tree(tree, config(cmd=()))
-    result = bwrap(tree, f"/{RUNSCRIPT}")
-    assert result.returncode == 1
-    assert "no command given" in result.stderr
-    assert bwrap(tree, f"/{RUNSCRIPT}", "/bin/echo", "ok").stdout == "ok\n"
+    assert (tree / "environment").is_dir() and not (tree / "environment").is_symlink()
+    assert (tree / "singularity").read_text() == "the image's own\n"
 
 
 def test_completing_a_hardlink_clone_leaves_the_source_tree_alone(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ umoci and pushes it with skopeo, an independent implementation of both halves.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -15,10 +16,19 @@ from typing import Any
 
 from ligoenv.oci.auth import Credentials
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import LAYER_GZIP, Entry, Image, Layer, canonical_json
-from ligoenv.oci.manifest import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from ligoenv.oci.layout import LAYER_GZIP, LAYER_ZSTD, Entry, Image, Layer, canonical_json
+from ligoenv.oci.manifest import (
+    DOCKER_CONFIG,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    ImageConfig,
+    parse_config,
+)
 from ligoenv.oci.platform import DEFAULT_PLATFORM, Platform
 from ligoenv.oci.registry import RegistryClient
+from ligoenv.oci.unpack import apply_layer
 from tests.support.registry import skopeo_digest, skopeo_push
 
 BUSYBOX = Path("/bin/busybox")
@@ -60,14 +70,25 @@ def files_layer(files: Files, media_type: str = LAYER_GZIP) -> Layer:
 def build_busybox_image(tag: str = "latest", files: Files | None = None, *,
                         platform: Platform = DEFAULT_PLATFORM, media_type: str = LAYER_GZIP,
                         extra_layers: Sequence[Layer] = (), cmd: Sequence[str] = ("/bin/sh",),
-                        env: Sequence[str] = ("PATH=/usr/local/bin:/usr/bin:/bin",)) -> Image:
+                        env: Sequence[str] = ("PATH=/usr/local/bin:/usr/bin:/bin",),
+                        entrypoint: Sequence[str] = (), working_dir: str = "") -> Image:
     """busybox base layer, then a layer with /etc/ligoenv-image-tag (= tag) and `files`, then extras.
 
     Images for different tags share the base layer but differ in digest.
     """
     top = files_layer({TAG_FILE: tag + "\n", **(files or {})}, media_type)
     return Image(layers=[busybox_layer(media_type), top, *extra_layers], platform=platform,
-                 env=tuple(env), cmd=tuple(cmd), labels={"org.opencontainers.image.version": tag})
+                 env=tuple(env), cmd=tuple(cmd), entrypoint=tuple(entrypoint),
+                 working_dir=working_dir, labels={"org.opencontainers.image.version": tag})
+
+
+def unpack_image(image: Image, target: Path) -> ImageConfig:
+    """Unpack `image`'s layers into `target` with the real unpacker; its parsed config."""
+    for layer in image.layers:
+        compression = {LAYER_GZIP: "gzip", LAYER_ZSTD: "zstd"}.get(layer.media_type, "none")
+        apply_layer(io.BytesIO(layer.blob), compression, target, expected_diff_id=layer.diff_id)
+    raw = image.config_bytes()
+    return parse_config(raw, Digest.of_bytes(raw))
 
 
 def build_multiplatform_images(tag: str = "latest", files: Files | None = None) -> list[Image]:
