@@ -118,7 +118,8 @@ def report(work: Path, registry: RegistryProcess, runs: int) -> None:
     home = work / "home"
     home.mkdir()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "LIGOENV_CACHE": str(work / "cache"), "LIGOENV_CONFIG": str(home / "none.toml")}
+           "LIGOENV_CACHE": str(work / "cache"), "LIGOENV_CONFIG": str(home / "none.toml"),
+           "LIGOENV_SITE_CONFIG": ""}
     # cwd outside /tmp and /var/tmp/...: the cached tree gets a mount point for it once, up front.
     cwd = Path(tempfile.mkdtemp(prefix="ligoenv-bench-cwd-", dir=str(work)))
     # Not the default ligoenv.lock: the index and registry runs must not find a lockfile.

@@ -1,6 +1,10 @@
-"""Client settings and where each value came from: command line > environment > config file > default.
+"""Client settings and where each value came from: command line > environment > the user's
+config file > the site's config file > default.
 
-`ligoenv doctor` prints the provenance; everything else reads `Settings.get(name)`.
+The site file (`/etc/ligoenv/config.toml`, or platformdirs' site config directory) lets a
+cluster give its researchers an index and a runtime without them setting anything; one that
+cannot be read is a warning, never a failure. `ligoenv doctor` prints where each value came from;
+everything else reads `Settings.get(name)`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ OPTIONS: dict[str, Option] = {
 }
 
 DEFAULT_LOCKFILE = "ligoenv.lock"
+SITE_CONFIG_ENV = "LIGOENV_SITE_CONFIG"  # a path, or empty for no site file
+SITE_CONFIG = Path("/etc/ligoenv/config.toml")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Settings:
     values: Mapping[str, Any]
     sources: Mapping[str, str]
     config_file: Path
+    site_file: Path | None = None  # the site config file in effect, if one exists
+    warnings: tuple[str, ...] = ()  # a site file that could not be used, in words
 
     def get(self, name: str) -> Any:
         return self.values[name]
@@ -89,6 +97,7 @@ def load_settings(cli: Mapping[str, Any] | None = None, environ: Mapping[str, st
     environ = os.environ if environ is None else environ
     path = config_file or config_path(environ)
     from_file = _read_config(path)
+    site, from_site, warnings = _site_settings(environ)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, option in OPTIONS.items():
@@ -100,10 +109,12 @@ def load_settings(cli: Mapping[str, Any] | None = None, environ: Mapping[str, st
             sources[name] = f"environment ({option.env})"
         elif name in from_file:
             values[name], sources[name] = from_file[name], f"config file ({path})"
+        elif name in from_site:
+            values[name], sources[name] = from_site[name], f"site config file ({site})"
         else:
             values[name], sources[name] = _default(name, environ), "default"
     _check(values, sources)
-    return Settings(values, sources, path)
+    return Settings(values, sources, path, site, warnings)
 
 
 def config_path(environ: Mapping[str, str]) -> Path:
@@ -114,26 +125,53 @@ def config_path(environ: Mapping[str, str]) -> Path:
     return Path(platformdirs.user_config_dir("ligoenv")) / "config.toml"
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def site_config_files(environ: Mapping[str, str]) -> list[Path]:
+    """Where a site file may be, first found wins: `$LIGOENV_SITE_CONFIG` alone when set (empty:
+    none), else /etc/ligoenv/config.toml, then platformdirs' site config directories."""
+    if SITE_CONFIG_ENV in environ:
+        given = environ[SITE_CONFIG_ENV]
+        return [Path(given)] if given else []
+    import platformdirs
+
+    found = platformdirs.site_config_dir("ligoenv", multipath=True).split(os.pathsep)
+    return [SITE_CONFIG, *(Path(directory) / "config.toml" for directory in found)]
+
+
+def _site_settings(environ: Mapping[str, str]) -> tuple[Path | None, dict[str, Any], tuple[str, ...]]:
+    """The site file in effect, its settings, and a warning when it cannot be used (it then
+    counts for nothing: a broken site file must not stop every command of every user)."""
+    site = next((path for path in site_config_files(environ) if path.is_file()), None)
+    if site is None:
+        return None, {}, ()
+    try:
+        settings = _read_config(site, "site config file")
+        if "runtime" in settings:
+            _check_runtime(settings["runtime"], f"site config file ({site})")
+    except ConfigError as error:
+        return site, {}, (f"{error}; ignoring the site config file",)
+    return site, settings, ()
+
+
+def _read_config(path: Path, what: str = "config file") -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror}") from None
     import tomllib
 
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+        raise ConfigError(f"{what} {path} is not valid TOML: {error}") from None
     unknown = sorted(set(data) - set(OPTIONS))
     if unknown:
         raise ConfigError(
-            f"config file {path}: unknown setting {unknown[0]!r}; known: {', '.join(OPTIONS)}"
+            f"{what} {path}: unknown setting {unknown[0]!r}; known: {', '.join(OPTIONS)}"
         )
     for name, value in data.items():
-        _check_type(OPTIONS[name], value, f"config file {path}")
+        _check_type(OPTIONS[name], value, f"{what} {path}")
     return data
 
 
@@ -167,8 +205,9 @@ def _default(name: str, environ: Mapping[str, str]) -> Any:
 
 
 def _check(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
-    if values["runtime"] not in RUNTIME_CHOICES:
-        raise ConfigError(
-            f"runtime {values['runtime']!r} from {sources['runtime']} is not one of: "
-            f"{', '.join(RUNTIME_CHOICES)}"
-        )
+    _check_runtime(values["runtime"], sources["runtime"])
+
+
+def _check_runtime(runtime: str, source: str) -> None:
+    if runtime not in RUNTIME_CHOICES:
+        raise ConfigError(f"runtime {runtime!r} from {source} is not one of: {', '.join(RUNTIME_CHOICES)}")

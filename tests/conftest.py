@@ -18,6 +18,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProce
     process.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_site_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's site config file is looked for under an empty directory, never in /etc."""
+    import ligoenv.config
+
+    empty = tmp_path_factory.getbasetemp() / "no-site-config"
+    monkeypatch.setattr(ligoenv.config, "SITE_CONFIG", empty / "etc" / "config.toml")
+    monkeypatch.setenv("XDG_CONFIG_DIRS", str(empty / "xdg"))
+    monkeypatch.delenv("LIGOENV_SITE_CONFIG", raising=False)
+
+
 @pytest.fixture()
 def layout_dir(tmp_path: Path) -> Path:
     return tmp_path / "layout"

@@ -34,7 +34,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def ligoenv(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(stack.workdir / "home"),
            "LIGOENV_INDEX": str(stack.root), "LIGOENV_CACHE": str(stack.workdir / "cache"),
-           "LIGOENV_CONFIG": str(stack.workdir / "none.toml")}
+           "LIGOENV_CONFIG": str(stack.workdir / "none.toml"), "LIGOENV_SITE_CONFIG": ""}
     return subprocess.run([str(LIGOENV), *args], capture_output=True, text=True, env=env,
                           cwd=stack.workdir, timeout=120, check=False)
 

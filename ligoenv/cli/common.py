@@ -34,9 +34,15 @@ class Invocation:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     debug: bool = False
     args: list[str] = field(default_factory=list)  # the raw command line, for `run`'s `--`
+    _warned: bool = field(default=False, repr=False)
 
     def settings(self, **cli: Any) -> Settings:
-        return load_settings(cli, self.environ)
+        settings = load_settings(cli, self.environ)
+        if not self._warned:  # once per command, however often it reads its settings
+            self._warned = True
+            for warning in settings.warnings:
+                note(f"warning: {warning}")
+        return settings
 
 
 def invocation(obj: object) -> Invocation:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 HELP = """Report the container runtimes found, whether CVMFS is mounted, whether the publish index
 and the registries (those of the lockfile, or --registry) answer, and every setting with where
-its value came from.
+its value came from (command line, environment, your config file, the site's config file, default).
 """
 
 
@@ -29,6 +29,8 @@ def run(inv: Invocation, *, registries: list[str] | None = None, index: str | No
         "settings": {name: {"value": _text(settings.get(name)), "source": settings.source_of(name)}
                      for name in OPTIONS},
         "config_file": str(settings.config_file),
+        "site_config_file": str(settings.site_file) if settings.site_file else None,
+        "warnings": list(settings.warnings),
     }
     if as_json:
         print_json(report)
@@ -126,9 +128,12 @@ def _print(report: dict[str, Any]) -> None:
     out("registries:")
     for host, state in report["registries"].items():
         out(f"  {host}: {state}")
-    out(f"settings (config file {report['config_file']}):")
+    site = report["site_config_file"] or "none"
+    out(f"settings (config file {report['config_file']}, site config file {site}):")
     for name, item in report["settings"].items():
         out(f"  {name:<20} {item['value']}  [{item['source']}]")
+    for warning in report["warnings"]:
+        out(f"warning: {warning}")
 
 
 def register(app: "typer.Typer") -> None:

@@ -62,7 +62,7 @@ def test_webhook_to_cvmfs_transaction_and_back(stack: Stack, tmp_path: Path) -> 
                                                   text=True).stdout
 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LIGOENV_INDEX": str(mount),
-           "LIGOENV_CONFIG": str(tmp_path / "none.toml")}
+           "LIGOENV_CONFIG": str(tmp_path / "none.toml"), "LIGOENV_SITE_CONFIG": ""}
     path = subprocess.run([str(LIGOENV), "path", f"{stack.registry.host}/lvk/pycbc:v2"],
                           capture_output=True, text=True, env=env, check=True).stdout.strip()
     assert os.path.realpath(path) == os.path.realpath(mount / "lvk/pycbc:v2")
