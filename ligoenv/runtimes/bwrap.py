@@ -12,6 +12,8 @@ from pathlib import Path
 from ligoenv.errors import RuntimeNotFound, UsageError
 from ligoenv.runtimes.base import RunPlan, Runtime, exec_command, wait_forwarding_signals
 
+# Mounted anew over whatever the image has there (or, when the image has no real directory
+# there, made on the tmpfs of a layered root): nothing of the image is reached below them.
 FRESH_MOUNTS = ("/tmp", "/proc", "/dev")  # noqa: S108 (paths inside the sandbox)
 
 
@@ -106,42 +108,8 @@ def layered_tops(tree: Path, missing: Iterable[str]) -> tuple[str, ...] | None:
     return tuple(sorted(fresh))
 
 
-def add_mount_points(tree: Path, destinations: Iterable[str]) -> list[str]:
-    """Create missing directories for bind destinations inside a writable tree.
-
-    bwrap cannot create them under a read-only `/`. A component that is a symlink is left
-    alone (it resolves inside the sandbox, never on the host). Returns what could not be made.
-    """
-    missing = []
-    for destination in destinations:
-        if _on_fresh_mount(destination):
-            continue  # /tmp, /proc and /dev are mounted fresh, and bwrap can write there
-        if not _make_inside(tree, destination):
-            missing.append(destination)
-    return missing
-
-
 def _on_fresh_mount(destination: str) -> bool:
     return any(destination == top or destination.startswith(top + "/") for top in FRESH_MOUNTS)
-
-
-def _make_inside(tree: Path, destination: str) -> bool:
-    if ".." in destination.split("/"):
-        return False  # Bind.parse refuses these; never create anything outside the tree
-    current = tree
-    for part in Path(destination).parts[1:]:
-        current = current / part
-        if current.is_symlink():
-            return True  # bwrap follows it inside the sandbox
-        if current.is_dir():
-            continue
-        if current.exists():
-            return False
-        try:
-            current.mkdir()
-        except OSError:
-            return False
-    return os.path.isdir(current)
 
 
 def _run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ligoenv.errors import UsageError
 from ligoenv.oci.platform import Platform
 from ligoenv.runtimes.apptainer import Apptainer
 from ligoenv.runtimes.base import Bind, Host, RunPlan, Runtime
-from ligoenv.runtimes.bwrap import Bwrap, add_mount_points, layered_tops
+from ligoenv.runtimes.bwrap import FRESH_MOUNTS, Bwrap, layered_tops
 from ligoenv.runtimes.docker import Docker
 from ligoenv.runtimes.local import LocalTree, cached_tree, published_tree, tree_command, tree_env
+from ligoenv.runtimes.mountpoints import MountPoint, check_binds, inspect, make
 from ligoenv.runtimes.select import Which, select_runtime
 
 if TYPE_CHECKING:
@@ -55,8 +57,12 @@ def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
     if isinstance(runtime, Docker) and request.host.is_macos_arm64 and not answer.platforms:
         answer = resolver.from_registry(answer.reference, details=True)  # has it an arm64 variant?
     plan = _plan(request, answer, platform, tree)
-    if isinstance(runtime, Bwrap) and tree is not None:
-        plan = _mount_points(plan, tree, warn)
+    if tree is not None:
+        # Every runtime given a tree: no mount point may cross one of the image's symlinks.
+        fresh = FRESH_MOUNTS if isinstance(runtime, Bwrap) else ()
+        binds = check_binds(tree.path, plan.binds, fresh)
+        if isinstance(runtime, Bwrap):
+            plan = _mount_points(plan, tree, binds, warn)
     return runtime, plan
 
 
@@ -74,24 +80,30 @@ def _plan(request: RunRequest, answer: Resolution, platform: Platform, tree: Loc
     )
 
 
-def _mount_points(plan: RunPlan, tree: LocalTree, warn: Callable[[str], None]) -> RunPlan:
-    """bwrap needs every bind destination to exist: make them in our own copy, or lay a
-    published (read-only) tree out under a tmpfs `/` where they can be made."""
-    destinations = [plan.cwd, *(bind.destination for bind in plan.binds)]
+def _mount_points(plan: RunPlan, tree: LocalTree, binds: list[MountPoint],
+                  warn: Callable[[str], None]) -> RunPlan:
+    """bwrap needs every mount point to exist: make them in our own copy, or lay a published
+    (read-only) tree out under a tmpfs `/` where they can be made. The working directory is
+    left out, with a note, where it cannot be mounted safely."""
+    # An image whose /tmp, /proc or /dev is no real directory gets them fresh on a tmpfs `/`.
+    layered = not all(inspect(tree.path, top).present for top in FRESH_MOUNTS)
+    cwd = inspect(tree.path, plan.cwd, FRESH_MOUNTS)
+    if not cwd.safe:
+        warn(f"{plan.cwd} is not mounted: {cwd.refusal()}; running in /")
+        plan = replace(plan, bind_cwd=False)
+    wanted = [point for point in (cwd, *binds) if point.safe and point.missing]
+    fresh: tuple[str, ...] | None = ()
     if not tree.published:
-        missing = add_mount_points(tree.path, destinations)
+        unmade = [point for point in wanted if not make(tree.path, point)]
+    elif wanted and (fresh := layered_tops(tree.path, [p.destination for p in wanted])) is not None:
+        layered, unmade = True, []
     else:
-        missing = [d for d in destinations if not (tree.path / d.lstrip("/")).exists()
-                   and not d.startswith(("/tmp/", "/proc/", "/dev/"))]  # noqa: S108
-        fresh = layered_tops(tree.path, missing)
-        if missing and fresh is not None:
-            return replace(plan, layered_root=True, fresh_dirs=fresh)
-    bad_binds = [d for d in missing if d != plan.cwd]
-    if bad_binds:
-        from ligoenv.errors import UsageError
-
-        raise UsageError(f"cannot bind {bad_binds[0]}: no such directory in the image at {tree.path}")
-    if plan.cwd in missing:
-        warn(f"{plan.cwd} does not exist in the image, so it is not mounted: running in /")
-        return replace(plan, bind_cwd=False)
-    return plan
+        unmade = wanted
+    for bind, point in zip(plan.binds, binds, strict=True):
+        if point in unmade:
+            raise UsageError(f"cannot bind {bind.source} to {bind.destination}: {point.refusal()} "
+                             f"at {tree.path}")
+    if cwd in unmade:
+        warn(f"{plan.cwd} is not mounted: {cwd.refusal()}; running in /")
+        plan = replace(plan, bind_cwd=False)
+    return replace(plan, layered_root=layered, fresh_dirs=fresh or ())

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from ligoenv.oci.layout import Entry, Layer
 from ligoenv.runtimes.base import Host
-from tests.support.clientkit import Cli, Pushed, standin_calls, standin_path, write_index
+from tests.support.clientkit import Cli, Pushed, pushed, standin_calls, standin_path, write_index
+from tests.support.images import build_busybox_image, push_image
+from tests.support.registry import RegistryProcess
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MAC = Host("Darwin", "arm64")
@@ -166,7 +169,8 @@ def test_bwrap_on_a_published_tree_pulls_nothing(cli: Cli, images: dict[str, Pus
     assert out.startswith("hello from old\n")
     env = sorted(line for line in out.splitlines()[1:] if not line.startswith("SHLVL="))
     assert env == ["GREETING=hi there", "PATH=/usr/bin:/bin", "PWD=/"]
-    assert err == f"ligoenv: {outside_tmp} does not exist in the image, so it is not mounted: running in /\n"
+    assert err == (f"ligoenv: {outside_tmp} is not mounted: {outside_tmp} does not exist in the image; "
+                   "running in /\n")
     assert not cache.exists()
     assert not (tree / "var" / "tmp" / outside_tmp.name).exists()  # the published tree is never modified
 
@@ -283,3 +287,91 @@ def test_options_after_the_image_belong_to_the_command(
     assert fast == full == debugged == ["apptainer", "exec", f"docker://{stable.pinned}", *command]
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ligoenv: running")]
     assert len(notes) == (3 if debug else 1)
+
+
+def hostile_image(registry: str, repository: str, links: dict[str, str]) -> Pushed:
+    """busybox with its top-level `links` (name -> target) replaced by symlinks, pushed."""
+    entries = [Entry(f".wh.{name}") for name in links]
+    entries += [Entry(name, "symlink", target=target) for name, target in links.items()]
+    image = build_busybox_image(repository, extra_layers=[Layer.from_entries(entries)])
+    return pushed(registry, repository, "latest", push_image(registry, repository, "latest", image), [image])
+
+
+@pytest.fixture()
+def host_dir(tmp_path: Path) -> Path:
+    """A directory of the host that a hostile image's symlinks point at through bwrap's /oldroot."""
+    directory = tmp_path / "host"
+    directory.mkdir()
+    return directory
+
+
+def publish_tree(cli: Cli, image: Pushed, root: Path) -> Path:
+    """`image` pulled as a publisher would lay it out under `root`, with its index."""
+    tree = root / ".images" / image.digest.hex[:2] / image.digest.hex
+    assert cli("pull", "--output", str(tree), image.ref) == 0
+    write_index(root, image, [(image.digest, T0)])
+    return tree
+
+
+@pytest.mark.parametrize("published", [False, True])
+@pytest.mark.parametrize("spelling", ["/oldroot{host}", "..{host}/../../oldroot{host}"])
+def test_a_bind_destination_never_crosses_an_image_symlink(
+        cli: Cli, registry: RegistryProcess, tmp_path: Path, host_dir: Path, capfd: Capture,
+        published: bool, spelling: str) -> None:
+    image = hostile_image(registry.host, f"client/escape-{len(spelling)}",
+                          {"escape": spelling.format(host=host_dir), "srv": "/oldroot/" + str(host_dir)})
+    cli.environ["PATH"] = standin_path(tmp_path, (), real=("bwrap",))
+    if published:
+        cli.environ["LIGOENV_INDEX"] = str(tmp_path / "root")
+        publish_tree(cli, image, tmp_path / "root")
+    capfd.readouterr()
+    for destination, crossed in (("/escape/x", "/escape"), ("/escape", "/escape"), ("/srv/a/b", "/srv")):
+        assert cli("run", "--runtime", "bwrap", "-B", f"{tmp_path}:{destination}", image.ref,
+                   "--", "true") == 2
+        assert capfd.readouterr().err == (
+            f"ligoenv: error: cannot bind {tmp_path} to {destination}: {crossed} is a symbolic link "
+            "in the image, and a mount point must not cross one (bind to the directory it names)\n")
+    assert list(host_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_the_working_directory_is_not_mounted_through_an_image_symlink(
+        cli: Cli, registry: RegistryProcess, tmp_path: Path, host_dir: Path, outside_tmp: Path,
+        capfd: Capture, published: bool) -> None:
+    image = hostile_image(registry.host, "client/var-escape", {"var": f"/oldroot{host_dir}"})
+    cli.environ["PATH"] = standin_path(tmp_path, (), real=("bwrap",))
+    if published:
+        cli.environ["LIGOENV_INDEX"] = str(tmp_path / "root")
+        publish_tree(cli, image, tmp_path / "root")
+    capfd.readouterr()
+    assert cli("run", "--runtime", "bwrap", image.ref, "--", "sh", "-c", "pwd") == 0
+    assert capfd.readouterr() == ("/\n", f"ligoenv: {outside_tmp} is not mounted: /var is a symbolic "
+                                         "link in the image, and a mount point must not cross one; "
+                                         "running in /\n")
+    assert list(host_dir.iterdir()) == []
+
+
+def test_an_image_tmp_that_is_a_symlink_is_replaced_by_a_fresh_one(
+        cli: Cli, registry: RegistryProcess, tmp_path: Path, host_dir: Path, outside_tmp: Path,
+        capfd: Capture) -> None:
+    image = hostile_image(registry.host, "client/tmp-escape", {"tmp": f"/oldroot{host_dir}"})
+    cli.environ["PATH"] = standin_path(tmp_path, (), real=("bwrap",))
+    capfd.readouterr()
+    assert cli("run", "--runtime", "bwrap", "-B", f"{tmp_path}:/tmp/data", image.ref, "--", "sh", "-c",
+               "touch /tmp/x && ls /tmp && pwd") == 0
+    assert capfd.readouterr() == (f"data\nx\n{outside_tmp}\n", "")
+    assert list(host_dir.iterdir()) == []
+
+
+def test_apptainer_on_a_tree_refuses_a_bind_crossing_an_image_symlink(
+        cli: Cli, log: Path, registry: RegistryProcess, tmp_path: Path, host_dir: Path,
+        capfd: Capture) -> None:
+    image = hostile_image(registry.host, "client/escape-apptainer", {"escape": f"/oldroot{host_dir}"})
+    cli.environ["LIGOENV_INDEX"] = str(tmp_path / "root")
+    publish_tree(cli, image, tmp_path / "root")
+    capfd.readouterr()
+    assert cli("run", "-B", f"{tmp_path}:/escape/x", image.ref, "--", "true") == 2
+    assert capfd.readouterr().err == (
+        f"ligoenv: error: cannot bind {tmp_path} to /escape/x: /escape is a symbolic link in the image, "
+        "and a mount point must not cross one (bind to the directory it names)\n")
+    assert standin_calls(log) == []
