@@ -315,8 +315,9 @@ def load_index(path: Path, *, validate: bool = False) -> RepositoryIndex | None:
 def parse_index_text(text: str, what: str, *, validate: bool = False) -> RepositoryIndex:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise PublishIndexError(f"{what}: not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:  # ValueError: also a 5,000-digit number
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise PublishIndexError(f"{what}: not valid JSON ({reason})") from None
     return RepositoryIndex.from_json(data, validate=validate, what=what)
 
 

@@ -4,6 +4,8 @@ or an HTTP mirror. Only names and paths that the index itself vouches for are ev
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ligoenv.errors import PublishIndexError
@@ -13,6 +15,7 @@ from ligoenv.oci.platform import Platform
 from ligoenv.publishroot import INDEX_DIR, PublishRoot
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # far above any real repository's index
+READ_DEADLINE = 15.0  # seconds for one whole answer from a mirror, then the registry is asked
 
 
 class IndexReader:
@@ -82,13 +85,20 @@ class LocalIndexReader(IndexReader):
 
 
 class HttpIndexReader(IndexReader):
-    """A mirror or server that serves a publish root's `.ligoenv/index/...` paths over HTTP(S)."""
+    """A mirror or server that serves a publish root's `.ligoenv/index/...` paths over HTTP(S).
+
+    Each read is bounded as a whole: an answer that is not complete within `deadline` seconds
+    of asking (a mirror trickling its body) counts as unreachable, like one that never answers.
+    """
 
     def __init__(self, url: str, timeout: tuple[float, float] = (5.0, 30.0),
-                 max_bytes: int = MAX_INDEX_BYTES) -> None:
+                 max_bytes: int = MAX_INDEX_BYTES, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.location = url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.deadline = READ_DEADLINE if deadline is None else deadline
+        self.clock = clock
 
     def get(self, registry: str, repository: str, *,
             validate: bool = False) -> RepositoryIndex | None:
@@ -104,27 +114,35 @@ class HttpIndexReader(IndexReader):
         return check_names(parse_index_text(text, url, validate=validate), registry, repository, url)
 
     def _fetch(self, url: str) -> bytes | None:
-        """The body at `url` (None for 404), read in chunks up to `max_bytes`."""
+        """The body at `url` (None for 404), whole by the deadline and at most `max_bytes`."""
         import requests  # only URL locations pay for it
 
+        from ligoenv.errors import RegistryUnavailable
+        from ligoenv.oci.body import BodyStream, read_upto
+
+        started = self.clock()
+        # No single wait may outlast the deadline either (a mirror silent after connecting).
+        timeout = (min(self.timeout[0], self.deadline), min(self.timeout[1], self.deadline))
         try:
-            with requests.get(url, timeout=self.timeout, stream=True) as response:
+            with requests.get(url, timeout=timeout, stream=True) as response:
                 if response.status_code == 404:
                     return None
                 if response.status_code != 200:
                     raise PublishIndexError(
                         f"index mirror answered HTTP {response.status_code} for {url}",
                         temporary=response.status_code >= 500 or response.status_code == 429)
-                body = bytearray()
-                for chunk in response.iter_content(chunk_size=1 << 16):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise PublishIndexError(f"{url} is larger than {self.max_bytes} bytes: "
-                                                "not an index")
-                return bytes(body)
+                stream = BodyStream(response, self.location, url, timeout[1],
+                                    deadline=started + self.deadline, clock=self.clock)
+                body = read_upto(stream, self.max_bytes + 1)
         except requests.RequestException as error:
             raise PublishIndexError(f"index mirror {self.location} is unreachable "
                                     f"({type(error).__name__})", temporary=True) from None
+        except RegistryUnavailable:
+            raise PublishIndexError(f"index mirror {self.location} is unreachable (no whole answer "
+                                    f"after {self.clock() - started:.1f} s)", temporary=True) from None
+        if len(body) > self.max_bytes:
+            raise PublishIndexError(f"{url} is larger than {self.max_bytes} bytes: not an index")
+        return body
 
 
 def open_reader(location: str | Path) -> IndexReader:

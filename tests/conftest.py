@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Distribution registry per session, and image helpers."""
+"""Shared fixtures: a real Distribution registry per session, scripted HTTP stubs, image helpers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.httpstub import Silent, Stub
 from tests.support.registry import RegistryProcess
 
 
@@ -32,3 +33,17 @@ def no_site_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 @pytest.fixture()
 def layout_dir(tmp_path: Path) -> Path:
     return tmp_path / "layout"
+
+
+@pytest.fixture()
+def silent() -> Iterator[Silent]:
+    server = Silent()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def stub() -> Iterator[Stub]:
+    server = Stub()
+    yield server
+    server.stop()

@@ -30,6 +30,7 @@ from ligoenv.indexreader import HttpIndexReader
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
 from ligoenv.publishroot import PublishRoot
+from tests.support.httpstub import Reply, Stub
 from tests.support.registry import free_port
 
 REGISTRY, REPOSITORY = "127.0.0.1:5000", "lvk/lalsuite"
@@ -340,3 +341,29 @@ def test_an_index_answers_only_for_its_own_repository(mirror: str, tmp_path: Pat
     for location in (mirror, str(root.root)):
         with pytest.raises(PublishIndexError, match=re.escape(expected)):
             open_index_reader(location).get(REGISTRY, "lvk/copy")
+
+
+INDEX_PATH = f"/.ligoenv/index/{REGISTRY}/{REPOSITORY}.json"
+
+
+def test_a_trickling_mirror_is_unreachable_at_its_deadline(stub: Stub) -> None:
+    # Headers at once, then one byte every 50 ms: each read is quick, the whole never comes.
+    stub.on("GET", INDEX_PATH, Reply(200, {}, b"{" + b" " * 10_000, trickle=0.05))
+    reader = HttpIndexReader(f"http://{stub.host}", deadline=0.3)
+    with pytest.raises(PublishIndexError, match=r"^index mirror http://\S+ is unreachable \(no whole "
+                                                r"answer after \d+\.\d s\)$") as caught:
+        reader.get(REGISTRY, REPOSITORY)
+    assert caught.value.temporary
+    assert stub.hung_up.wait(10)  # the connection is closed, not left trickling
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"schemaVersion": ' + b"1" * 5000 + b"}", "Exceeds the limit"),
+    (b'{"schemaVersion": 1,', "Expecting property name"),
+])
+def test_a_mirror_serving_bad_json_is_an_index_error(stub: Stub, body: bytes, reason: str) -> None:
+    stub.on("GET", INDEX_PATH, Reply(200, {}, body))
+    with pytest.raises(PublishIndexError, match=rf"{INDEX_PATH}: not valid JSON \({reason}") as caught:
+        HttpIndexReader(f"http://{stub.host}").get(REGISTRY, REPOSITORY)
+    assert not caught.value.temporary

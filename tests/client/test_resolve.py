@@ -24,6 +24,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.resolve import Resolver
 from tests.support.clientkit import Pushed, pushed, write_index
+from tests.support.httpstub import Reply, Stub
 from tests.support.images import build_busybox_image, push_image
 from tests.support.registry import RegistryProcess, free_port
 
@@ -189,6 +190,21 @@ def test_an_index_out_of_reach_is_passed_over_once_with_a_note(images: dict[str,
     assert notes == [f"index mirror {mirror} is unreachable (ConnectionError): asking the registry instead"]
     with pytest.raises(PublishIndexError, match="unreachable"):  # the history has no other source
         resolver.resolve(stable.ref, at=T1)
+
+
+def test_a_trickling_mirror_is_passed_over_and_the_registry_answers(
+        images: dict[str, Pushed], stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    stable = images["stable"]
+    path = f"/.ligoenv/index/{stable.registry}/{stable.repository}.json"
+    stub.on("GET", path, Reply(200, {}, b"{" + b" " * 10_000, trickle=0.05))
+    monkeypatch.setattr("ligoenv.indexreader.READ_DEADLINE", 0.3)  # 15 s in use
+    notes: list[str] = []
+    resolver = Resolver(index=f"http://{stub.host}", warn=notes.append)
+    assert resolver.resolve(stable.ref).source == "registry"
+    assert resolver.resolve(stable.ref).digest == stable.digest
+    assert len(notes) == 1
+    assert re.fullmatch(rf"index mirror http://{stub.host} is unreachable \(no whole answer after "
+                        r"\d+\.\d s\): asking the registry instead", notes[0])
 
 
 def test_an_index_that_is_wrong_is_not_passed_over(images: dict[str, Pushed], tmp_path: Path) -> None:

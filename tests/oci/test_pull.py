@@ -30,7 +30,8 @@ from ligoenv.oci.pull import pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
-from tests.oci.conftest import Reply, Stub, blob_file
+from tests.oci.conftest import blob_file
+from tests.support.httpstub import Reply, Stub
 from tests.support.images import (
     ARM64,
     build_busybox_image,

@@ -27,7 +27,8 @@ from ligoenv.oci.manifest import (
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import DownloadCancelled, RegistryClient, client_for
 from ligoenv.oci.transport import RetryPolicy, Transport, is_loopback, plain_http
-from tests.oci.conftest import Reply, Silent, Sleeps, Stub, blob_file
+from tests.oci.conftest import Sleeps, blob_file
+from tests.support.httpstub import Reply, Silent, Stub
 from tests.support.images import (
     build_busybox_image,
     build_multiplatform_images,
