@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(docker-registry skopeo umoci bubblewrap busybox-static zstd postgresql python3-venv)
+DEBS=(docker-registry skopeo umoci bubblewrap busybox-static zstd postgresql python3-venv prometheus)
 [[ "${LIGOENV_SETUP_BENCH:-}" == 1 ]] && DEBS+=(debootstrap hyperfine)
 
 missing=()
@@ -18,9 +18,12 @@ if ((${#missing[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The package starts a system registry on :5000; ligoenv starts its own throwaway ones.
-    if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
-        $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
-    fi
+    # Likewise Prometheus itself: only its promtool is used, to lint the metrics in tests.
+    for unit in docker-registry prometheus; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+            $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -15,6 +15,8 @@ from starlette.routing import BaseRoute, Mount
 from ligoenv.publishroot import PublishRoot
 
 from .config import ServerConfig
+from .health import Check, ops_routes, publish_root_check, queue_check, registry_check
+from .metrics import QueueCollector
 from .model import EnqueueResult, JobSink, PublishRequest
 from .publishers.base import Publisher, make_publisher
 from .queue import HttpQueueClient, SqlQueue, open_queue
@@ -36,6 +38,23 @@ def queue_from(config: ServerConfig) -> Queue:
 
 def publisher_from(config: ServerConfig) -> Publisher:
     return make_publisher(config.publisher, staging_root=config.state_dir / "staging")
+
+
+def readiness_checks(config: ServerConfig, queue: Queue, *, publishes: bool) -> list[Check]:
+    """What /readyz checks: the queue; for a role that publishes, the publish root and every
+    configured registry too."""
+    checks = [queue_check(queue)]
+    if publishes:
+        checks.append(publish_root_check(config.publisher.root,
+                                         writable=config.publisher.backend == "directory"))
+        checks += [registry_check(registry) for registry in config.registries.values()]
+    return checks
+
+
+def queue_collectors(queue: Queue) -> list[QueueCollector]:
+    """Job counts for /metrics where this process reads the queue's database itself (a queue
+    service client leaves them to the service)."""
+    return [QueueCollector(queue)] if isinstance(queue, SqlQueue) else []
 
 
 def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_workers: bool = True,
@@ -62,9 +81,10 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_w
 
     layout = PublishRoot(config.publisher.root, config.publisher.include_registry)
     sink: JobSink = _WakingSink(queue, pool) if pool else queue
-    routes: list[BaseRoute] = [*read_routes(layout), *status_routes(layout, queue),
-                               *tag_history_routes(layout),
-                               Mount("/", app=create_relay_app(config, sink))]
+    routes: list[BaseRoute] = [
+        *ops_routes(readiness_checks(config, queue, publishes=run_workers), queue_collectors(queue)),
+        *read_routes(layout), *status_routes(layout, queue), *tag_history_routes(layout),
+        Mount("/", app=create_relay_app(config, sink))]
     return Starlette(routes=routes, lifespan=lifespan)
 
 

@@ -71,9 +71,13 @@ def _serve_config(path: Path | None, host: str | None, port: int | None, state_d
 
 
 def _logging(config: ServerConfig) -> None:
-    from .logs import configure_logging, url_secrets
+    """Logging as configured, SIGHUP reopening the log file, and the shared metrics directory
+    checked: every role starts here."""
+    from .logs import configure_logging, reopen_on_sighup, url_secrets
+    from .metrics import check_multiproc_dir
 
-    configure_logging(config.log, redact=url_secrets(config))
+    check_multiproc_dir()
+    reopen_on_sighup(configure_logging(config.log, redact=url_secrets(config)))
 
 
 @app.command()
@@ -124,12 +128,17 @@ def queue_service(config: ConfigOption = None,
 @app.command()
 def worker(config: ConfigOption = None,
            concurrency: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
-           drain_timeout: DrainOption = DEFAULT_DRAIN_SECONDS) -> None:
+           drain_timeout: DrainOption = DEFAULT_DRAIN_SECONDS,
+           metrics_port: Annotated[int | None, typer.Option(
+               help="Serve /metrics, /healthz and /readyz on this port (off by default).")] = None,
+           metrics_host: Annotated[str, typer.Option(
+               help="Address of the metrics listener.")] = "127.0.0.1") -> None:
     """Only workers: claim jobs and publish until SIGTERM (the jobs in hand are finished, or
     released to the queue after --drain-timeout)."""
     cfg = _config(config)
     _logging(cfg)
-    from .app import publisher_from, queue_from
+    from .app import publisher_from, queue_collectors, queue_from, readiness_checks
+    from .opslistener import OpsListener
     from .worker import WorkerPool
 
     if concurrency:
@@ -139,11 +148,18 @@ def worker(config: ConfigOption = None,
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     pool = WorkerPool.build(cfg, queue, publisher_from(cfg))
+    listener = None
+    if metrics_port is not None:
+        listener = OpsListener(metrics_host, metrics_port,
+                               readiness_checks(cfg, queue, publishes=True),
+                               queue_collectors(queue)).start()
     threads = pool.run(stop)
     while not stop.wait(0.5):
         if not any(t.is_alive() for t in threads):
             raise LigoenvError("every worker thread has stopped")  # never expected: say so
     drained = pool.drain(threads, drain_timeout)
+    if listener is not None:
+        listener.close()
     queue.close()
     if not drained:
         os._exit(0)  # the jobs in hand were released; their threads must not finish them

@@ -28,6 +28,7 @@ CONFIG_ENV = "LIGOENV_SERVER_CONFIG"
 STATE_DIR_ENV = "LIGOENV_STATE_DIR"
 DEFAULT_BODY_LIMIT = 1024 * 1024
 SIGNATURE_HEADER = "X-Ligoenv-Signature"
+_RESERVED_PATHS = {"/healthz": "health check", "/readyz": "readiness check", "/metrics": "metrics"}
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 # Keys whose values are secrets, with their `_env` and `_file` forms (where a secret is often
 # pasted by mistake); every value under an endpoint's `auth` is treated as one too.
@@ -152,6 +153,7 @@ class WorkerConfig:
 class LogConfig:
     format: str = "text"  # "text" | "json"
     level: str = "info"
+    file: Path | None = None  # None: stderr (journald); a file is reopened on SIGHUP
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,8 @@ class _Builder:
             publisher=self.publisher(document.get("publisher", {}), state_dir),
             worker=self.worker(document.get("worker", {}), state_dir),
             log=LogConfig(format=document.get("log", {}).get("format", "text"),
-                          level=document.get("log", {}).get("level", "info").lower()),
+                          level=document.get("log", {}).get("level", "info").lower(),
+                          file=self.path(document.get("log", {}).get("file"))),
             state_dir=state_dir,
         )
 
@@ -281,8 +284,9 @@ class _Builder:
             known = ", ".join(sorted(registries)) or "none are configured"
             raise self.fail(f"{where}.registry",
                             f"no [registries.{table['registry']}] section ({known})")
-        if path.rstrip("/") == "/healthz":
-            raise self.fail(f"{where}.path", "/healthz is the relay's own health check")
+        reserved = _RESERVED_PATHS.get(path.rstrip("/"))
+        if reserved:
+            raise self.fail(f"{where}.path", f"{path.rstrip('/')} is the relay's own {reserved}")
         auth = self.auth(f"{where}.auth", table["auth"], listen_host)
         self.check_auth_fits(where, kind, path, auth)
         platforms = table.get("platforms")

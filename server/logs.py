@@ -10,10 +10,15 @@ import contextlib
 import contextvars
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
+
+from ligoenv.errors import ConfigError
 
 from .config import AuthType, LogConfig, Secret, ServerConfig
 
@@ -114,12 +119,46 @@ def url_secrets(config: ServerConfig) -> list[Secret]:
             if e.auth.type is AuthType.URL_SECRET and e.auth.secret is not None]
 
 
+class ReopeningFileHandler(logging.FileHandler):
+    """Appends to a log file, and opens it again by name on `reopen()`: after logrotate moved
+    the file away and sent SIGHUP, new lines go to the new file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, mode="a", encoding="utf-8")
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            old, self.stream = self.stream, self._open()
+            if old is not None:
+                old.close()
+        finally:
+            self.release()
+
+
+def reopen_on_sighup(handler: logging.Handler) -> None:
+    """Make SIGHUP reopen `handler`'s log file (nothing when logging to stderr)."""
+    if not isinstance(handler, ReopeningFileHandler):
+        return
+    # Not in the signal handler itself: it may interrupt this very handler while it holds its
+    # lock in the main thread. A short thread waits for the lock instead.
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+        target=handler.reopen, name="log-reopen", daemon=True).start())
+
+
 def configure_logging(config: LogConfig, stream: TextIO | None = None, *,
                       redact: Iterable[Secret] = ()) -> logging.Handler:
-    """Send the root logger to `stream` (stderr) in the configured format, with `redact`ed
-    secrets replaced by `***`; returns the handler. Run uvicorn with `log_config=None` so that
-    its access log goes through this handler too."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send the root logger to the configured file, else to `stream` (stderr), in the configured
+    format, with `redact`ed secrets replaced by `***`; returns the handler. Run uvicorn with
+    `log_config=None` so that its access log goes through this handler too."""
+    handler: logging.Handler
+    if config.file is not None:
+        try:
+            handler = ReopeningFileHandler(config.file)
+        except OSError as error:
+            raise ConfigError(f"log.file: cannot open {config.file}: {error.strerror}") from None
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     handler.addFilter(JobFields())
     handler.addFilter(Redactor(redact))

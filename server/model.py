@@ -28,6 +28,9 @@ class PublishRequest:
     # The platforms the endpoint asks for ("linux/arm64", ...); empty: the publisher's default.
     # Carried in the request so that workers need not share the relay's endpoint config.
     platforms: tuple[str, ...] = ()
+    # When the registry says the push happened (its event timestamp), for the push-to-published
+    # latency; None when the source gives none. Not part of the request's identity.
+    event_time: datetime | None = field(default=None, compare=False)
 
     def dedup_key(self) -> str:
         """Identical pending requests share this key and are queued once."""
@@ -38,7 +41,8 @@ class PublishRequest:
         return {"registry": self.registry, "repository": self.repository, "tag": self.tag,
                 "digest": self.digest, "source": self.source,
                 "received_at": self.received_at.isoformat(), "action": str(self.action),
-                "callback_url": self.callback_url, "platforms": list(self.platforms)}
+                "callback_url": self.callback_url, "platforms": list(self.platforms),
+                "event_time": _iso(self.event_time)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublishRequest:
@@ -47,7 +51,8 @@ class PublishRequest:
                    received_at=datetime.fromisoformat(data["received_at"]),
                    action=Action(data.get("action", "publish")),
                    callback_url=data.get("callback_url"),
-                   platforms=tuple(data.get("platforms") or ()))
+                   platforms=tuple(data.get("platforms") or ()),
+                   event_time=_from_iso(data.get("event_time")))
 
 
 class JobState(enum.StrEnum):
@@ -55,6 +60,18 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"  # dead letter: attempts exhausted or a permanent error
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """Jobs by state as operators count them: `failed` are pending again after a failed attempt
+    (waiting for their retry), `dead` are dead letters."""
+
+    pending: int
+    running: int
+    failed: int
+    dead: int
+    oldest_pending: datetime | None  # when the oldest pending job was queued
 
 
 @dataclass(frozen=True)

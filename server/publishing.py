@@ -23,6 +23,7 @@ from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
 from ligoenv.sandbox import complete_tree
 
+from . import metrics
 from .config import RegistryConfig, ServerConfig
 from .model import Action, PublishRequest
 from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
@@ -38,14 +39,16 @@ class LeaseLost(LigoenvError):
     temporary = True
 
 
-def registry_client(registry: RegistryConfig) -> RegistryClient:
-    """A client for a configured registry, with its configured credentials if any."""
+def registry_client(registry: RegistryConfig, **options: Any) -> RegistryClient:
+    """A client for a configured registry, with its configured credentials if any; `options`
+    go to RegistryClient (timeout, retries)."""
     from ligoenv.oci.auth import Credentials
 
     credentials = None
     if registry.username and registry.password is not None:
         credentials = Credentials(registry.username, registry.password.reveal(), "server config")
-    return RegistryClient(registry.host, insecure=registry.insecure, credentials=credentials)
+    return RegistryClient(registry.host, insecure=registry.insecure, credentials=credentials,
+                          **options)
 
 
 class RequestProcessor:
@@ -142,7 +145,9 @@ class RequestProcessor:
         staging_dirs.append(staging)
         tree = staging / "tree"
         log.info("unpacking", extra={"manifest": str(digest), "layers": len(manifest.layers)})
+        watch = metrics.Stopwatch()
         pulled = pull(pinned, tree, cache=self.cache, client=client, options=self._options)
+        metrics.unpacked(sum(layer.bytes_written for layer in pulled.layers), watch.seconds())
         complete_tree(tree, pulled.config)
         name = str(platform or pulled.platform)
         return StagedPlatform(name, digest, manifest_record(pulled.manifest, name), tree)

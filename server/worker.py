@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ligoenv.errors import LigoenvError
+from ligoenv.errors import LigoenvError, RegistryError
 
+from . import metrics
 from .config import ServerConfig
 from .logs import job_context
 from .model import Job, JobSource, PublishRequest
@@ -90,10 +91,12 @@ class Worker:
                 log.warning("%s", error)  # the job is the other worker's now: report nothing
                 return
             except LigoenvError as error:
+                _count_failure(job, error)
                 self._failed(job, str(error), error.temporary, stop)
                 return
             except Exception as error:
                 log.exception("job crashed")
+                _count_failure(job, error)
                 self._failed(job, f"internal error: {error!r}", True, stop)
                 return
         result["seconds"] = round(time.monotonic() - started, 3)
@@ -102,6 +105,9 @@ class Worker:
             return
         log.info("job done", extra={"tag_moved": result.get("tag_moved"), "seconds": result["seconds"],
                                     "unpacked": len(result.get("unpacked", []))})
+        metrics.job_finished("done", job.attempts)
+        if result.get("tag_moved"):
+            metrics.tag_published(job.request.event_time or job.request.received_at)
         self._callback(job.request, "success", f"published {result.get('digest', '')}")
 
     def _failed(self, job: Job, error: str, temporary: bool, stop: threading.Event) -> None:
@@ -109,6 +115,7 @@ class Worker:
         log.warning("job failed%s: %s", "" if final else " (will retry)", error,
                     extra={"temporary": temporary, "attempt": job.attempts})
         if self._report(self.queue.fail, stop, job.id, self.worker_id, error, temporary) and final:
+            metrics.job_finished("dead", job.attempts)
             self._callback(job.request, "failure", error)  # only the final outcome is told
 
     def _report(self, method: Callable[..., bool], stop: threading.Event, *args: Any) -> bool:
@@ -122,6 +129,12 @@ class Worker:
                 if stop.wait(min(2.0 ** attempt, 10.0)):
                     break
         return False
+
+
+def _count_failure(job: Job, error: BaseException) -> None:
+    metrics.publish_failed(error)
+    if isinstance(error, RegistryError):
+        metrics.registry_error(job.request.registry)
 
 
 def docker_hub_callback(request: PublishRequest, state: str, description: str) -> None:

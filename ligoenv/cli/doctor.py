@@ -76,13 +76,12 @@ def _registry(host: str, insecure: tuple[str, ...]) -> str:
     try:
         ref = Reference.parse(f"{host}/ligoenv/doctor")
         with client_for(ref, insecure, timeout=5.0, retries=0) as client:
-            response = client.transport.request("GET", "/v2/")
-            response.close()
+            status = client.ping()
     except AuthError:
         return "reachable (needs credentials: docker login)"
     except LigoenvError as error:
         return str(error)
-    return f"reachable (HTTP {response.status_code})"
+    return f"reachable (HTTP {status})"
 
 
 def _lockfile_registries(settings: Any) -> list[str]:

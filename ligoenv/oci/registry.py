@@ -63,6 +63,13 @@ class RegistryClient:
     def close(self) -> None:
         self.transport.close()
 
+    def ping(self) -> int:
+        """The status of the API root (/v2/): the registry answers. AuthError when it wants
+        credentials we do not have, which still means it is reachable."""
+        response = self.transport.request("GET", "/v2/")
+        response.close()
+        return response.status_code
+
     # -- manifests -------------------------------------------------------------------------
 
     def resolve(self, ref: Reference) -> Digest:

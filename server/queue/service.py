@@ -21,6 +21,8 @@ from starlette.routing import Route
 from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
 from ligoenv.schemas import load_schema
 
+from ..health import ops_routes, queue_check
+from ..metrics import QueueCollector
 from ..model import JobState, PublishRequest
 from .sql import SqlQueue
 
@@ -51,8 +53,12 @@ def create_queue_app(queue: SqlQueue, token: str, *, body_limit: int = BODY_LIMI
         yield
         queue.close()
 
+    # /healthz pings the database (clients ping the service with it); /readyz says the same
+    # with a reason, and /metrics counts the jobs by state. Neither names the database.
+    _healthz, readyz, metrics_page = ops_routes([queue_check(queue, detail=False)],
+                                                [QueueCollector(queue)])
     return Starlette(lifespan=lifespan, routes=[
-        Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/healthz", routes.healthz, methods=["GET"]), readyz, metrics_page,
         Route("/v1/jobs", guard(routes.enqueue), methods=["POST"]),
         Route("/v1/jobs", guard(routes.list_jobs), methods=["GET"]),
         Route("/v1/counts", guard(routes.counts), methods=["GET"]),

@@ -17,7 +17,7 @@ from sqlalchemy import exc
 
 from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
 
-from ..model import EnqueueResult, Job, JobState, PublishRequest
+from ..model import EnqueueResult, Job, JobState, PublishRequest, QueueSummary
 from .backoff import Backoff
 from .db import Database
 from .tables import jobs, to_job, utc
@@ -206,6 +206,23 @@ class SqlQueue:
         with self._db.read() as conn:
             found = {JobState(state): int(n) for state, n in conn.execute(query)}
         return {state: found.get(state, 0) for state in JobState}
+
+    def summary(self) -> QueueSummary:
+        """Jobs by state as operators count them, and when the oldest pending job was queued."""
+        retrying = sa.and_(jobs.c.state == _PENDING, jobs.c.attempts > 0)
+        query = (sa.select(jobs.c.state, retrying.label("retrying"), sa.func.count(),
+                           sa.func.min(jobs.c.created_at))
+                 .where(jobs.c.state != _DONE).group_by(jobs.c.state, "retrying"))
+        counts = {"pending": 0, "running": 0, "failed": 0, "dead": 0}
+        oldest: datetime | None = None
+        with self._db.read() as conn:
+            for state, is_retry, n, first in conn.execute(query):
+                name = {_RUNNING: "running", _FAILED: "dead"}.get(
+                    state, "failed" if is_retry else "pending")
+                counts[name] += int(n)
+                if state == _PENDING and first is not None:
+                    oldest = min(oldest or utc(first), utc(first))
+        return QueueSummary(oldest_pending=oldest, **counts)
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the database answers."""

@@ -21,7 +21,9 @@ from starlette.routing import Route
 from ligoenv.errors import LigoenvError, QueueUnavailable, UsageError
 from ligoenv.schemas import schema_errors
 
+from .. import metrics
 from ..config import EndpointConfig, EndpointKind, ServerConfig
+from ..health import healthz
 from ..model import JobSink, PublishRequest
 from . import auth, body, distribution, dockerhub, generic, harbor
 from .common import Ignored, Parsed, allowed, not_allowed
@@ -38,7 +40,7 @@ log = logging.getLogger("ligoenv_server.relay")
 
 def create_relay_app(config: ServerConfig, sink: JobSink, *,
                      clock: Callable[[], datetime] | None = None) -> Starlette:
-    routes = [Route("/healthz", _healthz, methods=["GET"])]
+    routes = [Route("/healthz", healthz, methods=["GET"])]
     for endpoint in config.relay.endpoints:
         handler = _EndpointHandler(endpoint, sink, config.relay.body_limit, clock or _utcnow)
         routes.append(Route(endpoint.path, handler.handle, methods=["POST"]))
@@ -54,6 +56,18 @@ class _EndpointHandler:
         self.clock = clock
 
     async def handle(self, request: Request) -> Response:
+        status = 500
+        try:
+            response = await self._handle(request)
+            status = response.status_code
+            return response
+        except HTTPException as error:
+            status = error.status_code
+            raise
+        finally:
+            metrics.webhook_received(self.endpoint.name, status)
+
+    async def _handle(self, request: Request) -> Response:
         now = self.clock()
         try:
             document = await self.read(request)
@@ -131,10 +145,6 @@ class _EndpointHandler:
                 "tag": request.tag, "digest": request.digest, "job_id": result.job_id})
             jobs.append(result.job_id)
         return jobs
-
-
-async def _healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
 
 
 async def _error_response(request: Request, error: Exception) -> Response:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from ligoenv.errors import InvalidReference
@@ -29,7 +30,8 @@ Parsed = PublishRequest | Ignored
 
 def publish_request(endpoint: EndpointConfig, repository: str, tag: str | None, digest: str | None,
                     now: datetime, *, where: str, action: Action = Action.PUBLISH,
-                    callback_url: str | None = None) -> PublishRequest:
+                    callback_url: str | None = None,
+                    event_time: datetime | None = None) -> PublishRequest:
     """A request for `repository` on the endpoint's own registry, whatever host the payload names.
 
     Raises InvalidReference naming `where` (the payload field) when a name or digest is malformed.
@@ -48,7 +50,29 @@ def publish_request(endpoint: EndpointConfig, repository: str, tag: str | None, 
     return PublishRequest(registry=reference.registry, repository=repository, tag=tag,
                           digest=checked_digest, source=endpoint.source, received_at=now,
                           action=action, callback_url=callback_url,
-                          platforms=tuple(str(p) for p in endpoint.platforms or ()))
+                          platforms=tuple(str(p) for p in endpoint.platforms or ()),
+                          event_time=event_time)
+
+
+def event_time(value: object) -> datetime | None:
+    """A sender's event time (RFC 3339 text, or Unix seconds), or None when it gives none we can
+    read: it only feeds the latency metric, so it never makes a delivery fail."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    # Go writes nanoseconds; Python reads at most microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip())
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def allowed(endpoint: EndpointConfig, request: PublishRequest) -> bool:

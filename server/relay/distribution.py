@@ -16,7 +16,7 @@ from ligoenv.oci.manifest import ALL_MANIFEST_TYPES
 
 from ..config import EndpointConfig
 from ..model import Action
-from .common import Ignored, Parsed, publish_request
+from .common import Ignored, Parsed, event_time, publish_request
 
 
 def parse(body: dict[str, Any], endpoint: EndpointConfig, now: datetime) -> list[Parsed]:
@@ -40,4 +40,4 @@ def _event(i: int, event: dict[str, Any], endpoint: EndpointConfig, now: datetim
     if "digest" not in target:
         raise InvalidReference(f"events[{i}].target.digest: a tagged manifest push needs a digest")
     return publish_request(endpoint, target["repository"], target["tag"], target["digest"], now,
-                           where=f"events[{i}].target")
+                           where=f"events[{i}].target", event_time=event_time(event.get("timestamp")))

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import EndpointConfig
-from .common import Parsed, publish_request
+from .common import Parsed, event_time, publish_request
 
 CALLBACK_HOST = "registry.hub.docker.com"
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ def parse(body: dict[str, Any], endpoint: EndpointConfig, now: datetime) -> list
         repository = f"library/{repository}"  # official images live under library/
     return [publish_request(endpoint, repository, body["push_data"]["tag"], None, now,
                             where="repository.repo_name",
-                            callback_url=_callback_url(body.get("callback_url"), endpoint))]
+                            callback_url=_callback_url(body.get("callback_url"), endpoint),
+                            event_time=event_time(body["push_data"].get("pushed_at")))]
 
 
 def _callback_url(url: str | None, endpoint: EndpointConfig) -> str | None:

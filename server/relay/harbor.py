@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import EndpointConfig
 from ..model import Action
-from .common import Ignored, Parsed, publish_request
+from .common import Ignored, Parsed, event_time, publish_request
 
 _ACTIONS = {"PUSH_ARTIFACT": Action.PUBLISH, "DELETE_ARTIFACT": Action.UNTAG}
 
@@ -18,15 +18,16 @@ def parse(body: dict[str, Any], endpoint: EndpointConfig, now: datetime) -> list
     if action is None:
         return [Ignored(f"Harbor event {body['type']} is not a push or a delete")]
     repository = body["event_data"]["repository"]["repo_full_name"]
-    return [_resource(i, resource, repository, action, endpoint, now)
+    when = event_time(body.get("occur_at"))
+    return [_resource(i, resource, repository, action, endpoint, now, when)
             for i, resource in enumerate(body["event_data"]["resources"])]
 
 
 def _resource(i: int, resource: dict[str, Any], repository: str, action: Action,
-              endpoint: EndpointConfig, now: datetime) -> Parsed:
+              endpoint: EndpointConfig, now: datetime, when: datetime | None) -> Parsed:
     tag = resource.get("tag") or ""
     # Harbor puts the digest in `tag` when an artifact was pushed by digest only.
     if not tag or tag.startswith(("sha256:", "sha512:")):
         return Ignored(f"{repository}: artifact {resource.get('digest', '?')} has no tag")
     return publish_request(endpoint, repository, tag, resource.get("digest"), now,
-                           where=f"event_data.resources[{i}]", action=action)
+                           where=f"event_data.resources[{i}]", action=action, event_time=when)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,22 @@ def test_an_index_push_is_queued_with_the_index_digest(client: TestClient, sink:
     assert response.json() == {"accepted": 1, "jobs": [1], "ignored": []}
     assert sink.queued() == [PublishRequest(REGISTRY, "lvk/multi", "1.0", INDEX_DIGEST,
                                             "distribution:local", NOW)]
+
+
+def test_the_registry_event_time_travels_with_the_request(client: TestClient,
+                                                         sink: MemorySink) -> None:
+    # Go writes nanoseconds: kept to the microsecond, for the push-to-published latency.
+    client.post(PATH, content=fixture_bytes("distribution_push_index.json"), headers=HEADERS)
+    (queued,) = sink.queued()
+    assert queued.event_time == datetime(2026, 11, 25, 16, 47, 50, 412611, tzinfo=UTC)
+    assert PublishRequest.from_json(queued.to_json()).event_time == queued.event_time
+
+
+def test_an_unreadable_event_time_is_left_out(client: TestClient, sink: MemorySink) -> None:
+    body = fixture_bytes("distribution_push_index.json").replace(
+        b'"2026-11-25T16:47:50.412611967Z"', b'"yesterday"')
+    assert client.post(PATH, content=body, headers=HEADERS).status_code == 202
+    assert sink.queued()[0].event_time is None
 
 
 def test_one_envelope_of_a_multi_platform_push(client: TestClient, sink: MemorySink) -> None:
