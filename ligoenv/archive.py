@@ -8,8 +8,7 @@ archive's own checksum can be cited beside the lockfile.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,8 +19,14 @@ from ligoenv.archive_records import ArchiveRecords
 from ligoenv.errors import ArchiveError, PlatformNotFound, RegistryError
 from ligoenv.lockfile import Environment, Lockfile
 from ligoenv.oci.cache import LayerCache
-from ligoenv.oci.digest import Digest, Readable
-from ligoenv.oci.layouttar import INDEX_FILE, BlobEntry, write_layout_tar
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.layouttar import (
+    INDEX_FILE,
+    BlobEntry,
+    BlobOpener,
+    verified_bytes,
+    write_layout_tar,
+)
 from ligoenv.oci.manifest import OCI_INDEX, Descriptor, ImageIndex, ImageManifest, parse_manifest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
@@ -69,7 +74,7 @@ def archive_lockfile(lockfile: Lockfile, out: Path, *, cache: LayerCache, client
         total = sum(entry.size for entry in blobs.values())
         done = [0]
 
-        def advance(count: int) -> None:
+        def advance(count: int) -> None:  # called under the writer's lock
             done[0] += count
             if progress is not None:
                 progress(done[0], total)
@@ -153,19 +158,16 @@ class _Sources:
         return self.client(ref).fetch_manifest(ref.with_digest(digest))
 
     def add_bytes(self, blobs: dict[Digest, BlobEntry], digest: Digest, raw: bytes) -> None:
-        blobs[digest] = BlobEntry(digest, len(raw), lambda: contextlib.nullcontext(io.BytesIO(raw)))
+        blobs[digest] = BlobEntry(digest, len(raw), functools.partial(verified_bytes, digest, raw))
 
     def add_blob(self, blobs: dict[Digest, BlobEntry], ref: Reference, descriptor: Descriptor) -> None:
         if descriptor.digest in blobs:
             return
-        cached = self.cache.has(descriptor)
-        client = None if cached else self.client(ref)
-
-        def opener() -> contextlib.AbstractContextManager[Readable]:
-            if client is None:
-                return self.cache.open(descriptor)
-            return client.open_blob(ref.repository, descriptor)
-
+        opener: BlobOpener
+        if self.cache.has(descriptor):
+            opener = functools.partial(self.cache.open, descriptor)
+        else:
+            opener = functools.partial(self.client(ref).open_blob, ref.repository, descriptor)
         blobs[descriptor.digest] = BlobEntry(descriptor.digest, descriptor.size, opener)
 
 

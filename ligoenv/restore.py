@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +22,16 @@ from ligoenv.atomicfile import write_atomic
 from ligoenv.errors import ArchiveError, LigoenvError, UsageError
 from ligoenv.lockfile import Environment, Lockfile, parse_lockfile
 from ligoenv.oci.cache import LayerCache
-from ligoenv.oci.digest import Digest
+from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.layouttar import LayoutContents, read_layout_tar
 from ligoenv.oci.manifest import ImageConfig, ImageIndex, ImageManifest, parse_config, parse_manifest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
+from ligoenv.oci.registry import RegistryClient
+from ligoenv.oci.transport import FileSlice
 
 Note = Callable[[str], None]
+PUSH_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,43 @@ class RestoreSummary:
     environments: tuple[RestoredEnvironment, ...]
 
 
-def read_archive(path: Path, cache: LayerCache) -> tuple[LayoutContents, Lockfile, list[RestoredEnvironment]]:
-    """Verify the archive into the layer cache and check that each environment is whole in it."""
-    contents = read_layout_tar(path, cache.store)
+class _CachedBlobs:
+    """Blobs copied into the layer cache as the archive is read (for a restore into the cache)."""
+
+    def __init__(self, cache: LayerCache) -> None:
+        self.cache = cache
+
+    def keep(self, digest: Digest, size: int, reader: VerifyingReader, _offset: int) -> None:
+        self.cache.store(digest, size, reader)
+
+    def read(self, digest: Digest) -> bytes:
+        return self.cache.path_for(digest).read_bytes()
+
+
+class _ArchivedBlobs:
+    """Blobs left where they are in the archive file, read or uploaded from their offsets
+    (for a restore to a registry: nothing is copied to disk on the way)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where: dict[Digest, FileSlice] = {}
+
+    def keep(self, digest: Digest, size: int, _reader: VerifyingReader, offset: int) -> None:
+        self.where[digest] = FileSlice(self.path, offset, size)  # verified as the reader drains
+
+    def read(self, digest: Digest) -> bytes:
+        piece = self.where[digest]
+        with self.path.open("rb") as handle:
+            handle.seek(piece.offset)
+            return handle.read(piece.size)
+
+
+Blobs = _CachedBlobs | _ArchivedBlobs
+
+
+def read_archive(path: Path, blobs: Blobs) -> tuple[LayoutContents, Lockfile, list[RestoredEnvironment]]:
+    """Verify every blob of the archive into `blobs`; check that each environment is whole in it."""
+    contents = read_layout_tar(path, blobs.keep)
     text = contents.files.get(LOCKFILE_NAME)
     if text is None:
         raise ArchiveError(f"{path} holds no {LOCKFILE_NAME}: it was not written by `ligoenv archive`")
@@ -66,14 +104,14 @@ def read_archive(path: Path, cache: LayerCache) -> tuple[LayoutContents, Lockfil
         lockfile = parse_lockfile(json.loads(text), f"{path}:{LOCKFILE_NAME}")
     except ValueError as error:
         raise ArchiveError(f"{path}: {LOCKFILE_NAME} is not valid JSON ({error})") from None
-    found = [_environment(path, contents, cache, name, env)
+    found = [_environment(path, contents, blobs, name, env)
              for name, env in sorted(lockfile.environments.items())]
     return contents, lockfile, found
 
 
-def _environment(path: Path, contents: LayoutContents, cache: LayerCache, name: str,
+def _environment(path: Path, contents: LayoutContents, blobs: Blobs, name: str,
                  env: Environment) -> RestoredEnvironment:
-    top = parse_manifest(_blob(path, contents, cache, env.digest, f"environment {name}"), env.digest)
+    top = parse_manifest(_blob(path, contents, blobs, env.digest, f"environment {name}"), env.digest)
     images = []
     for key, pin in sorted(env.platforms.items()):
         if isinstance(top, ImageIndex):
@@ -82,12 +120,12 @@ def _environment(path: Path, contents: LayoutContents, cache: LayerCache, name: 
             if top.runnable_platforms().get(key) != pin.manifest:
                 raise ArchiveError(f"{path}: environment {name} pins {key} to {pin.manifest.short}, "
                                    f"which is not its index's entry for {key}")
-            manifest = parse_manifest(_blob(path, contents, cache, pin.manifest, name), pin.manifest)
+            manifest = parse_manifest(_blob(path, contents, blobs, pin.manifest, name), pin.manifest)
         else:
             manifest = top
         if not isinstance(manifest, ImageManifest):
             raise ArchiveError(f"{path}: {name}: an index inside an index is not supported")
-        config = parse_config(_blob(path, contents, cache, manifest.config.digest, name),
+        config = parse_config(_blob(path, contents, blobs, manifest.config.digest, name),
                               manifest.config.digest)
         for layer in manifest.layers:
             _require(path, contents, layer.digest, name)
@@ -102,9 +140,9 @@ def _require(path: Path, contents: LayoutContents, digest: Digest, what: str) ->
         raise ArchiveError(f"{path} lacks blob {digest} of {what}: the archive is incomplete")
 
 
-def _blob(path: Path, contents: LayoutContents, cache: LayerCache, digest: Digest, what: str) -> bytes:
+def _blob(path: Path, contents: LayoutContents, blobs: Blobs, digest: Digest, what: str) -> bytes:
     _require(path, contents, digest, what)
-    raw = cache.path_for(digest).read_bytes()
+    raw = blobs.read(digest)
     digest.verify_bytes(raw, f"blob {digest.short}")
     return raw
 
@@ -115,7 +153,7 @@ def restore_to_cache(path: Path, cache_root: Path, *, platform: Platform, record
     from ligoenv.runtimes.local import cache_path, install_tree
 
     cache = LayerCache(cache_root / "layers")
-    contents, lockfile, found = read_archive(path, cache)
+    contents, lockfile, found = read_archive(path, _CachedBlobs(cache))
     restored = []
     for item in found:
         image = next((i for i in item.images if platform.matches(Platform.parse(i.platform))), None)
@@ -139,19 +177,21 @@ def _unpack(cache: LayerCache, image: ArchivedImage, staging: Path) -> ImageConf
     return image.config
 
 
-def restore_to_registry(path: Path, cache_root: Path, target: str, *, client_for: ClientFor,
+def restore_to_registry(path: Path, target: str, *, client_for: ClientFor,
                         records: ArchiveRecords) -> RestoreSummary:
-    """Push every environment under `target` (`REGISTRY[/PREFIX]`) with its original digests."""
-    cache = LayerCache(cache_root / "layers")
-    contents, lockfile, found = read_archive(path, cache)
+    """Push every environment under `target` (`REGISTRY[/PREFIX]`) with its original digests.
+
+    Blobs go up four at a time straight from the archive file; manifests follow, children
+    before the index that names them, and the tag last.
+    """
+    blobs = _ArchivedBlobs(path)
+    contents, lockfile, found = read_archive(path, blobs)
     restored = []
     for item in found:
         destination = rehosted(target, item.environment)
         with client_for(destination) as client:
+            _push_blobs(client, destination.repository, blobs, item)
             for image in item.images:
-                for descriptor in (image.manifest.config, *image.manifest.layers):
-                    client.push_blob(destination.repository, cache.path_for(descriptor.digest),
-                                     descriptor.digest)
                 if image.manifest is not item.top:
                     client.push_manifest(destination.repository, str(image.manifest.digest),
                                          image.manifest.raw, image.manifest.media_type)
@@ -165,6 +205,20 @@ def restore_to_registry(path: Path, cache_root: Path, target: str, *, client_for
         restored.append(RestoredEnvironment(item.name, item.environment, item.top, item.images,
                                             pushed=pushed))
     return RestoreSummary(path, contents.sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+
+
+def _push_blobs(client: RegistryClient, repository: str, blobs: _ArchivedBlobs,
+                item: RestoredEnvironment) -> None:
+    wanted = {d.digest for image in item.images for d in (image.manifest.config, *image.manifest.layers)}
+    with ThreadPoolExecutor(max_workers=PUSH_THREADS, thread_name_prefix="ligoenv-restore") as pool:
+        futures = [pool.submit(client.push_blob, repository, blobs.where[digest], digest)
+                   for digest in sorted(wanted, key=str)]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def rehosted(target: str, env: Environment) -> Reference:

@@ -31,7 +31,7 @@ def run(inv: Invocation, archive: str, *, to: str | None = None, lockfile: str |
     path = Path(archive).absolute()
     records = ArchiveRecords(settings.cache, inv.clock)
     if to:
-        summary = restore_to_registry(path, settings.cache, to, records=records,
+        summary = restore_to_registry(path, to, records=records,
                                       client_for=make_resolver(settings, None).client)
     else:
         summary = restore_to_cache(path, settings.cache, platform=parse_platform(platform) or Platform.host(),

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from ligoenv.errors import ArchiveError, DigestMismatch
-from ligoenv.oci.digest import Digest, Readable, VerifyingReader
+from ligoenv.oci.digest import Digest, VerifyingReader
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
@@ -32,8 +35,8 @@ CHUNK = 1 << 20
 MAX_SMALL_FILE = 16 << 20  # index.json, lockfile, README: metadata, never large
 _BLOB_NAME = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{64}|[0-9a-f]{128})")
 
-# Opens a verifying stream over one blob; the writer reads it to its end.
-BlobOpener = Callable[[], AbstractContextManager[Readable]]
+# Opens a stream over one blob that checks it against its digest; the writer reads it to its end.
+BlobOpener = Callable[[], AbstractContextManager[VerifyingReader]]
 Progress = Callable[[int], None]
 
 
@@ -49,89 +52,108 @@ def blob_name(digest: Digest) -> str:
 
 
 def write_layout_tar(path: Path, files: Mapping[str, bytes], blobs: Mapping[Digest, BlobEntry], *,
-                     mtime: int, progress: Progress | None = None) -> Digest:
+                     mtime: int, progress: Progress | None = None, threads: int = 4) -> Digest:
     """Write `files` (index.json and companions) and `blobs` as one tar at `path`, atomically.
 
-    Nothing appears at `path` unless every blob matched its digest and size. Returns the
-    sha256 of the whole tar, hashed as it was written.
+    Every entry's size is known, so the whole tar is planned first: headers and small files
+    are written in order, and blobs are streamed into their places by `threads` at once, each
+    checked against its digest as it arrives. Nothing appears at `path` unless every blob
+    matched. Returns the sha256 of the whole tar. Like tar itself, no fsync: the archive is
+    made again from its lockfile, and its checksum tells a damaged copy.
     """
-    entries: dict[str, bytes | BlobEntry] = {LAYOUT_FILE: LAYOUT_VERSION, **files}
-    entries.update({blob_name(d): entry for d, entry in blobs.items()})
-    directories = sorted({name.rsplit("/", i)[0] for name in entries for i in (1, 2)
-                          if name.count("/") >= i})
+    plan = _plan({LAYOUT_FILE: LAYOUT_VERSION, **files, **{blob_name(d): e for d, e in blobs.items()}},
+                 mtime)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out:
-            writer = _TarWriter(out, mtime)
-            for name in sorted([*entries, *directories]):
-                entry = entries.get(name)
-                if entry is None:
-                    writer.directory(name)
-                elif isinstance(entry, bytes):
-                    writer.file(name, entry)
-                else:
-                    writer.blob(name, entry, progress)
-            writer.close()
-            out.flush()
-            os.fsync(out.fileno())
+        with os.fdopen(fd, "r+b") as out:
+            out.truncate(plan.size)  # zeros: padding and the end blocks need no writing
+            for offset, data in plan.fixed:
+                os.pwrite(out.fileno(), data, offset)
+            _fill_blobs(out.fileno(), plan.blobs, progress, threads)
+            checksum = _sha256_of(out)
         os.replace(temporary, path)
-        return Digest("sha256", writer.hash.hexdigest())
+        return checksum
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
 
 
-class _TarWriter:
-    """USTAR entries with fixed owner, group and time; content streamed in chunks."""
+@dataclass(frozen=True)
+class _Plan:
+    size: int
+    fixed: list[tuple[int, bytes]]  # (offset, bytes): headers, small files
+    blobs: list[tuple[int, BlobEntry]]  # (offset of the content, blob)
 
-    def __init__(self, out: BinaryIO, mtime: int) -> None:
-        self._file = out
-        self.mtime = mtime
-        self.hash = hashlib.sha256()
-        self.position = 0
 
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self.hash.update(data)
-        self.position += len(data)
+def _plan(entries: Mapping[str, bytes | BlobEntry], mtime: int) -> _Plan:
+    """Where every entry goes: sorted names, directories included, fixed owners and times."""
+    directories = {name.rsplit("/", i)[0] for name in entries for i in (1, 2) if name.count("/") >= i}
+    fixed: list[tuple[int, bytes]] = []
+    blobs: list[tuple[int, BlobEntry]] = []
+    offset = 0
+    for name in sorted([*entries, *directories]):
+        entry = entries.get(name)
+        size = 0 if entry is None else len(entry) if isinstance(entry, bytes) else entry.size
+        fixed.append((offset, _header(name, entry is None, size, mtime)))
+        offset += BLOCK
+        if isinstance(entry, bytes):
+            fixed.append((offset, entry))
+        elif entry is not None:
+            blobs.append((offset, entry))
+        offset += -(-size // BLOCK) * BLOCK
+    offset += 2 * BLOCK  # two zero blocks end the archive; then tar's own record padding
+    return _Plan(-(-offset // RECORD) * RECORD, fixed, blobs)
 
-    def _header(self, name: str, kind: bytes, size: int, mode: int) -> None:
-        info = tarfile.TarInfo(name)
-        info.type, info.size, info.mode, info.mtime = kind, size, mode, self.mtime
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self.write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"))
 
-    def directory(self, name: str) -> None:
-        self._header(name + "/", tarfile.DIRTYPE, 0, 0o755)
+def _header(name: str, directory: bool, size: int, mtime: int) -> bytes:
+    info = tarfile.TarInfo(name + "/" if directory else name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.size, info.mode, info.mtime = size, 0o755 if directory else 0o644, mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 
-    def file(self, name: str, data: bytes) -> None:
-        self._header(name, tarfile.REGTYPE, len(data), 0o644)
-        self.write(data)
-        self._pad(len(data))
 
-    def blob(self, name: str, entry: BlobEntry, progress: Progress | None) -> None:
-        self._header(name, tarfile.REGTYPE, entry.size, 0o644)
-        with entry.open() as source:
-            reader = VerifyingReader(source, entry.digest, entry.size, f"blob {entry.digest.short}")
-            while chunk := reader.read(CHUNK):
-                self.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-            reader.drain()
-        self._pad(entry.size)
+def _fill_blobs(fd: int, blobs: list[tuple[int, BlobEntry]], progress: Progress | None,
+                threads: int) -> None:
+    """Stream each blob into its place; the first failure cancels the blobs not yet started."""
+    lock = threading.Lock()
 
-    def _pad(self, size: int) -> None:
-        if size % BLOCK:
-            self.write(bytes(BLOCK - size % BLOCK))
+    def advance(count: int) -> None:
+        if progress is not None:
+            with lock:
+                progress(count)
 
-    def close(self) -> None:
-        # Two zero blocks end the archive; the record padding is what tar itself writes.
-        self.write(bytes(2 * BLOCK))
-        position = self.position
-        if position % RECORD:
-            self.write(bytes(RECORD - position % RECORD))
+    # Largest first, so that one big layer does not start last and finish alone.
+    ordered = sorted(blobs, key=lambda item: item[1].size, reverse=True)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(ordered))),
+                            thread_name_prefix="ligoenv-archive") as pool:
+        futures = [pool.submit(_fill_one, fd, offset, entry, advance) for offset, entry in ordered]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def _fill_one(fd: int, offset: int, entry: BlobEntry, advance: Progress) -> None:
+    with entry.open() as reader:
+        position = offset
+        while chunk := reader.read(CHUNK):
+            os.pwrite(fd, chunk, position)
+            position += len(chunk)
+            advance(len(chunk))
+        reader.drain()  # raises DigestMismatch unless all of it, and only it, was the blob
+
+
+def _sha256_of(handle: BinaryIO) -> Digest:
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
+    return Digest("sha256", digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -161,8 +183,9 @@ class _HashingFile:
         return Digest("sha256", self.hash.hexdigest())
 
 
-# Stores one verified blob: given its digest and a stream of its bytes (read it to the end).
-BlobSink = Callable[[Digest, int, VerifyingReader], object]
+# Takes one blob: its digest, size, a verifying stream of its bytes (read by the sink or
+# drained after it) and where its bytes start in the tar file.
+BlobSink = Callable[[Digest, int, VerifyingReader, int], object]
 
 
 def read_layout_tar(path: Path, keep_blob: BlobSink) -> LayoutContents:
@@ -203,7 +226,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict[str,
         digest = Digest(match.group(1), match.group(2))
         reader = VerifyingReader(stream, digest, member.size, f"blob {digest}")
         try:
-            keep_blob(digest, member.size, reader)
+            keep_blob(digest, member.size, reader, member.offset_data)
             reader.drain()
         except DigestMismatch:
             raise ArchiveError(f"{path}: blob {digest} does not match its digest: "
@@ -214,7 +237,6 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict[str,
 
 
 @contextlib.contextmanager
-def open_file(path: Path) -> Iterator[BinaryIO]:
-    """A blob source that is a plain file (the layer cache, an unpacked layout)."""
-    with path.open("rb") as handle:
-        yield handle
+def verified_bytes(digest: Digest, data: bytes) -> Iterator[VerifyingReader]:
+    """A blob held in memory (a manifest), checked like any other."""
+    yield VerifyingReader(io.BytesIO(data), digest, len(data), f"blob {digest.short}")

@@ -25,7 +25,7 @@ from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.httptext import error_text
 from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
 from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
-from ligoenv.oci.transport import Body, RetryPolicy, Transport
+from ligoenv.oci.transport import Body, FileSlice, RetryPolicy, Transport
 
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_SMALL_BLOB_BYTES = 32 << 20  # configs; layers go through download_blob or open_blob
@@ -192,9 +192,16 @@ class RegistryClient:
         self._expect(response, (200,), f"blob {digest.short} of {repository}")
         return True
 
-    def push_blob(self, repository: str, data: bytes | Path, digest: Digest | None = None) -> Digest:
-        """Upload a blob monolithically (POST then PUT), unless the registry already has it."""
-        digest = digest or _digest_of(data)
+    def push_blob(self, repository: str, data: bytes | Path | FileSlice,
+                  digest: Digest | None = None) -> Digest:
+        """Upload a blob monolithically (POST then PUT), unless the registry already has it.
+
+        The registry checks the content against `digest` (required for a FileSlice).
+        """
+        if digest is None:
+            if isinstance(data, FileSlice):
+                raise ValueError("push_blob needs the digest of a file slice")
+            digest = _digest_of(data)
         if self.blob_exists(repository, digest):
             return digest
         what = f"upload of blob {digest.short} to {repository}"

@@ -30,7 +30,18 @@ from ligoenv.oci.httptext import error_text, reason, retry_after, url_path, with
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
-Body = bytes | Path | None
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """`size` bytes of a file from `offset`: a blob inside an archive, uploaded without a copy."""
+
+    path: Path
+    offset: int
+    size: int
+
+
+Body = bytes | Path | FileSlice | None
 
 
 @dataclass(frozen=True)
@@ -344,13 +355,33 @@ class _TokenService:
 
 
 @contextmanager
-def _opened(body: Body) -> Iterator[bytes | BinaryIO | None]:
-    # A Path is reopened on every attempt, so a retried upload streams from the start again.
+def _opened(body: Body) -> Iterator[bytes | BinaryIO | _SliceReader | None]:
+    # A file is reopened on every attempt, so a retried upload streams from the start again.
     if isinstance(body, Path):
         with body.open("rb") as handle:
             yield handle
+    elif isinstance(body, FileSlice):
+        with body.path.open("rb") as handle:
+            handle.seek(body.offset)
+            yield _SliceReader(handle, body.size)
     else:
         yield body
+
+
+class _SliceReader:
+    """Reads at most `size` bytes; its len() is what requests sends as Content-Length."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle, self._left, self._size = handle, size, size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._handle.read(n) if n else b""
+        self._left -= len(data)
+        return data
 
 
 def _retryable(status: int) -> bool:
