@@ -188,3 +188,21 @@ def _bwrap_path(where: Path) -> str:
     assert found, "bwrap is not installed"
     (directory / "bwrap").symlink_to(found)
     return str(directory)
+
+
+def test_a_corrupt_cached_layer_leaves_no_archive(cli: Cli, own_image: Pushed, userenv: dict[str, str],
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    assert cli("lock", "--name", "paper=" + own_image.ref) == 0
+    assert cli("pull", own_image.ref) == 0  # the layers are now in the cache
+    layer = own_image.images[0].layers[-1].digest
+    cached = Path(userenv["LIGOENV_CACHE"]) / "layers" / "blobs" / "sha256" / layer.hex
+    data = bytearray(cached.read_bytes())
+    data[-5] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    capfd.readouterr()
+    assert cli("archive", "-o", "bad.tar") == 1
+    assert f"cached blob {layer.short}" in capfd.readouterr().err
+    assert not Path("bad.tar").exists()
+    assert [p.name for p in Path.cwd().iterdir() if p.name.startswith(".bad.tar")] == []
+    assert not cached.exists()  # evicted: the next archive downloads it again
+    assert cli("archive", "-o", "good.tar") == 0
