@@ -13,24 +13,54 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ligoenv import singularityd
 from ligoenv.errors import UnsafeArchive
 from ligoenv.oci.manifest import ImageConfig
+from ligoenv.oci.rootfs import MAX_PATH_BYTES, ensure_directory
 from ligoenv.singularityd import ENV_SCRIPT, LABELS, RUNSCRIPT
 
 __all__ = ["BIND_POINTS", "ENV_SCRIPT", "LABELS", "RUNSCRIPT", "complete_tree"]
 
-BIND_POINTS = ("cvmfs", "srv", "hdfs", "gpfs", "dev", "proc", "sys", "tmp", "var/tmp", "home")
-_STICKY_DIRS = {"tmp", "var/tmp"}
+# Where Apptainer can bind host paths without OverlayFS: directories that exist in the image.
+# A site replaces this list ([publisher] bind_points); the runtimes' own mount points are
+# always added, since a read-only tree without them cannot run at all.
+# (S108: paths inside the image, never used on this host)
+BIND_POINTS = ("/cvmfs", "/srv", "/hdfs", "/gpfs", "/dev", "/proc", "/sys", "/tmp", "/var/tmp",  # noqa: S108
+               "/home")
+RUNTIME_MOUNTS = ("/dev", "/proc", "/sys", "/tmp", "/var/tmp", "/home")  # noqa: S108
+_STICKY_DIRS = {"/tmp", "/var/tmp"}  # noqa: S108
 
 
-def complete_tree(tree: Path, config: ImageConfig) -> None:
+def normal_bind_point(text: str) -> str:
+    """`/gpfs/data/` -> `/gpfs/data`; ValueError in words for what cannot be a mount point."""
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not an absolute path")
+    if "\x00" in text or len(os.fsencode(text)) >= MAX_PATH_BYTES:
+        raise ValueError(f"{text[:64]!r} is not a usable path")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{text!r} climbs out of the image with '..'")
+    if not parts:
+        raise ValueError("'/' is the image's root, not a mount point")
+    return "/" + "/".join(parts)
+
+
+def with_runtime_mounts(bind_points: Sequence[str]) -> tuple[str, ...]:
+    """The configured bind points, then the runtimes' own mount points they lack."""
+    return (*bind_points, *(point for point in RUNTIME_MOUNTS if point not in bind_points))
+
+
+def complete_tree(tree: Path, config: ImageConfig, *,
+                  bind_points: Sequence[str] = BIND_POINTS) -> tuple[str, ...]:
     """Add what Apptainer/Singularity and bwrap need to `tree`. Running it twice changes nothing.
 
     Never follows a symlink of the image: a `/home -> /var/home` link stays as it is, and a
-    hostile `.singularity.d -> /etc` is replaced rather than written through.
+    hostile `.singularity.d -> /etc` is replaced rather than written through. `bind_points` are
+    absolute paths (see `normal_bind_point`); returns those that are directories in the tree
+    (one the image has as a symlink or a file is left alone and not listed).
     """
     if not tree.is_dir() or tree.is_symlink():
         raise UnsafeArchive(f"cannot complete {tree}: not a directory")
@@ -39,11 +69,11 @@ def complete_tree(tree: Path, config: ImageConfig) -> None:
     _real_dir(tree, ".singularity.d/libs")  # where `--nv` binds the host's GPU libraries
     for name, target in singularityd.ROOT_LINKS.items():
         _link_if_missing(tree, name, target)
-    for name in BIND_POINTS:
-        _bind_point(tree, name)
+    made = tuple(point for point in with_runtime_mounts(bind_points) if _bind_point(tree, point))
     for name in ("etc/hosts", "etc/resolv.conf"):
         _empty_file_if_missing(tree, name)
     _write(tree, ".cvmfscatalog", "", 0o644)
+    return made
 
 
 def _real_dir(tree: Path, relative: str) -> Path:
@@ -87,19 +117,10 @@ def _write(tree: Path, relative: str, content: str, mode: int) -> None:
         raise
 
 
-def _bind_point(tree: Path, relative: str) -> None:
-    """Create a bind-point directory unless any part of its path exists as a non-directory."""
-    current = tree
-    for part in relative.split("/"):
-        current = current / part
-        try:
-            if not stat.S_ISDIR(os.lstat(current).st_mode):
-                return  # a symlink (or file): the image decided, and we never follow it
-        except FileNotFoundError:
-            current.mkdir()
-            # mkdir's mode is masked by the umask: set it explicitly.
-            os.chmod(current, 0o1777 if relative in _STICKY_DIRS and current.name == "tmp"
-                     else 0o755)
+def _bind_point(tree: Path, point: str) -> bool:
+    """Make a bind-point directory; False when the image has a symlink or file on its path."""
+    mode = 0o1777 if point in _STICKY_DIRS else 0o755
+    return ensure_directory(tree, tuple(point.strip("/").split("/")), mode) is not None
 
 
 def _empty_file_if_missing(tree: Path, relative: str) -> None:

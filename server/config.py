@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from ligoenv.errors import ConfigError, InvalidReference
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
+from ligoenv.sandbox import BIND_POINTS, normal_bind_point
 
 from .configerrors import config_schema_errors
 
@@ -93,6 +94,7 @@ class EndpointConfig:
     auth: AuthConfig
     allow: tuple[str, ...] = ()  # globs on repository or repository:tag; empty allows all
     platforms: tuple[Platform, ...] | None = None  # overrides publisher.platforms
+    bind_points: tuple[str, ...] | None = None  # overrides publisher.bind_points
 
     @property
     def source(self) -> str:
@@ -136,6 +138,7 @@ class PublisherConfig:
     platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
     keep_setuid: bool = False
     max_expanded_bytes: int = 64 * 1024**3  # an image bigger than this unpacked is refused
+    bind_points: tuple[str, ...] = BIND_POINTS  # directories made in every tree for binds
 
     @property
     def include_registry(self) -> bool:
@@ -176,6 +179,13 @@ class ServerConfig:
             if endpoint.source == source and endpoint.platforms:
                 return endpoint.platforms
         return self.publisher.platforms
+
+    def bind_points_for(self, source: str) -> tuple[str, ...]:
+        """The bind points of trees published for a request from `source` (an endpoint may override)."""
+        for endpoint in self.relay.endpoints:
+            if endpoint.source == source and endpoint.bind_points is not None:
+                return endpoint.bind_points
+        return self.publisher.bind_points
 
 
 def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -290,11 +300,14 @@ class _Builder:
         auth = self.auth(f"{where}.auth", table["auth"], listen_host)
         self.check_auth_fits(where, kind, path, auth)
         platforms = table.get("platforms")
+        bind_points = table.get("bind_points")
         return EndpointConfig(
             name=table["name"], kind=kind, path=path, registry=table["registry"],
             registry_host=registries[table["registry"]].host, auth=auth,
             allow=tuple(table.get("allow", [])),
-            platforms=self.platforms(f"{where}.platforms", platforms) if platforms else None)
+            platforms=self.platforms(f"{where}.platforms", platforms) if platforms else None,
+            bind_points=None if bind_points is None
+            else self.bind_points(f"{where}.bind_points", bind_points))
 
     def check_auth_fits(self, where: str, kind: EndpointKind, path: str, auth: AuthConfig) -> None:
         has_placeholder = "{secret}" in path
@@ -393,12 +406,27 @@ class _Builder:
             gateway=table.get("gateway", False), layout=table.get("layout", "registry"),
             platforms=self.platforms("publisher.platforms", platforms),
             keep_setuid=table.get("keep_setuid", False),
-            max_expanded_bytes=table.get("max_expanded_bytes", 64 * 1024**3))
+            max_expanded_bytes=table.get("max_expanded_bytes", 64 * 1024**3),
+            bind_points=self.bind_points("publisher.bind_points",
+                                         table.get("bind_points", list(BIND_POINTS))))
 
     def worker(self, table: dict[str, Any], state_dir: Path) -> WorkerConfig:
         return WorkerConfig(cache_dir=self.path(table.get("cache_dir")) or state_dir / "cache",
                             concurrency=table.get("concurrency", 1),
                             poll_interval=float(table.get("poll_interval", 2.0)))
+
+    def bind_points(self, where: str, items: list[str]) -> tuple[str, ...]:
+        """Absolute paths inside the image, each once (`/gpfs/` and `/gpfs` are the same)."""
+        points: list[str] = []
+        for i, item in enumerate(items):
+            try:
+                point = normal_bind_point(item)
+            except ValueError as error:
+                raise self.fail(f"{where}[{i}]", str(error)) from None
+            if point in points:
+                raise self.fail(f"{where}[{i}]", f"{point!r} is listed twice")
+            points.append(point)
+        return tuple(points)
 
     def platforms(self, where: str, items: list[str]) -> tuple[Platform, ...]:
         try:

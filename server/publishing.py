@@ -91,9 +91,10 @@ class RequestProcessor:
         tag = self._tag_to_move(client, request, top.digest)
         wanted = tuple(Platform.parse(p) for p in request.platforms) or \
             self.config.platforms_for(request.source)
+        bind_points = self.config.bind_points_for(request.source)
         staging_dirs: list[Path] = []
         try:
-            staged = [self._stage(client, ref, top, platform, digest, staging_dirs)
+            staged = [self._stage(client, ref, top, platform, digest, staging_dirs, bind_points)
                       for platform, digest in _platform_manifests(top, wanted, ref)]
             if not still_ours():
                 raise LeaseLost(f"job for {ref} was taken by another worker: not publishing")
@@ -129,10 +130,12 @@ class RequestProcessor:
         return request.tag
 
     def _stage(self, client: RegistryClient, ref: Reference, top: ImageManifest | ImageIndex,
-               platform: Platform | None, digest: Digest, staging_dirs: list[Path]) -> StagedPlatform:
+               platform: Platform | None, digest: Digest, staging_dirs: list[Path],
+               bind_points: tuple[str, ...]) -> StagedPlatform:
         """Pull one platform's image into a staging directory, unless it is already published.
 
-        `platform` is None for a single-platform image: its config says what it is.
+        `platform` is None for a single-platform image: its config says what it is. A tree
+        already published keeps the bind points it was made with.
         """
         pinned = ref.with_digest(digest)
         manifest = top if isinstance(top, ImageManifest) else client.fetch_manifest(pinned)
@@ -148,7 +151,7 @@ class RequestProcessor:
         watch = metrics.Stopwatch()
         pulled = pull(pinned, tree, cache=self.cache, client=client, options=self._options)
         metrics.unpacked(sum(layer.bytes_written for layer in pulled.layers), watch.seconds())
-        complete_tree(tree, pulled.config)
+        complete_tree(tree, pulled.config, bind_points=bind_points)
         name = str(platform or pulled.platform)
         return StagedPlatform(name, digest, manifest_record(pulled.manifest, name), tree)
 

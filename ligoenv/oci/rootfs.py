@@ -452,3 +452,33 @@ def _owner(member: tarfile.TarInfo) -> tuple[int, int]:
     if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID):
         raise UnsafeArchive(f"layer entry {member.name!r} has an invalid owner {member.uid}:{member.gid}")
     return member.uid, member.gid
+
+
+def ensure_directory(root: Path, parts: tuple[str, ...], mode: int = 0o755) -> bool | None:
+    """Make directory `parts` below `root` (missing parents 0o755), never through a symlink.
+
+    True when it was made (with `mode`), False when it was a directory already, None when a
+    symlink or a non-directory is on its path: the image decided, and it is left as it is.
+    Used to add mount points to a finished tree with the unpacker's no-follow walk.
+    """
+    root_fd = os.open(root, _DIR_FLAGS)
+    tree = _Tree(root_fd, rootless=False)
+    try:
+        parent = tree.directory(parts[:-1], create=True)
+        assert parent is not None
+        try:
+            os.mkdir(parts[-1], 0o700, dir_fd=parent)
+        except FileExistsError:
+            info = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            return False if stat.S_ISDIR(info.st_mode) else None
+        made = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+        try:
+            os.fchmod(made, mode)  # mkdir's mode is masked by the umask
+        finally:
+            os.close(made)
+        return True
+    except _Blocked:
+        return None
+    finally:
+        tree.close()
+        os.close(root_fd)

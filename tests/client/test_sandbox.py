@@ -12,9 +12,11 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
-from ligoenv.sandbox import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree
+from ligoenv.sandbox import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
 from ligoenv.singularityd import ROOT_LINKS
 from tests.support.trees import frozen_facts
 
@@ -153,3 +155,45 @@ def test_completing_a_hardlink_clone_leaves_the_source_tree_alone(tmp_path: Path
     assert "exec /bin/echo" not in (chain / RUNSCRIPT).read_text()
     assert "/bin/echo new" in (image / RUNSCRIPT).read_text()
     assert (image / "etc/hosts").read_text() == "127.0.0.1 image\n"  # the image's own is kept
+
+
+def test_site_bind_points_are_made_and_returned(tmp_path: Path) -> None:
+    tree = busybox_tree(tmp_path / "tree")
+    made = complete_tree(tree, config(), bind_points=("/gpfs/ligo/data", "/project", "/tmp"))
+    assert made == ("/gpfs/ligo/data", "/project", "/tmp", "/dev", "/proc", "/sys", "/var/tmp", "/home")
+    for point in made:
+        assert (tree / point.lstrip("/")).is_dir(), point
+    assert stat.S_IMODE((tree / "gpfs/ligo").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tree / "var/tmp").stat().st_mode) == 0o1777
+    assert not (tree / "cvmfs").exists()  # only what the site asked for, and what runtimes need
+
+
+def test_an_image_symlink_never_redirects_a_bind_point(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tree = busybox_tree(tmp_path / "tree")
+    (tree / "gpfs").symlink_to(str(outside))  # absolute: outside the tree if followed here
+    (tree / "project").symlink_to("../../outside")
+    (tree / "data").write_text("a file where a directory would go\n")
+    (tree / "scratch").mkdir()
+    (tree / "scratch/user").symlink_to("/etc")
+    made = complete_tree(tree, config(), bind_points=(
+        "/gpfs", "/gpfs/data", "/project/x", "/data/sub", "/scratch/user/lvk", "/ceph"))
+    assert made == ("/ceph", "/dev", "/proc", "/sys", "/tmp", "/var/tmp", "/home")
+    assert list(outside.iterdir()) == []
+    assert os.readlink(tree / "gpfs") == str(outside) and os.readlink(tree / "scratch/user") == "/etc"
+    assert (tree / "data").read_text() == "a file where a directory would go\n"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("/gpfs", "/gpfs"), ("/gpfs/", "/gpfs"), ("//project/./ligo//", "/project/ligo")])
+def test_normal_bind_points(given: str, expected: str) -> None:
+    assert normal_bind_point(given) == expected
+
+
+@pytest.mark.parametrize(("given", "reason"), [
+    ("gpfs", "is not an absolute path"), ("/a/../b", "climbs out of the image"),
+    ("/", "the image's root"), ("/a\x00b", "is not a usable path")])
+def test_what_cannot_be_a_bind_point(given: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        normal_bind_point(given)

@@ -297,3 +297,30 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.toml"):
         load_config(tmp_path / "nope.toml")
     assert error_of(tmp_path, "[relay\n").startswith(f"{tmp_path / 'config.toml'}: not valid TOML")
+
+
+def test_bind_points_and_their_override(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL + '[publisher]\nbind_points = ["/gpfs/", "/project/./ligo"]\n')
+    assert config.publisher.bind_points == ("/gpfs", "/project/ligo")
+    assert config.bind_points_for("distribution:local") == ("/gpfs", "/project/ligo")
+    override = MINIMAL.replace('auth = {', 'bind_points = ["/ceph"]\nauth = {')
+    config = load(tmp_path, override)
+    assert config.bind_points_for("distribution:local") == ("/ceph",)
+    assert config.bind_points_for("cli") == config.publisher.bind_points == (
+        "/cvmfs", "/srv", "/hdfs", "/gpfs", "/dev", "/proc", "/sys", "/tmp", "/var/tmp", "/home")
+
+
+@pytest.mark.parametrize(("points", "message"), [
+    ('["gpfs"]', "publisher.bind_points[0]: 'gpfs' is not an absolute path"),
+    ('["/gpfs", "/data/../etc"]', "publisher.bind_points[1]: '/data/../etc' climbs out of the image"),
+    ('["/gpfs", "/hdfs", "/gpfs/"]', "publisher.bind_points[2]: '/gpfs' is listed twice"),
+    ('["/"]', "publisher.bind_points[0]: '/' is the image's root, not a mount point"),
+    ('"/gpfs"', "publisher.bind_points"),
+])
+def test_bad_bind_points_name_the_key(tmp_path: Path, points: str, message: str) -> None:
+    assert message in error_of(tmp_path, MINIMAL + f"[publisher]\nbind_points = {points}\n")
+
+
+def test_bad_endpoint_bind_points_name_the_endpoint(tmp_path: Path) -> None:
+    text = MINIMAL.replace('auth = {', 'bind_points = ["/ok", "relative"]\nauth = {')
+    assert "relay.endpoints[0].bind_points[1]: 'relative' is not an absolute path" in error_of(tmp_path, text)

@@ -210,3 +210,23 @@ def test_every_configured_platform_of_an_index_is_published(config: ServerConfig
         assert publisher.has_image(manifest) and index.path_of(top, platform) is not None
     link = publisher.layout.tag_link(registry.host, "worker/multi", "v1")
     assert link.resolve().name == index.platform_digest(top, both[0]).hex  # the default platform
+
+
+def test_trees_get_the_bind_points_configured_for_their_source(config: ServerConfig,
+                                                              registry: RegistryProcess) -> None:
+    endpoint = replace(config.relay.endpoints[0], bind_points=("/ceph",))
+    config = replace(config, relay=replace(config.relay, endpoints=(endpoint,)),
+                     publisher=replace(config.publisher, bind_points=("/gpfs/data", "/project")))
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)
+    trees = {}
+    for source, tag in (("distribution:local", "hook"), ("cli", "manual")):
+        top = push_image(registry.host, "worker/binds", tag, build_busybox_image(f"binds-{tag}"))
+        processor.process(replace(request(registry, "worker/binds", tag, top), source=source))
+        trees[source] = publisher.layout.image_dir(top)
+    hook, manual = trees["distribution:local"], trees["cli"]
+    assert (hook / "ceph").is_dir() and not (hook / "gpfs").exists()  # the endpoint's own list
+    assert (manual / "gpfs/data").is_dir() and (manual / "project").is_dir()
+    assert not (manual / "ceph").exists() and not (manual / "cvmfs").exists()
+    for tree in (hook, manual):  # what the runtimes mount is always there
+        assert all((tree / name).is_dir() for name in ("dev", "proc", "sys", "tmp", "var/tmp", "home"))
