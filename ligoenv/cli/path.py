@@ -1,25 +1,35 @@
 """`ligoenv path REF`: the published tree of an image, e.g. for HTCondor's MY.SingularityImage."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, parse_platform
-from ligoenv.errors import NotFound
+from ligoenv.errors import NotFound, PublishIndexError, UsageError
 
 if TYPE_CHECKING:
     import typer
 
+    from ligoenv.resolve import Resolution, Resolver
+    from ligoenv.runtimes.local import LocalTree
+
 HELP = """Print the path of REF's unpacked tree in the publish index (a CVMFS mount or publish root),
-for the platform of this machine or --platform. It never moves: it is named by digest.
+for the platform of this machine. It never moves: it is named by digest.
+
+With --platform OS/ARCH or --for-host, a tag that the index answers for prints instead its
+per-platform link, .multiarch/<os>-<arch>/<registry>/<repo>:<tag> (--for-host: as `uname -m`
+spells this machine, e.g. linux-x86_64), which follows the tag to each new push:
 
     MY.SingularityImage = "$(ligoenv path REF)"
 """
 
 
-def run(inv: Invocation, ref: str, *, platform: str | None = None, lock: str | None = None,
-        index: str | None = None) -> int:
+def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: bool = False,
+        lock: str | None = None, index: str | None = None) -> int:
     from ligoenv.oci.platform import Platform
     from ligoenv.runtimes.local import published_tree
 
+    if platform and for_host:
+        raise UsageError("give --platform or --for-host, not both")
     settings = inv.settings(lockfile=lock, index=index)
     resolver = make_resolver(settings, load_lockfile(settings))
     wanted = parse_platform(platform) or Platform.host()
@@ -28,8 +38,35 @@ def run(inv: Invocation, ref: str, *, platform: str | None = None, lock: str | N
     if tree is None:
         where = f"index {settings.index}" if settings.index else "no publish index (set LIGOENV_INDEX)"
         raise NotFound(f"{answer.pinned(wanted)} has no published tree on this machine: {where}")
-    out(str(tree.path))
+    follows_tag = answer.source.startswith("index:") and answer.reference.tag is not None
+    if (platform or for_host) and follows_tag:
+        out(str(_platform_link(resolver, answer, tree, platform, for_host)))
+    else:
+        out(str(tree.path))
     return 0
+
+
+def _platform_link(resolver: "Resolver", answer: "Resolution", tree: "LocalTree",
+                   platform: str | None, for_host: bool) -> Path:
+    """The tag's link under .multiarch/, once checked to lead where the index says it does."""
+    from ligoenv import multiarch
+    from ligoenv.indexreader import LocalIndexReader
+
+    reader = resolver.index
+    if not isinstance(reader, LocalIndexReader):
+        raise NotFound("per-platform links are paths in a publish root or CVMFS mount; the index "
+                       f"is {getattr(reader, 'location', 'none')}: set LIGOENV_INDEX to one")
+    ref = answer.reference
+    assert ref.tag is not None
+    name = multiarch.host_dir_name() if for_host else multiarch.dir_name(platform or "")
+    link = multiarch.platform_link(reader.root, ref.registry, ref.repository, ref.tag, name)
+    if not link.is_symlink():
+        raise NotFound(f"{link} does not exist: this publish root has no per-platform link for the "
+                       "tag yet (published by an older server? publish the tag again)")
+    if link.resolve() != tree.path.resolve():
+        raise PublishIndexError(f"{link} does not lead to {tree.path}, the tree the index names "
+                                f"for {ref.name}:{ref.tag}: the tag is moving; try again")
+    return link
 
 
 def register(app: "typer.Typer") -> None:
@@ -42,7 +79,11 @@ def register(app: "typer.Typer") -> None:
         ctx: typer.Context,
         ref: options.Ref,
         platform: options.Platform = None,
+        for_host: bool = typer.Option(False, "--for-host",
+                                      help="the tag's per-platform link for this machine's "
+                                           "`uname -m` (linux-x86_64, linux-aarch64)"),
         lock: options.Lock = None,
         index: options.Index = None,
     ) -> None:
-        raise typer.Exit(run(invocation(ctx.obj), ref, platform=platform, lock=lock, index=index))
+        raise typer.Exit(run(invocation(ctx.obj), ref, platform=platform, for_host=for_host,
+                             lock=lock, index=index))

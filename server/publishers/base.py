@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ligoenv.errors import ConfigError, PublishError
 from ligoenv.index import DigestRecord, RepositoryIndex, load_index, save_index
+from ligoenv.multiarch import PlatformLinks, plan_platform_links
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import INDEX_TYPES
 from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
@@ -126,6 +127,8 @@ class MetadataPlan:
     digest_links: list[tuple[Path, str]]  # only the links that must change
     tag_link: tuple[Path, str] | None
     remove_tag_link: Path | None = None
+    # .multiarch/<os>-<arch>/... links of the tag, written with it (just before it).
+    platform_links: PlatformLinks = field(default_factory=PlatformLinks)
 
     @property
     def links(self) -> list[tuple[Path, str]]:
@@ -133,7 +136,11 @@ class MetadataPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.index_changed or self.links or self.remove_tag_link)
+        return not (self.index_changed or self.links or self.remove_tag_link) and \
+            self.platform_links.empty
+
+    def write_platform_links(self) -> None:
+        self.platform_links.write()
 
     def write_digest_links(self) -> None:
         for link, target in self.digest_links:
@@ -165,11 +172,14 @@ def plan_publish(layout: PublishRoot, image: StagedImage, published: datetime) -
     wanted += [(layout.digest_link(image.registry, image.repository, p.digest), p.digest)
                for p in image.platforms if p.digest != image.top_digest]
     tag_link = None
+    platform_links = PlatformLinks()
     if image.tag:
         tag_link = _tag_link(layout, index, image.tag, image.platforms[0].platform)
+        platform_links = plan_platform_links(layout, index, image.tag)
     return MetadataPlan(index_path, index, index.to_json() != before, moved,
                         _changed([(link, layout.link_target(link, d)) for link, d in wanted]),
-                        tag_link if tag_link and _changed([tag_link]) else None)
+                        tag_link if tag_link and _changed([tag_link]) else None,
+                        platform_links=platform_links)
 
 
 def plan_untag(layout: PublishRoot, registry: str, repository: str, tag: str, when: datetime,
@@ -180,7 +190,8 @@ def plan_untag(layout: PublishRoot, registry: str, repository: str, tag: str, wh
     link = layout.tag_link(registry, repository, tag)
     # The link goes only if the tag is gone now: a late untag must not hide a newer push.
     remove = link if index.current(tag) is None and link.is_symlink() else None
-    return MetadataPlan(index_path, index, changed, False, [], None, remove)
+    return MetadataPlan(index_path, index, changed, False, [], None, remove,
+                        plan_platform_links(layout, index, tag))
 
 
 def _tag_link(layout: PublishRoot, index: RepositoryIndex, tag: str,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ligoenv.errors import ConfigError, LigoenvError, PublishError
+from ligoenv.multiarch import MULTIARCH_DIR
 from ligoenv.publishroot import PublishRoot
 
 from .base import (
@@ -93,7 +94,10 @@ class CvmfsPublisher(Publisher):
                 changed = plan()
                 changed.write_index()
                 if not self.gateway:
+                    changed.write_platform_links()
                     changed.write_tag_link()
+            if self.gateway:
+                self._write_platform_links(plan)
             if self.gateway and plan().remove_tag_link is not None:
                 with self._transaction(self._lease(link_dir)):
                     plan().write_tag_link()
@@ -128,12 +132,14 @@ class CvmfsPublisher(Publisher):
                 current = plan()
                 current.write_digest_links()
                 current.write_index()
+                current.write_platform_links()
                 current.write_tag_link()
             return current
         if first.index_changed:
             with self._transaction(self._lease(first.index_path.parent)):
                 first = plan()
                 first.write_index()
+        self._write_platform_links(plan)
         if plan().links:
             link_dir = self.layout.digest_link(image.registry, image.repository,
                                                image.top_digest).parent
@@ -142,6 +148,13 @@ class CvmfsPublisher(Publisher):
                 links.write_digest_links()
                 links.write_tag_link()
         return first
+
+    def _write_platform_links(self, plan: Callable[[], MetadataPlan]) -> None:
+        """With a gateway, the .multiarch links have a lease of their own (one transaction
+        cannot hold two): they follow the index, and come before the tag link."""
+        if not plan().platform_links.empty:
+            with self._transaction(self._lease(self.layout.root / MULTIARCH_DIR)):
+                plan().write_platform_links()
 
     def _require_images(self, image: StagedImage) -> None:
         # An image found at first may have been a partial tree of a crashed transaction,

@@ -54,6 +54,7 @@ class DirectoryPublisher(Publisher):
                 self._on_step("digest-links")
                 plan.write_index()
                 self._on_step("index")
+                plan.write_platform_links()
                 plan.write_tag_link()
                 self._on_step("tag-link")
         finally:
@@ -70,6 +71,7 @@ class DirectoryPublisher(Publisher):
         with self._repository_lock(registry, repository):
             plan = plan_untag(self.layout, registry, repository, tag, when, source)
             plan.write_index()
+            plan.write_platform_links()
             plan.write_tag_link()
         return plan.index_changed
 

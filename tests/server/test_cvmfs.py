@@ -173,7 +173,9 @@ def test_gateway_leases_subpaths(cvmfs: Cvmfs) -> None:
     assert cvmfs.log() == [
         ["list"], ["transaction", f"{REPO}/.images"], ["publish", REPO],
         ["transaction", f"{REPO}/.ligoenv"], ["publish", REPO],
+        ["transaction", f"{REPO}/.multiarch"], ["publish", REPO],
         ["transaction", f"{REPO}/{REGISTRY}"], ["publish", REPO]]
+    assert content(cvmfs.mount / ".multiarch/linux-x86_64" / REGISTRY / f"{REPOSITORY}:nightly") == "v1"
 
     image = stage(pub, "v2", platforms=("linux/amd64", "linux/arm64"), when=T0 + HOUR)
     shards = {p.digest: (cvmfs.mount / ".images" / p.digest.hex[:2]).exists() for p in image.platforms}
@@ -184,9 +186,12 @@ def test_gateway_leases_subpaths(cvmfs: Cvmfs) -> None:
         lease = image_lease(digest) if shards[digest] else f"{REPO}/.images/{digest.hex[:2]}"
         expected += [["transaction", lease], ["publish", REPO]]
     expected += [["transaction", f"{REPO}/.ligoenv/index/{REGISTRY}/lvk"], ["publish", REPO],
+                 ["transaction", f"{REPO}/.multiarch"], ["publish", REPO],
                  ["transaction", f"{REPO}/{REGISTRY}/lvk"], ["publish", REPO]]
     assert cvmfs.log() == expected
     assert content(cvmfs.mount / REGISTRY / f"{REPOSITORY}:nightly") == "v2"
+    for arch in ("linux-amd64", "linux-aarch64"):
+        assert content(cvmfs.mount / ".multiarch" / arch / REGISTRY / f"{REPOSITORY}:nightly") == "v2"
 
 
 def test_gateway_busy_lease_is_a_temporary_error(cvmfs: Cvmfs) -> None:
@@ -207,6 +212,7 @@ def test_gateway_busy_lease_is_a_temporary_error(cvmfs: Cvmfs) -> None:
     cvmfs.log()
     pub.publish(stage(pub, "v2", when=T0 + HOUR))  # the retry only moves the tag
     assert cvmfs.log()[1:] == [["transaction", lease], ["publish", REPO],
+                               ["transaction", f"{REPO}/.multiarch"], ["publish", REPO],
                                ["transaction", f"{REPO}/{REGISTRY}/lvk"], ["publish", REPO]]
 
 
@@ -217,6 +223,7 @@ def test_untag(cvmfs: Cvmfs) -> None:
     assert pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + HOUR, "webhook:harbor/h")
     assert cvmfs.log() == [["list"], ["transaction", REPO], ["publish", REPO]]
     assert not (cvmfs.mount / REGISTRY / f"{REPOSITORY}:nightly").is_symlink()
+    assert not (cvmfs.mount / ".multiarch/linux-amd64" / REGISTRY / f"{REPOSITORY}:nightly").is_symlink()
     assert not pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + HOUR, "webhook:harbor/h")
     assert cvmfs.log() == [["list"]]
 
@@ -227,8 +234,10 @@ def test_gateway_untag(cvmfs: Cvmfs) -> None:
     cvmfs.log()
     assert pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + HOUR, "cli")
     assert cvmfs.log() == [["list"], ["transaction", f"{REPO}/.ligoenv/index/{REGISTRY}/lvk"],
+                           ["publish", REPO], ["transaction", f"{REPO}/.multiarch"],
                            ["publish", REPO], ["transaction", f"{REPO}/{REGISTRY}/lvk"],
                            ["publish", REPO]]
+    assert not (cvmfs.mount / ".multiarch/linux-amd64" / REGISTRY / f"{REPOSITORY}:nightly").is_symlink()
 
 
 def test_missing_cvmfs_server_is_a_config_error(cvmfs: Cvmfs) -> None:
