@@ -274,7 +274,9 @@ def test_path_for_htcondor(cli: Cli, images: dict[str, Pushed], tmp_path: Path, 
     root = tmp_path / "root"
     write_index(root, multi, [(multi.digest, T0)], trees=True)
     arm = multi.platforms["linux/arm64"]
-    assert cli("path", "--index", str(root), "--platform", "linux/arm64", multi.ref) == 0
+    # By digest (a tag with --platform names its .multiarch link: tests/client/test_cli_path.py).
+    pinned = f"{multi.registry}/{multi.repository}@{multi.digest}"
+    assert cli("path", "--index", str(root), "--platform", "linux/arm64", pinned) == 0
     assert outputs(capsys)[0] == f"{root}/.images/{arm.hex[:2]}/{arm.hex}\n"
     assert cli("lock", "--index", str(root), multi.ref) == 0
     outputs(capsys)
