@@ -22,4 +22,5 @@ def test_demo_runs_the_whole_pipeline() -> None:
     # After the tag moved: the lockfile still runs 1.0, the tag itself now 2.0.
     assert out.index("\n  1.0\n") < out.index("\n  2.0\n")
     assert "Demo complete" in out
-    assert set(Path(tempfile.gettempdir()).glob("ligoenv-demo-*")) == before
+    # Only this run's directory counts: another demo running beside it may come and go.
+    assert set(Path(tempfile.gettempdir()).glob("ligoenv-demo-*")) <= before
