@@ -20,6 +20,14 @@ _CHUNK = 1 << 20
 Clock = Callable[[], float]
 
 
+class AnswerTooSlow(RegistryUnavailable):
+    """An answer that did not arrive whole in time; `waiting` says what did not come."""
+
+    def __init__(self, message: str, waiting: str) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
 class BodyStream(io.RawIOBase):
     """A streamed response body; each read returns what one network read brings.
 
@@ -43,15 +51,16 @@ class BodyStream(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         if self._deadline is not None and self._clock() > self._deadline:
-            raise RegistryUnavailable(f"registry {self._registry} did not send {self._what} within "
-                                      f"{self._timeout:g} s")
+            waiting = f"registry {self._registry} did not send {self._what}"
+            raise AnswerTooSlow(f"{waiting} within {self._timeout:g} s", waiting)
         try:
             # read1: whatever has arrived, so that a trickle neither blocks the deadline check
             # nor a caller who wants to stop between chunks
             data = self._raw.read1(len(buffer))
         except urllib3.exceptions.ReadTimeoutError:
-            raise RegistryUnavailable(f"registry {self._registry} sent no data for {self._timeout:g} s "
-                                      f"while sending {self._what}") from None
+            raise AnswerTooSlow(f"registry {self._registry} sent no data for {self._timeout:g} s "
+                                f"while sending {self._what}",
+                                f"registry {self._registry} did not send {self._what}") from None
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
             raise RegistryUnavailable(f"registry {self._registry}: connection lost while reading "
                                       f"{self._what} ({type(error).__name__})") from None

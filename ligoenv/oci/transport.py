@@ -24,7 +24,7 @@ from oras.auth.utils import parse_auth_header
 from ligoenv import __version__
 from ligoenv.errors import AuthError, RegistryError, RegistryUnavailable
 from ligoenv.oci.auth import Credentials
-from ligoenv.oci.body import BodyStream, Clock, attempt_deadline, preload, read_upto
+from ligoenv.oci.body import AnswerTooSlow, BodyStream, Clock, attempt_deadline, preload, read_upto
 from ligoenv.oci.httptext import error_text, reason, retry_after, url_path, without_query
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class RetryPolicy:
     base: float = 0.25
     cap: float = 2.0
     max_retry_after: float = 10.0
-    budget: float = 15.0  # seconds a request may spend, tries and waits together, before a retry
+    budget: float = 15.0  # seconds a request may spend in all, tries and waits together
     timeout_retries: int = 1  # a timed-out try costs a whole timeout: one more at most
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
@@ -63,7 +63,13 @@ class RetryPolicy:
     def allows(self, attempt: int, timeouts: int, spent: float) -> bool:
         """Whether try number `attempt + 1` may follow, `timeouts` tries having timed out and
         `spent` seconds having passed (the coming wait included)."""
-        return attempt < self.retries and timeouts <= self.timeout_retries and spent <= self.budget
+        return attempt < self.retries and timeouts <= self.timeout_retries and spent < self.budget
+
+    def try_timeout(self, timeout: tuple[float, float], spent: float) -> tuple[float, float]:
+        """(connect, read) timeouts of a try that follows `spent` seconds: never past the budget,
+        so that a registry that accepts and never answers costs the budget, not two timeouts."""
+        left = max(self.budget - spent, 0.001)
+        return min(timeout[0], left), min(timeout[1], left)
 
 
 def is_loopback(host: str) -> bool:
@@ -94,16 +100,25 @@ def plain_http(host: str, insecure: bool | None) -> bool:
 
 
 class _Retry(Exception):
-    """A failure worth another try: a connection that failed, or 408, 429 or a 5xx answer."""
+    """A failure worth another try: a connection that failed, or 408, 429 or a 5xx answer.
+
+    A try that ran out of time gives `waiting`, what did not come ("no answer"), so that the
+    last message can say how long we waited in all rather than how long the last try had.
+    """
 
     def __init__(self, message: str, retry_after: float | None = None, repeated: bool = False,
-                 timed_out: bool = False) -> None:
+                 timed_out: bool = False, waiting: str | None = None) -> None:
         super().__init__(message)
         self.message, self.retry_after, self.repeated = message, retry_after, repeated
-        self.timed_out = timed_out
+        self.timed_out, self.waiting = timed_out or waiting is not None, waiting
 
-    def final(self, attempts: int) -> str:
-        return f"{self.message} {attempts} times: try again later" if self.repeated else self.message
+    def final(self, attempts: int, waited: float) -> str:
+        if self.repeated:
+            return f"{self.message} {attempts} times: try again later"
+        if self.waiting is not None:
+            tries = f" ({attempts} tries)" if attempts > 1 else ""
+            return f"{self.waiting} in {waited:.1f} s{tries}"
+        return self.message
 
 
 class _Session(requests.Session):
@@ -126,7 +141,8 @@ class _Session(requests.Session):
         kwargs["stream"] = True  # requests would read the body with no limit on time: a trickle
         response = super().request(method, url, *args, **kwargs)  # could hang it forever
         if not stream or response.status_code >= 400:
-            read_timeout = self.default_timeout[1]
+            timeout = kwargs["timeout"]
+            read_timeout = float(timeout[1] if isinstance(timeout, tuple) else timeout)
             # an upload took its own time: the answer's deadline starts when its headers came
             deadline = (self.clock() + read_timeout if kwargs.get("data") else
                         attempt_deadline(response, read_timeout, self.clock))
@@ -188,16 +204,19 @@ class Transport:
         """A response whose body is read (under the deadline) unless `stream`; see `stream_body`."""
         url = self.url(path)
         attempt, timeouts, spent = 0, 0, 0.0
+        started = self._monotonic()
         while True:
             began = self._monotonic()
+            timeout = self.retry.try_timeout(self.timeout, spent)
             try:
-                return self._authenticated(method, url, scope, headers, body, params, stream)
+                return self._authenticated(method, url, scope, headers, body, params, stream, timeout)
             except _Retry as failure:
                 delay = self.retry.delay(attempt, failure.retry_after)
                 timeouts += failure.timed_out
                 spent += self._monotonic() - began + delay
                 if not self.retry.allows(attempt, timeouts, spent):
-                    raise RegistryUnavailable(failure.final(attempt + 1)) from None
+                    waited = self._monotonic() - started
+                    raise RegistryUnavailable(failure.final(attempt + 1, waited)) from None
                 log.debug("retrying %s %s in %.2f s: %s", method, without_query(url), delay, failure)
             self._sleep(delay)
             attempt += 1
@@ -214,13 +233,14 @@ class Transport:
                                     clock=self._monotonic), limit)
 
     def _authenticated(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
-                       body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:
+                       body: Body, params: Mapping[str, str] | None, stream: bool,
+                       timeout: tuple[float, float]) -> requests.Response:
         """One try, answering at most one authentication challenge."""
-        response = self._once(method, url, scope, headers, body, params, stream)
+        response = self._once(method, url, scope, headers, body, params, stream, timeout)
         if response.status_code == 401:
             response.close()
             self._authenticate(response, scope)
-            response = self._once(method, url, scope, headers, body, params, stream)
+            response = self._once(method, url, scope, headers, body, params, stream, timeout)
         if response.status_code in (401, 403):
             refused = self._refused(response, scope)
             response.close()
@@ -228,17 +248,22 @@ class Transport:
         return response
 
     def _once(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
-              body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:
+              body: Body, params: Mapping[str, str] | None, stream: bool,
+              timeout: tuple[float, float]) -> requests.Response:
         try:
-            response = self._send(method, url, scope, headers, body, params, stream)
+            response = self._send(method, url, scope, headers, body, params, stream, timeout)
         except requests.exceptions.SSLError as error:
             raise RegistryError(
-                f"TLS with registry {self.registry} failed ({reason(error, self.timeout)}); "
+                f"TLS with registry {self.registry} failed ({reason(error, timeout)}); "
                 "if it serves plain HTTP, list it as an insecure registry") from None
         except (requests.ConnectionError, requests.Timeout) as error:
-            raise _Retry(f"registry {self.registry} is unreachable: {reason(error, self.timeout)}",
-                         timed_out=isinstance(error, requests.Timeout)) from None
-        except RegistryUnavailable as error:  # an answer that stalled, broke off or came too slowly
+            missing = "no connection" if isinstance(error, requests.ConnectTimeout) else "no answer"
+            raise _Retry(f"registry {self.registry} is unreachable: {reason(error, timeout)}",
+                         waiting=f"registry {self.registry} is unreachable: {missing}"
+                         if isinstance(error, requests.Timeout) else None) from None
+        except AnswerTooSlow as error:  # an answer that stalled or came too slowly
+            raise _Retry(error.message, waiting=error.waiting) from None
+        except RegistryUnavailable as error:  # an answer that broke off: it cost time all the same
             raise _Retry(error.message, timed_out=True) from None
         status = response.status_code
         if _retryable(status):
@@ -249,13 +274,14 @@ class Transport:
         return response
 
     def _send(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
-              body: Body, params: Mapping[str, str] | None, stream: bool) -> requests.Response:
+              body: Body, params: Mapping[str, str] | None, stream: bool,
+              timeout: tuple[float, float]) -> requests.Response:
         all_headers = dict(headers or {})
         if _same_host(url, self.base_url):
             all_headers.update(self._auth_header(scope))
         with _opened(body) as data:
             return self._session.request(method, url, headers=all_headers, data=data, params=params,
-                                         stream=stream, allow_redirects=True)
+                                         stream=stream, allow_redirects=True, timeout=timeout)
 
     def _auth_header(self, scope: str) -> dict[str, str]:
         with self._lock:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -218,13 +220,27 @@ def test_connection_lost_mid_blob_is_unavailable(stub: Stub, sleeps: Sleeps, tmp
     assert os.listdir(tmp_path) == []
 
 
-def test_silent_registry_is_tried_twice_then_unavailable(silent: Silent, sleeps: Sleeps) -> None:
-    transport = Transport(silent.host, timeout=0.5, sleep=sleeps)
+def test_silent_registry_is_tried_twice_within_the_budget_then_unavailable(silent: Silent,
+                                                                          sleeps: Sleeps) -> None:
+    # 0.5 s, a 0.25 s wait, and the second try gets only what is left of the 0.9 s budget.
+    transport = Transport(silent.host, timeout=0.5, sleep=sleeps, retry=RetryPolicy(budget=0.9))
+    began = time.monotonic()
     with RegistryClient(silent.host, transport=transport) as client, \
             pytest.raises(RegistryUnavailable) as caught:
         client.resolve(ref_on(silent.host, "lab/app:v1"))
-    assert str(caught.value) == f"registry {silent.host} is unreachable: no answer within 0.5 s"
+    took = time.monotonic() - began
+    stated = re.fullmatch(rf"registry {silent.host} is unreachable: no answer in (\d+\.\d) s \(2 tries\)",
+                          str(caught.value))
+    assert stated is not None, caught.value
+    assert 0.5 <= float(stated[1]) <= round(took, 1)  # the real time waited, not one try's timeout
     assert len(silent.connections) == 2 and sleeps == [0.25]  # a timed-out try is retried once
+
+
+def test_a_retry_gets_only_what_is_left_of_the_budget() -> None:
+    policy = RetryPolicy()  # 15 s in all
+    assert policy.try_timeout((5.0, 10.0), 0.0) == (5.0, 10.0)
+    assert policy.try_timeout((5.0, 10.0), 10.25) == (4.75, 4.75)  # 10 s, a wait, then 4.75 s: 15 s
+    assert not policy.allows(1, 1, 15.0)
 
 
 def test_time_spent_trying_counts_in_the_budget(silent: Silent, sleeps: Sleeps) -> None:
@@ -252,8 +268,8 @@ def test_trickled_answer_stops_at_the_deadline(stub: Stub, sleeps: Sleeps) -> No
     with RegistryClient(stub.host, transport=transport) as client, \
             pytest.raises(RegistryUnavailable) as caught:
         client.list_tags("lab/app")
-    assert str(caught.value) == (f"registry {stub.host} did not send the answer to GET "
-                                 "/v2/lab/app/tags/list within 0.5 s")
+    assert re.fullmatch(rf"registry {stub.host} did not send the answer to GET /v2/lab/app/tags/list "
+                        r"in \d+\.\d s \(2 tries\)", str(caught.value)), caught.value
     assert len(stub.seen) == 2 and sleeps == [0.25]  # timed out: tried once more
 
 
