@@ -198,6 +198,7 @@ def _parse_environment(fields: _Fields) -> Environment:
         paths=tuple(paths),
     )
     _check_names(fields, env)
+    _check_reference(fields, env)
     if fields.get("canonical", str) != env.canonical:
         fields.fail(f"{fields.prefix}canonical",
                     f"does not match registry/repository/tag/digest ({env.canonical})")
@@ -222,6 +223,17 @@ def _check_names(fields: _Fields, env: Environment) -> None:
             ok = False
         if not ok:
             fields.fail(f"{fields.prefix}{name}", f"{value!r} is not a valid {name} name")
+
+
+def _check_reference(fields: _Fields, env: Environment) -> None:
+    """The reference as written must mean exactly the registry, repository, tag (and digest, if
+    it has one) that the environment pins: what a paper cites must be what runs."""
+    ref: Reference = fields.check(Reference.parse, env.reference, "reference")
+    if (ref.registry, ref.repository, ref.tag) != (env.registry, env.repository, env.tag) or \
+            ref.digest not in (None, env.digest):
+        pinned = Reference(env.registry, env.repository, env.tag, ref.digest and env.digest)
+        fields.fail(f"{fields.prefix}reference", f"{env.reference!r} names {ref}, but the environment "
+                    f"pins {pinned}: re-lock it with `ligoenv lock`")
 
 
 class _Fields:

@@ -186,6 +186,38 @@ def test_names_are_what_the_reference_parser_makes_of_them(tmp_path: Path, field
         read_lockfile(path, strict=True)
 
 
+@pytest.mark.parametrize(("reference", "names"), [
+    # The attack: the reference (what a paper cites) names registry A, the fields registry B.
+    ("other.example:5000/lvk/lalsuite:nightly", "other.example:5000/lvk/lalsuite:nightly"),
+    ("registry.example:5000/lvk/other:nightly", "registry.example:5000/lvk/other:nightly"),
+    ("registry.example:5000/lvk/lalsuite:v1", "registry.example:5000/lvk/lalsuite:v1"),
+    ("registry.example:5000/lvk/lalsuite", "registry.example:5000/lvk/lalsuite:latest"),
+    (f"registry.example:5000/lvk/lalsuite:nightly@{AMD64}",
+     f"registry.example:5000/lvk/lalsuite:nightly@{AMD64}"),
+])
+def test_the_reference_must_mean_what_the_environment_pins(tmp_path: Path, reference: str,
+                                                           names: str) -> None:
+    document = valid_document()
+    document["environments"]["lalsuite"]["reference"] = reference  # type: ignore[index]
+    path = tmp_path / "ligoenv.lock"
+    path.write_text(json.dumps(document))
+    pins = "registry.example:5000/lvk/lalsuite:nightly" + (f"@{TOP}" if "@" in reference else "")
+    for strict in (False, True):
+        with pytest.raises(LockfileError) as caught:
+            read_lockfile(path, strict=strict)
+        assert str(caught.value) == (
+            f"lockfile {path} is invalid: environments.lalsuite.reference: {reference!r} names "
+            f"{names}, but the environment pins {pins}: re-lock it with `ligoenv lock`")
+
+
+def test_a_reference_by_digest_or_as_written_is_consistent(tmp_path: Path) -> None:
+    for reference in (f"registry.example:5000/lvk/lalsuite:nightly@{TOP}",
+                      " registry.example:5000/lvk/lalsuite:nightly"):
+        path = tmp_path / "ligoenv.lock"
+        write_lockfile(path, lockfile(lalsuite=env(reference)))
+        assert read_lockfile(path, strict=True).environments["lalsuite"].reference == reference
+
+
 def test_future_version_asks_for_an_upgrade(tmp_path: Path) -> None:
     document = valid_document()
     document["lockfileVersion"] = 2
