@@ -5,13 +5,15 @@ from typing import TYPE_CHECKING, Any
 from ligoenv.archive_records import ArchiveRecords
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, print_json
 from ligoenv.errors import NotFound, RegistryError
+from ligoenv.lockpins import check_pins
 
 if TYPE_CHECKING:
     import typer
 
 HELP = """Check the lockfile against its schema and that every pinned digest can still be fetched
 (from the publish index, else with a HEAD to the registry, else from an archive that
-`ligoenv archive` wrote or `ligoenv restore` read on this machine).
+`ligoenv archive` wrote or `ligoenv restore` read on this machine), and that each platform's
+pinned manifest is the locked index's own entry for that platform.
 
 Tags that moved since locking are reported for information (exit 0). Exits 3 naming each pinned
 digest that is gone.
@@ -29,6 +31,8 @@ def run(inv: Invocation, lockfile_path: str | None = None, *, index: str | None 
     results, gone = [], []
     for name, env in sorted(lockfile.environments.items()):
         result = _check(resolver, records, name, env)
+        if result["available"] in ("index", "registry"):
+            check_pins(name, env, resolver, settings.cache)
         results.append(result)
         if result["available"] is None:
             gone.append(f"{name} ({env.pinned().pinned_str()})")

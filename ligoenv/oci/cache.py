@@ -14,13 +14,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import platformdirs
+from typing import TYPE_CHECKING
 
 from ligoenv.errors import DigestMismatch
 from ligoenv.oci.digest import Digest, Readable, VerifyingReader
 from ligoenv.oci.manifest import Descriptor
-from ligoenv.oci.registry import RegistryClient
+
+if TYPE_CHECKING:  # a cache that is only read needs no HTTP client (`run --lock` stays fast)
+    from ligoenv.oci.registry import RegistryClient
 
 
 class CorruptCacheEntry(DigestMismatch):
@@ -36,6 +37,8 @@ class LayerCache:
     @classmethod
     def default(cls) -> LayerCache:
         """The per-user cache of the command-line client."""
+        import platformdirs
+
         return cls(platformdirs.user_cache_path("ligoenv") / "layers")
 
     def path_for(self, digest: Digest) -> Path:

@@ -48,6 +48,10 @@ def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
     """Resolve the image, choose the runtime and build its plan; pulls a local copy for bwrap."""
     runtime = select_runtime(request.runtime, which, environ)  # before any network: fail fast
     answer = resolver.resolve(request.reference, platform=request.platform)
+    if answer.environment is not None and resolver.lockfile is not None:
+        from ligoenv.lockpins import check_pins  # what the lockfile cites is what runs
+
+        check_pins(answer.environment, resolver.lockfile.environment(answer.environment), resolver, cache)
     platform = request.platform or Platform.host()
     tree: LocalTree | None = None
     if isinstance(runtime, Apptainer | Bwrap):
