@@ -14,7 +14,9 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ligoenv.archive import LOCKFILE_NAME, ClientFor
 from ligoenv.archive_records import ArchiveRecords
@@ -29,6 +31,9 @@ from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.transport import FileSlice
+
+if TYPE_CHECKING:
+    from ligoenv.provenance import Provenance
 
 Note = Callable[[str], None]
 PUSH_THREADS = 4
@@ -164,10 +169,19 @@ def restore_to_cache(path: Path, cache_root: Path, *, platform: Platform, record
         else:
             tree = cache_path(cache_root, image.manifest.digest)
             if not tree.is_dir():
-                install_tree(tree, functools.partial(_unpack, cache, image))
+                install_tree(tree, functools.partial(_unpack, cache, image), _origin(item, image))
         _remember(records, item, path, contents.sha256)
         restored.append(RestoredEnvironment(item.name, item.environment, item.top, item.images, tree))
     return RestoreSummary(path, contents.sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+
+
+def _origin(item: RestoredEnvironment, image: ArchivedImage) -> Provenance:
+    """The restored tree names the registry digest it was locked at, as a pulled one does."""
+    from ligoenv.provenance import Provenance
+
+    env = item.environment
+    ref = Reference(env.registry, env.repository, env.tag, env.digest)
+    return Provenance.of(ref, image.manifest.digest, image.platform, datetime.now(UTC))
 
 
 def _unpack(cache: LayerCache, image: ArchivedImage, staging: Path) -> ImageConfig:

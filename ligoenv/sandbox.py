@@ -20,6 +20,7 @@ from ligoenv import singularityd
 from ligoenv.errors import UnsafeArchive
 from ligoenv.oci.manifest import ImageConfig
 from ligoenv.oci.rootfs import MAX_PATH_BYTES, ensure_directory
+from ligoenv.provenance import PROVENANCE_FILE, Provenance
 from ligoenv.singularityd import ENV_SCRIPT, LABELS, RUNSCRIPT
 
 __all__ = ["BIND_POINTS", "ENV_SCRIPT", "LABELS", "RUNSCRIPT", "complete_tree"]
@@ -53,26 +54,30 @@ def with_runtime_mounts(bind_points: Sequence[str]) -> tuple[str, ...]:
     return (*bind_points, *(point for point in RUNTIME_MOUNTS if point not in bind_points))
 
 
-def complete_tree(tree: Path, config: ImageConfig, *,
-                  bind_points: Sequence[str] = BIND_POINTS) -> tuple[str, ...]:
+def complete_tree(tree: Path, config: ImageConfig, *, bind_points: Sequence[str] = BIND_POINTS,
+                  provenance: Provenance | None = None) -> tuple[str, ...]:
     """Add what Apptainer/Singularity and bwrap need to `tree`. Running it twice changes nothing.
 
     Never follows a symlink of the image: a `/home -> /var/home` link stays as it is, and a
     hostile `.singularity.d -> /etc` is replaced rather than written through. `bind_points` are
     absolute paths (see `normal_bind_point`); returns those that are directories in the tree
-    (one the image has as a symlink or a file is left alone and not listed).
+    (one the image has as a symlink or a file is left alone and not listed). `provenance` goes
+    into labels.json and /.ligoenv/provenance.json.
     """
     if not tree.is_dir() or tree.is_symlink():
         raise UnsafeArchive(f"cannot complete {tree}: not a directory")
-    for relative, (content, mode) in singularityd.files(config).items():
+    made = tuple(point for point in with_runtime_mounts(bind_points) if _bind_point(tree, point))
+    labels = provenance.labels() if provenance is not None else None
+    for relative, (content, mode) in singularityd.files(config, labels).items():
         _write(tree, relative, content, mode)
     _real_dir(tree, ".singularity.d/libs")  # where `--nv` binds the host's GPU libraries
     for name, target in singularityd.ROOT_LINKS.items():
         _link_if_missing(tree, name, target)
-    made = tuple(point for point in with_runtime_mounts(bind_points) if _bind_point(tree, point))
     for name in ("etc/hosts", "etc/resolv.conf"):
         _empty_file_if_missing(tree, name)
     _write(tree, ".cvmfscatalog", "", 0o644)
+    if provenance is not None:
+        _write(tree, PROVENANCE_FILE, provenance.file_json(made), 0o644)
     return made
 
 

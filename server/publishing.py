@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ligoenv.oci.pull import pull
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
+from ligoenv.provenance import Provenance
 from ligoenv.sandbox import complete_tree
 
 from . import metrics
@@ -151,8 +153,9 @@ class RequestProcessor:
         watch = metrics.Stopwatch()
         pulled = pull(pinned, tree, cache=self.cache, client=client, options=self._options)
         metrics.unpacked(sum(layer.bytes_written for layer in pulled.layers), watch.seconds())
-        complete_tree(tree, pulled.config, bind_points=bind_points)
         name = str(platform or pulled.platform)
+        origin = Provenance.of(ref, digest, name, datetime.now(UTC))
+        complete_tree(tree, pulled.config, bind_points=bind_points, provenance=origin)
         return StagedPlatform(name, digest, manifest_record(pulled.manifest, name), tree)
 
 

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     import typer
 
 HELP = """Report the container runtimes found, whether CVMFS is mounted, whether the publish index
-and the registries (those of the lockfile, or --registry) answer, and every setting with where
+and the registries (those of the lockfile, or --registry) answer, the bind points of the
+lockfile's published trees (and binds in APPTAINER_BIND they lack), and every setting with where
 its value came from (command line, environment, your config file, the site's config file, default).
 """
 
@@ -29,6 +30,7 @@ def run(inv: Invocation, *, registries: list[str] | None = None, index: str | No
         "settings": {name: {"value": _text(settings.get(name)), "source": settings.source_of(name)}
                      for name in OPTIONS},
         "config_file": str(settings.config_file),
+        "trees": _trees(settings, inv.environ),
         "site_config_file": str(settings.site_file) if settings.site_file else None,
         "warnings": list(settings.warnings),
     }
@@ -94,6 +96,50 @@ def _lockfile_registries(settings: Any) -> list[str]:
     return sorted({env.registry for env in lockfile.environments.values()})
 
 
+def _trees(settings: Any, environ: Any) -> dict[str, Any]:
+    """Each lockfile environment published on this machine: its tree, its bind points, and the
+    binds asked for in APPTAINER_BIND/SINGULARITY_BIND that have no directory to go onto."""
+    from ligoenv.cli.common import make_resolver
+    from ligoenv.cli.path import tree_report
+    from ligoenv.oci.platform import Platform
+    from ligoenv.runtimes.local import published_tree
+
+    try:
+        lockfile = load_lockfile(settings)
+    except LigoenvError:
+        return {}
+    if lockfile is None or not settings.index:
+        return {}
+    resolver = make_resolver(settings, lockfile)
+    host = Platform.host()
+    found: dict[str, Any] = {}
+    for name in sorted(lockfile.environments):
+        try:
+            answer = resolver.resolve(name, platform=host)
+            tree = published_tree(resolver, answer, host)
+        except LigoenvError:
+            continue
+        if tree is None:
+            continue
+        points = tree_report(answer, tree)["bind_points"] or []
+        missing = [dest for dest in _bind_destinations(environ)
+                   if dest not in points and not (tree.path / dest.lstrip("/")).is_dir()]
+        found[name] = {"path": str(tree.path), "bind_points": points, "binds_without_mount_point": missing}
+    return found
+
+
+def _bind_destinations(environ: Any) -> list[str]:
+    """Where the binds of APPTAINER_BIND (SINGULARITY_BIND, *_BINDPATH) go: `src[:dest[:opts]]`."""
+    out: list[str] = []
+    for variable in ("APPTAINER_BIND", "APPTAINER_BINDPATH", "SINGULARITY_BIND", "SINGULARITY_BINDPATH"):
+        for item in environ.get(variable, "").split(","):
+            source, _, rest = item.strip().partition(":")
+            destination = rest.partition(":")[0] or source
+            if destination.startswith("/") and destination not in out:
+                out.append(destination)
+    return out
+
+
 def _text(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(value) or "(none)"
@@ -127,6 +173,13 @@ def _print(report: dict[str, Any]) -> None:
     out("registries:")
     for host, state in report["registries"].items():
         out(f"  {host}: {state}")
+    for name, tree in report["trees"].items():
+        out(f"tree of {name}: {tree['path']}")
+        points = " ".join(tree["bind_points"]) or "unknown (published before they were recorded)"
+        out(f"  bind points: {points}")
+        for destination in tree["binds_without_mount_point"]:
+            out(f"  warning: {destination} (APPTAINER_BIND) has no directory in this tree: "
+                "Apptainer cannot bind it without OverlayFS")
     site = report["site_config_file"] or "none"
     out(f"settings (config file {report['config_file']}, site config file {site}):")
     for name, item in report["settings"].items():

@@ -1,9 +1,17 @@
 """`ligoenv path REF`: the published tree of an image, e.g. for HTCondor's MY.SingularityImage."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, parse_platform
+from ligoenv.cli.common import (
+    Invocation,
+    invocation,
+    load_lockfile,
+    make_resolver,
+    out,
+    parse_platform,
+    print_json,
+)
 from ligoenv.errors import NotFound, PublishIndexError, UsageError
 
 if TYPE_CHECKING:
@@ -20,11 +28,14 @@ per-platform link, .multiarch/<os>-<arch>/<registry>/<repo>:<tag> (--for-host: a
 spells this machine, e.g. linux-x86_64), which follows the tag to each new push:
 
     MY.SingularityImage = "$(ligoenv path REF)"
+
+With --json, also the digests, the tree's bind points (directories a runtime can bind host paths
+onto) and its provenance (/.ligoenv/provenance.json: where and when it was published).
 """
 
 
 def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: bool = False,
-        lock: str | None = None, index: str | None = None) -> int:
+        lock: str | None = None, index: str | None = None, as_json: bool = False) -> int:
     from ligoenv.oci.platform import Platform
     from ligoenv.runtimes.local import published_tree
 
@@ -39,8 +50,12 @@ def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: boo
         where = f"index {settings.index}" if settings.index else "no publish index (set LIGOENV_INDEX)"
         raise NotFound(f"{answer.pinned(wanted)} has no published tree on this machine: {where}")
     follows_tag = answer.source.startswith("index:") and answer.reference.tag is not None
-    if (platform or for_host) and follows_tag:
-        out(str(_platform_link(resolver, answer, tree, platform, for_host)))
+    link = _platform_link(resolver, answer, tree, platform, for_host) \
+        if (platform or for_host) and follows_tag else None
+    if as_json:
+        print_json({**tree_report(answer, tree), "link": str(link) if link else None})
+    elif link is not None:
+        out(str(link))
     else:
         out(str(tree.path))
     return 0
@@ -69,6 +84,18 @@ def _platform_link(resolver: "Resolver", answer: "Resolution", tree: "LocalTree"
     return link
 
 
+def tree_report(answer: "Resolution", tree: "LocalTree") -> dict[str, Any]:
+    """What `path --json` prints: where the tree is, what it is, and what it says about itself."""
+    from ligoenv.provenance import read_provenance
+
+    provenance = read_provenance(tree.path)
+    bind_points = provenance.get("bind_points") if provenance else None
+    return {"path": str(tree.path), "reference": str(answer.reference), "digest": str(answer.digest),
+            "manifest": str(tree.manifest), "platform": tree.platform,
+            "bind_points": bind_points if isinstance(bind_points, list) else None,
+            "provenance": provenance}
+
+
 def register(app: "typer.Typer") -> None:
     import typer
 
@@ -84,6 +111,7 @@ def register(app: "typer.Typer") -> None:
                                            "`uname -m` (linux-x86_64, linux-aarch64)"),
         lock: options.Lock = None,
         index: options.Index = None,
+        as_json: options.Json = False,
     ) -> None:
         raise typer.Exit(run(invocation(ctx.obj), ref, platform=platform, for_host=for_host,
-                             lock=lock, index=index))
+                             lock=lock, index=index, as_json=as_json))

@@ -13,6 +13,7 @@ import secrets
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from ligoenv.oci.platform import Platform
 
 if TYPE_CHECKING:
     from ligoenv.oci.manifest import ImageConfig
+    from ligoenv.provenance import Provenance
     from ligoenv.resolve import Resolution, Resolver
 
 Progress = Callable[[int, int], None]
@@ -76,6 +78,7 @@ def pull_tree(resolver: Resolver, answer: Resolution, platform: Platform, manife
     """Pull the platform's manifest into `target`, complete it, and only then make it appear."""
     from ligoenv.oci.cache import LayerCache
     from ligoenv.oci.pull import pull
+    from ligoenv.provenance import Provenance
 
     ref = answer.reference.with_digest(manifest)
 
@@ -84,10 +87,12 @@ def pull_tree(resolver: Resolver, answer: Resolution, platform: Platform, manife
             return pull(ref, staging, platform=platform, cache=LayerCache(cache / "layers"),
                         client=client, progress=progress).config
 
-    install_tree(target, fill)
+    origin = Provenance.of(answer.reference, manifest, str(platform), datetime.now(UTC))
+    install_tree(target, fill, origin)
 
 
-def install_tree(target: Path, fill: Callable[[Path], ImageConfig]) -> None:
+def install_tree(target: Path, fill: Callable[[Path], ImageConfig],
+                 provenance: Provenance | None = None) -> None:
     """Have `fill` unpack an image into a staging directory, complete it for Apptainer and bwrap,
     and only then rename it onto `target`: a cached tree is whole or absent."""
     from ligoenv.sandbox import complete_tree
@@ -98,7 +103,7 @@ def install_tree(target: Path, fill: Callable[[Path], ImageConfig]) -> None:
     staging = target.parent / f".{target.name}.pull-{secrets.token_hex(4)}"
     try:
         config = fill(staging)
-        complete_tree(staging, config)
+        complete_tree(staging, config, provenance=provenance)
         try:
             os.rename(staging, target)
         except OSError as error:

@@ -163,6 +163,13 @@ def test_a_multiplatform_restore_unpacks_the_hosts_image(cli: Cli, registry: Reg
     assert cli("restore", "m.tar", "--platform", "linux/arm64") == 0
     trees = Path(userenv["LIGOENV_CACHE"]) / "images"
     assert sorted(p.name for p in trees.iterdir()) == [image.platforms["linux/arm64"].hex]
+    # the restored tree names the registry digests it was locked at, as a pulled one does
+    from ligoenv.provenance import read_provenance
+
+    origin = read_provenance(trees / image.platforms["linux/arm64"].hex)
+    assert origin is not None
+    assert (origin["reference"], origin["digest"], origin["manifest"], origin["platform"]) == (
+        image.ref, str(digest), str(image.platforms["linux/arm64"]), "linux/arm64")
 
 
 def _sha256(data: bytes) -> str:

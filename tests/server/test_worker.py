@@ -3,6 +3,7 @@ through queue outages, lost leases, platforms, stale events and Docker Hub callb
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -230,3 +231,32 @@ def test_trees_get_the_bind_points_configured_for_their_source(config: ServerCon
     assert not (manual / "ceph").exists() and not (manual / "cvmfs").exists()
     for tree in (hook, manual):  # what the runtimes mount is always there
         assert all((tree / name).is_dir() for name in ("dev", "proc", "sys", "tmp", "var/tmp", "home"))
+
+
+def test_each_published_tree_says_where_it_came_from(config: ServerConfig,
+                                                     registry: RegistryProcess) -> None:
+    from ligoenv import __version__
+    from ligoenv.provenance import read_provenance
+    from tests.support.images import build_multiplatform_images
+
+    both = (Platform.parse("linux/amd64"), Platform.parse("linux/arm64"))
+    config = replace(config, publisher=replace(config.publisher, platforms=both))
+    top = push_image(registry.host, "worker/origin", "v1", build_multiplatform_images("origin"))
+    publisher = DirectoryPublisher(config.publisher.root)
+    before = datetime.now(UTC)
+    result = RequestProcessor(config, publisher).process(request(registry, "worker/origin", "v1", top))
+    index = load_index(publisher.layout.index_path(registry.host, "worker/origin"))
+    assert index is not None
+    for platform in both:
+        manifest = index.platform_digest(top, platform)
+        tree = config.publisher.root / result["paths"][str(platform)]
+        provenance = read_provenance(tree)
+        assert provenance is not None
+        assert before <= datetime.fromisoformat(provenance.pop("published")) <= datetime.now(UTC)
+        assert provenance == {
+            "format": 1, "reference": f"{registry.host}/worker/origin:v1", "registry": registry.host,
+            "repository": "worker/origin", "tag": "v1", "digest": str(top), "manifest": str(manifest),
+            "platform": str(platform), "version": __version__, "bind_points": list(
+                config.publisher.bind_points)}
+        labels = json.loads((tree / ".singularity.d/labels.json").read_text())
+        assert labels["org.ligoenv.digest"] == str(top) and labels["org.ligoenv.platform"] == str(platform)
