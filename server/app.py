@@ -23,6 +23,7 @@ from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
 from .relay.app import create_relay_app
 from .statusapi import status_routes
+from .synctimer import SyncTimer
 from .taghistoryapi import tag_history_routes
 from .worker import DEFAULT_DRAIN_SECONDS, WorkerPool
 
@@ -64,10 +65,14 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_w
     queue = queue or queue_from(config)
     pool = WorkerPool.build(config, queue, publisher_from(config)) if run_workers else None
     stop = threading.Event()
+    sink: JobSink = _WakingSink(queue, pool) if pool else queue
+    timer = SyncTimer(config, sink) if pool else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         threads = pool.run(stop) if pool else []
+        if timer is not None and timer.enabled:
+            timer.start(stop)  # reconciles what webhooks missed, into the same queue
         try:
             yield
         finally:
@@ -80,7 +85,6 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_w
                 os._exit(0)  # jobs were released; their threads must not finish them now
 
     layout = PublishRoot(config.publisher.root, config.publisher.include_registry)
-    sink: JobSink = _WakingSink(queue, pool) if pool else queue
     routes: list[BaseRoute] = [
         *ops_routes(readiness_checks(config, queue, publishes=run_workers), queue_collectors(queue)),
         *read_routes(layout), *status_routes(layout, queue), *tag_history_routes(layout),

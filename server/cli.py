@@ -154,6 +154,11 @@ def worker(config: ConfigOption = None,
                                readiness_checks(cfg, queue, publishes=True),
                                queue_collectors(queue)).start()
     threads = pool.run(stop)
+    from .synctimer import SyncTimer
+
+    timer = SyncTimer(cfg, queue)
+    if timer.enabled:
+        timer.start(stop)
     while not stop.wait(0.5):
         if not any(t.is_alive() for t in threads):
             raise LigoenvError("every worker thread has stopped")  # never expected: say so
@@ -233,6 +238,47 @@ def retry(job_id: Annotated[int, typer.Argument(help="A failed job's id (see `jo
         typer.echo(f"job {job.id} is {job.state}: {json.dumps(job.result)}")
 
 
+@app.command("sync")
+def sync_lists(lists: Annotated[list[str] | None, typer.Argument(
+                   metavar="[LIST]...", help="List files (OSG docker_images.txt, or a DUCC wishlist "
+                   "*.yaml) or names of [[sync.lists]]; default: every configured list.")] = None,
+               config: ConfigOption = None,
+               dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be "
+                                                     "enqueued; enqueue nothing.")] = False,
+               untag_missing: Annotated[bool, typer.Option(
+                   "--untag-missing", help="For list files given here: record listed tags that "
+                   "are gone upstream as untags (images are kept).")] = False,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Compare the tags of image lists with the index and enqueue what differs (what webhooks
+    missed). Exits 1 when an entry failed; the others are still done."""
+    cfg = _config(config)
+    _logging(cfg)
+    from .app import queue_from
+    from .sync import Syncer
+    from .synctimer import choose_lists, open_lists, publisher_tags
+
+    chosen = open_lists(choose_lists(cfg, lists or [], untag_missing=untag_missing))
+    queue = None if dry_run else queue_from(cfg)
+    try:
+        report = Syncer(cfg, publisher_tags(cfg), queue).run(chosen, dry_run=dry_run)
+    finally:
+        if queue is not None:
+            queue.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        for change in report.changes:
+            state = "" if dry_run else (f" (job {change.job_id}" +
+                                        ("" if change.created else ", already pending") + ")")
+            typer.echo(f"{change.action} {change.registry}/{change.repository}:{change.tag} "
+                       f"{_short(change.current)} -> {_short(change.upstream)}{state}")
+        for failure in report.failures:
+            typer.echo(f"failed: {failure.what}: {failure.error}", err=True)
+        typer.echo(report.summary())
+    if report.failures:
+        raise typer.Exit(1)
+
+
 @app.command("check-config")
 def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration and print what is in effect (secrets shown as ***)."""
@@ -244,6 +290,10 @@ def check_config(config: ConfigOption = None) -> None:
     typer.echo(f"queue: {redact_url(cfg.queue.url)}")
     typer.echo(f"publisher: {cfg.publisher.backend} at {cfg.publisher.root} "
                f"(layout {cfg.publisher.layout}; {', '.join(map(str, cfg.publisher.platforms))})")
+
+
+def _short(digest: object | None) -> str:
+    return str(digest)[:19] if digest is not None else "(none)"
 
 
 def _say_where(cfg: ServerConfig) -> None:

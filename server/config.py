@@ -125,6 +125,7 @@ class RegistryConfig:
     insecure: bool | None = None  # None: plain HTTP for loopback hosts only
     username: str | None = None
     password: Secret | None = None
+    requests_per_second: float | None = None  # for bulk work (sync); None: [sync]'s default
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,26 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class SyncListConfig:
+    """One list `sync` reconciles: an OSG docker_images.txt or a DUCC wishlist."""
+
+    name: str  # jobs it makes have the source `sync:<name>`
+    path: Path
+    format: str = "auto"  # "auto" (by extension: .yaml/.yml is DUCC), "osg" or "ducc"
+    untag_missing: bool = False  # a listed tag gone upstream is recorded as an untag
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    lists: tuple[SyncListConfig, ...] = ()
+    interval: float = 3600.0  # seconds between runs of `serve` and `worker`; 0: no timer
+    jitter: float = 300.0  # up to this many seconds added to each wait, so sites do not align
+    requests_per_second: float = 20.0  # to each registry, unless [registries.X] says otherwise
+    concurrency: int = 8  # requests in flight, all registries together
+    max_tags: int = 10000  # a wildcard over a repository with more tags fails
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" | "json"
     level: str = "info"
@@ -168,6 +189,7 @@ class ServerConfig:
     worker: WorkerConfig
     log: LogConfig
     state_dir: Path
+    sync: SyncConfig = SyncConfig()
 
     def registry_by_host(self, host: str) -> RegistryConfig | None:
         """The configured registry a publish request names (requests carry the host)."""
@@ -266,6 +288,7 @@ class _Builder:
                           level=document.get("log", {}).get("level", "info").lower(),
                           file=self.path(document.get("log", {}).get("file"))),
             state_dir=state_dir,
+            sync=self.sync(document.get("sync", {})),
         )
 
     def path(self, text: str | None) -> Path | None:
@@ -379,7 +402,8 @@ class _Builder:
         password = self.secret(where, table, "password")
         if (password is None) != ("username" not in table):
             raise self.fail(where, "give both username and a password (or neither)")
-        return RegistryConfig(name, canonical, table.get("insecure"), table.get("username"), password)
+        return RegistryConfig(name, canonical, table.get("insecure"), table.get("username"), password,
+                              table.get("requests_per_second"))
 
     def queue(self, table: dict[str, Any], state_dir: Path) -> QueueConfig:
         url = table.get("url") or f"sqlite:///{(state_dir / 'queue.db').resolve()}"
@@ -427,6 +451,23 @@ class _Builder:
                 raise self.fail(f"{where}[{i}]", f"{point!r} is listed twice")
             points.append(point)
         return tuple(points)
+
+    def sync(self, table: dict[str, Any]) -> SyncConfig:
+        lists = tuple(SyncListConfig(name=item["name"], path=self.path(item["path"]) or Path(),
+                                     format=item.get("format", "auto"),
+                                     untag_missing=item.get("untag_missing", False))
+                      for item in table.get("lists", []))
+        names = [item.name for item in lists]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise self.fail(f"sync.lists[{i}].name", f"{name!r} is used twice")
+        defaults = SyncConfig()
+        return SyncConfig(lists=lists, interval=float(table.get("interval", defaults.interval)),
+                          jitter=float(table.get("jitter", defaults.jitter)),
+                          requests_per_second=float(table.get("requests_per_second",
+                                                              defaults.requests_per_second)),
+                          concurrency=table.get("concurrency", defaults.concurrency),
+                          max_tags=table.get("max_tags", defaults.max_tags))
 
     def platforms(self, where: str, items: list[str]) -> tuple[Platform, ...]:
         try:

@@ -23,10 +23,12 @@ def free_port() -> int:
 
 
 class RegistryProcess:
-    """A throwaway registry: `host` is `127.0.0.1:PORT`; `stop()` kills it, `start()` revives it."""
+    """A throwaway registry: `host` is `127.0.0.1:PORT`; `stop()` kills it, `start()` revives it.
+
+    With `access_log`, `requests()` counts the requests it has answered so far."""
 
     def __init__(self, workdir: Path, notifications: list[dict[str, Any]] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, access_log: bool = False) -> None:
         if shutil.which("docker-registry") is None:
             raise RuntimeError("docker-registry is not installed: run scripts/setup.sh")
         self.workdir = workdir
@@ -36,7 +38,8 @@ class RegistryProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {
             "version": 0.1,
-            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            # the access log (one line per request, in registry.log) lets benchmarks count requests
+            "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
             "storage": {"filesystem": {"rootdirectory": str(workdir / "storage")},
                         "delete": {"enabled": True}},
             "http": {"addr": self.host, "secret": "ligoenv-tests"},
@@ -66,6 +69,11 @@ class RegistryProcess:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"registry did not start: see {self.workdir / 'registry.log'}")
+
+    def requests(self, method: str = "") -> int:
+        """Requests to /v2/ in the access log (of `method` only, when given)."""
+        text = (self.workdir / "registry.log").read_text(errors="replace")
+        return sum(1 for line in text.splitlines() if f'"{method}' in line and " /v2/" in line)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

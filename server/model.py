@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+SYNC_SOURCE = "sync:"  # jobs from `ligoenv-server sync` have the source `sync:<list name>`
+
 
 class Action(enum.StrEnum):
     PUBLISH = "publish"  # publish the image a tag points at (digest given or resolved)

@@ -27,7 +27,7 @@ from ligoenv.sandbox import complete_tree
 
 from . import metrics
 from .config import RegistryConfig, ServerConfig
-from .model import Action, PublishRequest
+from .model import SYNC_SOURCE, Action, PublishRequest
 from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
 
 log = logging.getLogger("ligoenv.publishing")
@@ -188,8 +188,8 @@ def _index_platforms(top: ImageManifest | ImageIndex) -> dict[str, Digest]:
 
 
 def _history_source(request: PublishRequest) -> str:
-    """How the tag's move was learned, for its history: `webhook:harbor/lab`, `cli`, ..."""
-    if ":" not in request.source:
+    """How the tag's move was learned, for its history: `webhook:harbor/lab`, `sync:osg`, `cli`..."""
+    if ":" not in request.source or request.source.startswith(SYNC_SOURCE):
         return request.source
     kind, _, endpoint = request.source.partition(":")
     return f"webhook:{kind}/{endpoint}"

@@ -25,7 +25,7 @@ from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.httptext import error_text
 from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
 from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
-from ligoenv.oci.transport import Body, FileSlice, RetryPolicy, Transport
+from ligoenv.oci.transport import Body, FileSlice, Pacer, RetryPolicy, Transport
 
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_SMALL_BLOB_BYTES = 32 << 20  # configs; layers go through download_blob or open_blob
@@ -41,7 +41,8 @@ class RegistryClient:
 
     def __init__(self, registry: str, *, insecure: bool | None = None, timeout: float = 30.0,
                  retries: int = 3, credentials: Credentials | None = None, anonymous: bool = False,
-                 insecure_registries: Iterable[str] = (), transport: Transport | None = None) -> None:
+                 insecure_registries: Iterable[str] = (), transport: Transport | None = None,
+                 pacer: Pacer | None = None) -> None:
         self.registry = registry
         if transport is None:
             lookup: Credentials | Callable[[], Credentials | None] | None = credentials
@@ -50,7 +51,7 @@ class RegistryClient:
             transport = Transport(registry, host=DOCKER_HUB_API if registry == DOCKER_HUB else registry,
                                   insecure=insecure, timeout=timeout,
                                   retry=RetryPolicy(retries=retries), credentials=lookup,
-                                  insecure_hosts=insecure_registries)
+                                  insecure_hosts=insecure_registries, pacer=pacer)
         self.transport = transport
 
     def __enter__(self) -> RegistryClient:
@@ -122,18 +123,33 @@ class RegistryClient:
             raise RegistryError(f"registry {self.registry} does not allow deleting manifests")
         self._expect(response, (200, 202), f"manifest {repository}@{digest}")
 
-    def list_tags(self, repository: str) -> list[str]:
-        """All tags of `repository`, following the registry's pagination."""
+    def list_tags(self, repository: str, *, limit: int | None = None) -> list[str]:
+        """All tags of `repository`, following the registry's pagination (`Link`) on this
+        registry only; more than `limit` tags is an error rather than an endless walk."""
         tags: list[str] = []
-        path = f"/v2/{repository}/tags/list"
+        path, seen = f"/v2/{repository}/tags/list", set[str]()
         while path:
+            seen.add(path)
             response = self.transport.request("GET", path, scope=_scope(repository))
             self._expect(response, (200,), f"repository {repository}")
             tags.extend(str(tag) for tag in (response.json().get("tags") or []))
-            path = response.links.get("next", {}).get("url", "")
-            if path and "://" not in path:
-                path = urllib.parse.urljoin(self.transport.base_url + "/", path)
+            if limit is not None and len(tags) > limit:
+                raise RegistryError(f"repository {repository} on registry {self.registry} has more "
+                                    f"than {limit} tags: list fewer, or raise the limit")
+            path = self._next_page(response, repository, seen)
         return tags
+
+    def _next_page(self, response: requests.Response, repository: str, seen: set[str]) -> str:
+        path = response.links.get("next", {}).get("url", "")
+        if not path:
+            return ""
+        url = urllib.parse.urljoin(self.transport.base_url + "/", path)
+        if not url.startswith(self.transport.base_url + "/"):
+            raise RegistryError(f"registry {self.registry} sent the next page of the tags of "
+                                f"{repository} to another host: not followed")
+        if url in seen:
+            raise RegistryError(f"registry {self.registry} sent the tags of {repository} in a loop")
+        return url
 
     # -- blobs -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import requests
 from oras.auth.token import TokenAuth
@@ -70,6 +70,17 @@ class RetryPolicy:
         so that a registry that accepts and never answers costs the budget, not two timeouts."""
         left = max(self.budget - spent, 0.001)
         return min(timeout[0], left), min(timeout[1], left)
+
+
+class Pacer(Protocol):
+    """Paces the requests to one registry that several threads share (e.g. a sync run)."""
+
+    def wait(self) -> None:
+        """Called before every request is sent; returns when it may go."""
+
+    def pause(self, seconds: float) -> None:
+        """The registry asked us to slow down (429, or 503 with Retry-After): hold every
+        request for `seconds`, not only the one that was refused."""
 
 
 def is_loopback(host: str) -> bool:
@@ -132,6 +143,19 @@ class _Session(requests.Session):
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
+        self._environment: dict[tuple[str, str], Any] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> Any:
+        """requests scans the whole environment for proxy settings twice per request, a large
+        share of a HEAD's cost; the environment is read once per host instead."""
+        if proxies or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urllib.parse.urlsplit(str(url))
+        key = (parts.scheme, parts.netloc)
+        if key not in self._environment:
+            self._environment[key] = super().merge_environment_settings(url, {}, stream, None, None)
+        return {**self._environment[key], "stream": stream}
 
     def request(self, method: str | bytes, url: Any, *args: Any,
                 **kwargs: Any) -> requests.Response:
@@ -164,7 +188,7 @@ class Transport:
                  timeout: float = 30.0, connect_timeout: float = CONNECT_TIMEOUT,
                  retry: RetryPolicy | None = None,
                  credentials: Credentials | Callable[[], Credentials | None] | None = None,
-                 insecure_hosts: Iterable[str] = (),
+                 insecure_hosts: Iterable[str] = (), pacer: Pacer | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time, monotonic: Clock = time.monotonic) -> None:
         self.registry = registry
@@ -178,6 +202,7 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.timeout = (connect_timeout, timeout)
         self._credentials = credentials
+        self._pacer = pacer
         self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
         self._session = _Session(registry, self.timeout, monotonic)
         self._lock = threading.Lock()
@@ -268,15 +293,19 @@ class Transport:
         status = response.status_code
         if _retryable(status):
             response.close()
+            wait = retry_after(response.headers.get("Retry-After"), self._clock())
+            if self._pacer is not None and (status == 429 or wait is not None):
+                self._pacer.pause(self.retry.delay(0, wait))
             raise _Retry(f"registry {self.registry} answered {status} {response.reason} to {method} "
-                         f"{url_path(url)}", retry_after(response.headers.get("Retry-After"), self._clock()),
-                         repeated=True)
+                         f"{url_path(url)}", wait, repeated=True)
         return response
 
     def _send(self, method: str, url: str, scope: str, headers: Mapping[str, str] | None,
               body: Body, params: Mapping[str, str] | None, stream: bool,
               timeout: tuple[float, float]) -> requests.Response:
         all_headers = dict(headers or {})
+        if self._pacer is not None:
+            self._pacer.wait()
         if _same_host(url, self.base_url):
             all_headers.update(self._auth_header(scope))
         with _opened(body) as data:

@@ -424,3 +424,42 @@ def test_list_tags_follows_pages(stub: Stub, sleeps: Sleeps) -> None:
             Reply(200, {}, b'{"name":"lab/app","tags":["c"]}'))
     assert stub_client(stub, sleeps).list_tags("lab/app") == ["a", "b", "c"]
     assert stub.seen[1][1] == "/v2/lab/app/tags/list?n=2&last=b"
+
+
+class RecordingPacer:
+    def __init__(self) -> None:
+        self.waits, self.pauses = 0, list[float]()
+
+    def wait(self) -> None:
+        self.waits += 1
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+
+def test_pacer_sees_every_request_and_the_registrys_retry_after(stub: Stub, sleeps: Sleeps) -> None:
+    stub.on("HEAD", "/v2/lab/app/manifests/v1",
+            Reply(429, {"Retry-After": "2"}), Reply(429), Reply(503),
+            Reply(200, {"Docker-Content-Digest": str(MANIFEST_DIGEST)}))
+    pacer = RecordingPacer()
+    transport = Transport(stub.host, sleep=sleeps, clock=lambda: 1_000_000.0, pacer=pacer)
+    assert RegistryClient(stub.host, transport=transport).resolve(ref_on(stub.host, "lab/app:v1")) \
+        == MANIFEST_DIGEST
+    # every try went through the pacer; a 429 pauses it (Retry-After, else the backoff), a
+    # 503 without Retry-After does not
+    assert pacer.waits == 4 and pacer.pauses == [2.0, 0.25]
+
+
+def test_list_tags_is_bounded(stub: Stub, sleeps: Sleeps) -> None:
+    stub.on("GET", "/v2/lab/app/tags/list",
+            Reply(200, {"Link": '</v2/lab/app/tags/list?last=b>; rel="next"'},
+                  b'{"name":"lab/app","tags":["a","b"]}'))
+    with pytest.raises(RegistryError, match="in a loop"):
+        stub_client(stub, sleeps).list_tags("lab/app")
+    with pytest.raises(RegistryError, match="more than 1 tags: list fewer"):
+        stub_client(stub, sleeps).list_tags("lab/app", limit=1)
+    stub.on("GET", "/v2/lab/other/tags/list",
+            Reply(200, {"Link": '<http://elsewhere.example/v2/lab/other/tags/list?last=b>; rel="next"'},
+                  b'{"name":"lab/other","tags":["a"]}'))
+    with pytest.raises(RegistryError, match="to another host: not followed"):
+        stub_client(stub, sleeps).list_tags("lab/other")

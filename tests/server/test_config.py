@@ -63,6 +63,19 @@ def test_the_documented_example_parses() -> None:
     assert config.log.format == "json"
     assert config.platforms_for("dockerhub:hub") == (Platform("linux", "amd64"), Platform("linux", "arm64"))
     assert config.platforms_for("distribution:gitlab") == config.publisher.platforms
+    assert [(item.name, item.path, item.untag_missing) for item in config.sync.lists] == \
+        [("osg", Path("/etc/ligoenv/docker_images.txt"), False)]
+    assert (config.sync.interval, config.sync.jitter, config.registries["dockerhub"].requests_per_second) \
+        == (3600, 300, 10)
+
+
+def test_sync_lists_are_relative_to_the_config_and_named_once(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL + '[[sync.lists]]\nname = "a"\npath = "lists/a.txt"\n')
+    assert config.sync.lists[0].path == tmp_path.resolve() / "lists/a.txt"
+    assert config.sync.requests_per_second == 20 and config.sync.concurrency == 8
+    twice = MINIMAL + '[[sync.lists]]\nname = "a"\npath = "a"\n[[sync.lists]]\nname = "a"\npath = "b"\n'
+    assert error_of(tmp_path, twice).endswith("sync.lists[1].name: 'a' is used twice")
+    assert "sync" in error_of(tmp_path, MINIMAL + "[sync]\nrequests_per_second = 0\n")
 
 
 def test_defaults_live_under_the_state_dir(tmp_path: Path) -> None:
