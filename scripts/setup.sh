@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(docker-registry skopeo umoci bubblewrap busybox-static zstd postgresql python3-venv prometheus)
+DEBS=(docker-registry skopeo umoci bubblewrap busybox-static zstd postgresql python3-venv prometheus systemd)
 [[ "${LIGOENV_SETUP_BENCH:-}" == 1 ]] && DEBS+=(debootstrap hyperfine)
 
 missing=()
