@@ -183,15 +183,77 @@ def _mixed(rng: random.Random, pool: bytes, length: int) -> bytes:
     return b"".join(blocks)[:length]
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
     info.mtime, info.uid, info.gid = 1_700_000_000, 0, 0
     if data is None:
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(info)
         return
-    info.size, info.mode = len(data), 0o644
+    info.size, info.mode = len(data), mode
     tar.addfile(info, io.BytesIO(data))
+
+
+def _add_link(tar: tarfile.TarFile, name: str, kind: bytes, target: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.mtime, info.uid, info.gid, info.mode = 1_700_000_000, 0, 0, 0o777
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+def conda_layer(out: Path, seed: int = 11, files: int = 100_000, size: int = 273_000_000) -> LayerFile:
+    """A gzip layer shaped like a conda environment: `files` regular files (about `size` bytes
+    in all) in site-packages trees of 20-60 modules per directory with their __pycache__, a
+    lib/ of shared objects with their version symlinks, and some hard links.
+
+    Mostly small text files (a few kB), 1% large binaries carrying a third of the bytes: the
+    per-entry cost, not the byte rate, decides how fast it unpacks.
+    """
+    rng = random.Random(seed)
+    pool = " ".join(rng.choices(_WORDS, k=400_000)).encode()
+    big_count = files // 100
+    big_each = size // 3 // big_count
+    small_each = (size - big_count * big_each) // (files - big_count)
+    root = "opt/conda"
+    with out.open("wb") as raw:
+        blob = _HashingSink(raw)
+        with gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=6, mtime=0) as packed:
+            tar_stream = _HashingSink(packed)
+            with tarfile.open(fileobj=tar_stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                for sub in ("", "/bin", "/lib", "/lib/python3.11", "/lib/python3.11/site-packages"):
+                    _add(tar, root + sub, None)
+                for i in range(big_count):  # lib/: shared objects and their symlinks
+                    name = f"{root}/lib/libpkg{i:04d}.so"
+                    _add(tar, f"{name}.{i % 7}.{i % 3}", _mixed(rng, pool, big_each), 0o755)
+                    _add_link(tar, f"{name}.{i % 7}", tarfile.SYMTYPE, f"libpkg{i:04d}.so.{i % 7}.{i % 3}")
+                    _add_link(tar, name, tarfile.SYMTYPE, f"libpkg{i:04d}.so.{i % 7}")
+                site, left, made = f"{root}/lib/python3.11/site-packages", files - big_count, 0
+                while made < left:
+                    package = f"{site}/package_{made // 400:03d}_{rng.choice(_WORDS)}"
+                    _add(tar, package, None)
+                    for sub in range(rng.randint(1, 8)):
+                        where = f"{package}/submodule_{sub:02d}" if sub else package
+                        if sub:
+                            _add(tar, where, None)
+                        modules = min(rng.randint(10, 30), (left - made) // 2 + 1)
+                        _add(tar, f"{where}/__pycache__", None)
+                        names = [f"module_{rng.choice(_WORDS)}_{m:02d}" for m in range(modules)]
+                        for name in names:
+                            length = max(64, int(rng.lognormvariate(0, 0.8) * small_each / 1.38))
+                            start = rng.randrange(len(pool) - length)
+                            _add(tar, f"{where}/{name}.py", pool[start:start + length])
+                            if made % 97 == 0:  # conda keeps some files as hard links of others
+                                _add_link(tar, f"{where}/{name}_alias.py", tarfile.LNKTYPE,
+                                          f"{where}/{name}.py")
+                            made += 1
+                        for name in names:
+                            if made >= left:
+                                break
+                            length = max(64, int(rng.lognormvariate(0, 0.8) * small_each / 1.38))
+                            _add(tar, f"{where}/__pycache__/{name}.cpython-311.pyc",
+                                 rng.randbytes(length // 4) + pool[:length - length // 4])
+                            made += 1
+    return LayerFile(out, blob.sha.hexdigest(), tar_stream.sha.hexdigest(), blob.size, tar_stream.size)
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:

@@ -1,12 +1,22 @@
-"""Benchmark: pull and unpack a large multi-layer image, against skopeo+umoci and plain tar.
+"""Benchmark: pull and unpack images, against skopeo+umoci and the write floor of plain tar.
 
-Builds (once, cached under $LIGOENV_BENCH_DIR, default /var/tmp/ligoenv-bench) a Debian
-minbase root from debootstrap plus generated data, split into gzip layers (>= 300 MB
-uncompressed, >= 10,000 files), pushes it to a throwaway local registry, and times in one run:
+Builds (once, cached under $LIGOENV_BENCH_DIR, default /var/tmp/ligoenv-bench) two images and
+pushes them to a throwaway local registry:
+
+  debian     a Debian minbase root from debootstrap plus generated data, 4 gzip layers
+             (>= 300 MB uncompressed, >= 10,000 files)
+  conda      a conda-like environment: 100,000 files (273 MB) in one gzip layer
+
+and times, interleaved (one of each method per round), medians of --runs:
 
   ligoenv    `ligoenv pull REF --output DIR` with a cold layer cache
   skopeo     `skopeo copy docker://REF oci:DIR:TAG` then `umoci unpack --rootless`
-  tar        `tar -xzf` of the same layer files, in order (the decompression floor)
+  tar -xf    `tar -xf` of the decompressed layers, in order: the write floor (no download,
+             no decompression, no digest)
+  baseline   with --baseline DIR, `ligoenv pull` of another checkout (before and after a change)
+
+with the CPU time (user + system) and the peak RSS of each. `--rss-gb 5` also pulls a generated
+5 GB image once and reports the peak RSS of `ligoenv pull`; that image is deleted afterwards.
 
 Run: bash scripts/setup.sh && LIGOENV_SETUP_BENCH=1 bash scripts/setup.sh && .venv/bin/python bench/unpack.py
 """
@@ -14,6 +24,8 @@ Run: bash scripts/setup.sh && LIGOENV_SETUP_BENCH=1 bash scripts/setup.sh && .ve
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import random
 import shutil
@@ -21,11 +33,24 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import VENV_BIN, WORK, LayerFile, fresh, make_layer, run, timed, tree_stats, write_layout
+from bench.common import (
+    VENV_BIN,
+    WORK,
+    LayerFile,
+    conda_layer,
+    fresh,
+    generated_layer,
+    make_layer,
+    run,
+    tree_stats,
+    write_layout,
+)
 from ligoenv_server.localregistry import RegistryProcess
 
 
@@ -82,34 +107,91 @@ def build_layers(work: Path) -> list[LayerFile]:
     return layers
 
 
+def decompressed(layer: LayerFile) -> Path:
+    """The layer's uncompressed tar beside it (made once): what the write floor reads."""
+    tar_path = layer.path.with_suffix("")
+    if not tar_path.exists() or tar_path.stat().st_size != layer.uncompressed:
+        with gzip.open(layer.path, "rb") as packed, tar_path.open("wb") as raw:
+            shutil.copyfileobj(packed, raw, 1 << 20)
+    return tar_path
+
+
+def build_conda(work: Path) -> list[LayerFile]:
+    path = work / "conda" / "site-packages.tar.gz"
+    marker = path.with_suffix(".json")
+    if marker.exists():
+        return [LayerFile(**{**json.loads(marker.read_text()), "path": path})]
+    print("generating the conda-like layer (once)...", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layer = conda_layer(path)
+    marker.write_text(json.dumps({**vars(layer), "path": str(path)}))
+    return [layer]
+
+
+@dataclass
+class Sample:
+    seconds: float
+    cpu: float  # user + system seconds of the process and its children
+    rss_mb: float  # peak resident set of the largest process
+
+
+def measured(cmds: list[list[str | Path]], env: dict[str, str] | None = None) -> Sample:
+    """Run `cmds` one after the other; wall time, their CPU time and the largest peak RSS."""
+    start, cpu, rss = time.perf_counter(), 0.0, 0.0
+    for cmd in cmds:
+        process = subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, cmd)
+        cpu += usage.ru_utime + usage.ru_stime
+        rss = max(rss, usage.ru_maxrss / 1024)
+    return Sample(time.perf_counter() - start, cpu, rss)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per method (median)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the trees and caches are written (default: the bench dir on "
                              "disk; /dev/shm takes the disk's noise out)")
+    parser.add_argument("--images", default="debian,conda", help="which images, comma-separated")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (with its .venv) whose `ligoenv pull` is timed too")
+    parser.add_argument("--rss-gb", type=float, default=0,
+                        help="also pull a generated image of this many GB once and report peak RSS")
     args = parser.parse_args()
     work = WORK
     work.mkdir(parents=True, exist_ok=True)
-    layers = build_layers(work)
-    total = sum(layer.uncompressed for layer in layers)
+    builders = {"debian": build_layers, "conda": build_conda}
+    images = {name: builders[name](work) for name in args.images.split(",")}
+    floors = {name: [decompressed(layer) for layer in layers] for name, layers in images.items()}
+    out = args.out or work
+    out.mkdir(parents=True, exist_ok=True)
     registry = RegistryProcess(fresh(work / "registry")).start()
     try:
-        ref = f"{registry.host}/bench/debian-analysis:latest"
-        layout = work / "layout"
-        write_layout(layout, layers, "latest")
-        run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{ref}"])
-        out = args.out or work
-        out.mkdir(parents=True, exist_ok=True)
-        results = measure(out, ref, layers, args.runs)
+        refs = {name: push(work, registry.host, name, layers) for name, layers in images.items()}
+        results = {name: measure(out, refs[name], floors[name], args.runs, args.baseline) for name in images}
+        for name, layers in images.items():
+            report(name, results[name], layers, out)
+        if args.rss_gb:
+            big_rss(work, out, registry.host, args.rss_gb)
     finally:
         registry.stop()
-    report(results, total, out / "out-tar", out)
 
 
-def measure(work: Path, ref: str, layers: list[LayerFile], runs: int) -> dict[str, float]:
-    """Median seconds per method. Runs are interleaved (one of each method per round) and each
-    starts from a clean, synced disk, so that write-back and discard noise from deleting the
+def push(work: Path, host: str, name: str, layers: list[LayerFile]) -> str:
+    ref = f"{host}/bench/{name}:latest"
+    layout = work / f"layout-{name}"
+    write_layout(layout, layers, "latest")
+    run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{ref}"])
+    shutil.rmtree(layout)
+    return ref
+
+
+def measure(work: Path, ref: str, floor: list[Path], runs: int, baseline: Path | None) -> dict[str, Sample]:
+    """Median per method. Runs are interleaved (one of each method per round) and each starts
+    from a clean, synced file system, so that write-back and discard noise from deleting the
     previous trees falls on every method alike."""
     out_ligoenv, cache = work / "out-ligoenv", work / "cache"
     out_oci, out_umoci, out_tar = work / "out-oci", work / "out-umoci", work / "out-tar"
@@ -123,41 +205,68 @@ def measure(work: Path, ref: str, layers: list[LayerFile], runs: int) -> dict[st
         run(["sync"])
 
     env = {**os.environ, "LIGOENV_CACHE": str(cache)}
-
-    def ligoenv() -> None:
-        run([VENV_BIN / "ligoenv", "pull", ref, "--output", out_ligoenv], env=env)
-
-    def skopeo_umoci() -> None:
-        run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-             f"docker://{ref}", f"oci:{out_oci}:latest"])
-        run(["umoci", "unpack", "--rootless", "--image", f"{out_oci}:latest", out_umoci],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def plain_tar() -> None:
-        out_tar.mkdir()
-        for layer in layers:
-            run(["tar", "-xzf", layer.path, "-C", out_tar])
-
-    methods = {"ligoenv pull (cold cache)": ligoenv, "skopeo copy + umoci unpack": skopeo_umoci,
-               "tar -xzf (floor)": plain_tar}
-    samples: dict[str, list[float]] = {name: [] for name in methods}
+    methods: dict[str, Callable[[], Sample]] = {
+        "ligoenv pull (cold cache)": lambda: measured(
+            [[VENV_BIN / "ligoenv", "pull", ref, "--output", out_ligoenv]], env),
+        "skopeo copy + umoci unpack": lambda: measured(
+            [["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+              f"oci:{out_oci}:latest"],
+             ["umoci", "unpack", "--rootless", "--image", f"{out_oci}:latest", out_umoci]]),
+        "tar -xf, decompressed (floor)": lambda: measured(
+            [["mkdir", out_tar], *[["tar", "-xf", layer, "-C", out_tar] for layer in floor]]),
+    }
+    if baseline is not None:
+        methods["ligoenv pull, baseline checkout"] = lambda: measured(
+            [[baseline / ".venv/bin/ligoenv", "pull", ref, "--output", out_ligoenv]], env)
+    samples: dict[str, list[Sample]] = {name: [] for name in methods}
     for _ in range(runs):
         for name, method in methods.items():
-            samples[name].append(timed(method, 1, reset))
-    return {name: statistics.median(times) for name, times in samples.items()}
+            reset()
+            samples[name].append(method())
+    entries, _ = tree_stats(out_tar)  # the last round's floor
+    results = {name: Sample(statistics.median(s.seconds for s in got), statistics.median(s.cpu for s in got),
+                            max(s.rss_mb for s in got)) for name, got in samples.items()}
+    results["entries"] = Sample(entries, 0, 0)
+    reset()
+    return results
 
 
-def report(results: dict[str, float], total: int, tree: Path, out: Path) -> None:
-    entries, _ = tree_stats(tree)
-    mb = total / 1e6
-    print(f"\nimage: {mb:.0f} MB uncompressed, {entries} entries, {os.cpu_count()} cores; "
-          f"written under {out}")
-    print(f"{'method':32} {'seconds':>8} {'MB/s':>8}")
-    for name, seconds in results.items():
-        print(f"{name:32} {seconds:8.2f} {mb / seconds:8.1f}")
+def report(name: str, results: dict[str, Sample], layers: list[LayerFile], out: Path) -> None:
+    entries = int(results.pop("entries").seconds)
+    mb = sum(layer.uncompressed for layer in layers) / 1e6
+    print(f"\n{name}: {len(layers)} layers, {mb:.0f} MB of tar, {entries} entries, "
+          f"{os.cpu_count()} cores; written under {out}")
+    print(f"{'method':32} {'seconds':>8} {'us/entry':>9} {'CPU s':>7} {'peak RSS MB':>12}")
+    for method, got in results.items():
+        per_entry = got.seconds / entries * 1e6
+        print(f"{method:32} {got.seconds:8.2f} {per_entry:9.1f} {got.cpu:7.2f} {got.rss_mb:12.0f}")
     ours = results["ligoenv pull (cold cache)"]
-    print(f"\nskopeo+umoci / ligoenv = {results['skopeo copy + umoci unpack'] / ours:.2f}x (target >= 2x)")
-    print(f"ligoenv / tar          = {ours / results['tar -xzf (floor)']:.2f}x (target <= 1.3x)")
+    print(f"skopeo+umoci / ligoenv = {results['skopeo copy + umoci unpack'].seconds / ours.seconds:.2f}x "
+          "(target >= 3x)")
+    print(f"ligoenv / tar -xf      = {ours.seconds / results['tar -xf, decompressed (floor)'].seconds:.2f}x "
+          "(target <= 1.5x)")
+
+
+def big_rss(work: Path, out: Path, host: str, gigabytes: float) -> None:
+    """Pull a generated image of `gigabytes` GB once; print the peak RSS of `ligoenv pull`."""
+    where = fresh(work / "big")
+    try:
+        count = max(1, round(gigabytes))
+        size = int(gigabytes * 1e9 / count)
+        print(f"\ngenerating a {gigabytes:g} GB image in {count} layers...", flush=True)
+        layers = [generated_layer(where / f"layer{i}.tar.gz", 100 + i, size, f"big{i}") for i in range(count)]
+        ref = push(work, host, "big", layers)
+        tree, cache = out / "out-big", out / "cache-big"
+        got = measured([[VENV_BIN / "ligoenv", "pull", ref, "--output", tree]],
+                       {**os.environ, "LIGOENV_CACHE": str(cache)})
+        entries, written = tree_stats(tree)
+        tar_gb = sum(layer.uncompressed for layer in layers) / 1e9
+        print(f"big: {tar_gb:.1f} GB of tar, {entries} entries, {written / 1e9:.1f} GB written: "
+              f"ligoenv pull {got.seconds:.1f} s, peak RSS {got.rss_mb:.0f} MB (target <= 200 MB)")
+    finally:
+        for path in (where, out / "out-big", out / "cache-big"):
+            if path.exists():
+                shutil.rmtree(path)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ place, and a clone never shares directories.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
-import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ligoenv.errors import LigoenvError, UnsafeArchive
+from ligoenv.oci.tarstream import TarEntry
 
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
 MAX_NAME_BYTES = 255  # Linux NAME_MAX
@@ -32,6 +33,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown
 _MAX_MTIME = 2**40
+_SHORT = MAX_NAME_BYTES // 4  # characters: no component this long can exceed NAME_MAX bytes
+_ACL_DEFAULT = "system.posix_acl_default"
+UNKNOWN = -2  # a directory's new entries get a group we cannot predict (a default ACL, or unknown)
 
 
 def entry_parts(name: str, what: str, *, rooted: bool = False) -> tuple[str, ...]:
@@ -42,6 +46,13 @@ def entry_parts(name: str, what: str, *, rooted: bool = False) -> tuple[str, ...
     a name that climbs out with '..' is, rather than guessed at. A hardlink's target may be
     written from the image's root (`/bin/sh`): `rooted` reads it inside the target, as umoci does.
     """
+    short = name[2:] if name[:2] == "./" else name
+    if (len(short) <= 4 * _SHORT and short and short[0] != "/" and short[0] != "." and short[-1] != "/"
+            and "/." not in short and "//" not in short and "\x00" not in short):
+        # the common name, checked in a few C calls: no '.', '..', '' or hidden components
+        parts = tuple(short.split("/"))
+        if len(parts) <= MAX_DEPTH and (len(short) <= _SHORT or max(map(len, parts)) <= _SHORT):
+            return parts
     if "\x00" in name:
         raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
     if name.startswith("/") and not rooted:
@@ -59,7 +70,9 @@ def entry_parts(name: str, what: str, *, rooted: bool = False) -> tuple[str, ...
     return parts
 
 
-def _mtime_ns(member: tarfile.TarInfo) -> int:
+def _mtime_ns(member: TarEntry) -> int:
+    if type(member.mtime) is int and 0 <= member.mtime <= _MAX_MTIME:
+        return member.mtime * 1_000_000_000
     mtime = max(0, min(member.mtime, _MAX_MTIME))
     return int(mtime) * 10**9 if float(mtime).is_integer() else round(mtime * 1e9)
 
@@ -78,34 +91,48 @@ class _Tree:
     The fds along the last directory used are cached, since tar entries come in directory order.
     `touched` keeps the status of each existing directory as first opened, so that `finish` can
     restore the mtimes this layer's writes changed and, without root, the modes made
-    owner-writable while the layer is applied.
+    owner-writable while the layer is applied. `group` is, for the directory `directory()` last
+    returned, the group its new entries get (UNKNOWN where a default ACL decides their modes).
     """
 
     def __init__(self, root_fd: int, rootless: bool) -> None:
         self.root_fd = root_fd
         self.rootless = rootless
         self.touched: dict[tuple[str, ...], os.stat_result] = {}
-        self._chain: list[tuple[str, int]] = []
-        self._record(root_fd, ())
+        self.fresh: dict[tuple[str, ...], int] = {}  # made by this layer: the group of their entries
+        self._chain: list[tuple[str, int, int]] = []  # (name, fd, group of its new entries)
+        self._root_group = self._record(root_fd, ())
+        self.group = self._root_group
+        self._last: tuple[str, ...] | None = None
 
     def directory(self, parts: tuple[str, ...], create: bool) -> int | None:
         """An fd of directory `parts` (owned by the cache); None when missing and not `create`."""
         chain = self._chain
+        if parts == self._last:  # the directory of the previous entry
+            self.group = chain[-1][2]
+            return chain[-1][1]
+        self._last = None
         keep, limit = 0, min(len(chain), len(parts))
         while keep < limit and chain[keep][0] == parts[keep]:
             keep += 1
         self._truncate(keep)
-        fd = chain[-1][1] if chain else self.root_fd
+        fd, group = (chain[-1][1], chain[-1][2]) if chain else (self.root_fd, self._root_group)
         for depth in range(keep, len(parts)):
-            child = self.open_child(fd, parts[:depth + 1], create)
+            child = self.open_child(fd, parts[:depth + 1], create, group)
             if child is None:
+                self.group = group
                 return None
-            chain.append((parts[depth], child))
-            fd = child
+            fd, group = child
+            chain.append((parts[depth], fd, group))
+        self.group = group
+        self._last = parts if parts else None
         return fd
 
-    def open_child(self, dir_fd: int, parts: tuple[str, ...], create: bool) -> int | None:
-        """Open directory parts[-1] inside `dir_fd` without following a symlink (caller closes)."""
+    def open_child(self, dir_fd: int, parts: tuple[str, ...], create: bool,
+                   group: int = UNKNOWN) -> tuple[int, int] | None:
+        """Open directory parts[-1] inside `dir_fd` without following a symlink (caller closes);
+        with the group its new entries get. `group` is that of `dir_fd`, which a new directory
+        inherits."""
         name = parts[-1]
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -115,7 +142,8 @@ class _Tree:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
             fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
             os.fchmod(fd, 0o755)  # an implied parent directory, whatever the umask
-            return fd
+            self.fresh[parts] = group
+            return fd, group
         except PermissionError:
             if not self.rootless:
                 raise
@@ -125,8 +153,18 @@ class _Tree:
             if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
             raise _Blocked(parts) from None
-        self._record(fd, parts)
-        return fd
+        fresh = self.fresh.get(parts)
+        if fresh is not None:
+            return fd, fresh  # made by this layer: nothing to record or widen
+        try:
+            return fd, self._record(fd, parts)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def made(self, parts: tuple[str, ...], group: int) -> None:
+        """Directory `parts` was just made by this layer inside a directory of `group`."""
+        self.fresh[parts] = group
 
     def forget(self, parts: tuple[str, ...]) -> None:
         """`parts` is about to be removed or replaced: close cached fds at or below it."""
@@ -139,16 +177,20 @@ class _Tree:
         self._truncate(0)
 
     def _truncate(self, keep: int) -> None:
+        if len(self._chain) > keep:
+            self._last = None
         while len(self._chain) > keep:
             os.close(self._chain.pop()[1])
 
-    def _record(self, fd: int, parts: tuple[str, ...]) -> None:
+    def _record(self, fd: int, parts: tuple[str, ...]) -> int:
+        """Note an existing directory's status; the group its new entries get."""
         info = self.touched.get(parts)
         if info is None:
             info = self.touched[parts] = os.fstat(fd)
         mode = stat.S_IMODE(info.st_mode)
         if self.rootless and mode & 0o700 != 0o700:
             os.fchmod(fd, mode | 0o700)  # so that this layer can write into it
+        return _group_of_new_entries(fd, info)
 
     def _widen_name(self, dir_fd: int, parts: tuple[str, ...]) -> None:
         """Make a directory we may not even open owner-accessible (rootless only)."""
@@ -157,6 +199,30 @@ class _Tree:
             raise _Blocked(parts)
         self.touched.setdefault(parts, info)
         os.chmod(parts[-1], stat.S_IMODE(info.st_mode) | 0o700, dir_fd=dir_fd)
+
+
+def _group_of_new_entries(fd: int, info: os.stat_result) -> int:
+    """The group an entry made in this directory gets: its own when setgid, else ours; UNKNOWN
+    when a default ACL (rather than the umask) decides the new entries' modes."""
+    try:
+        if _ACL_DEFAULT in os.listxattr(fd):
+            return UNKNOWN
+    except OSError:
+        return UNKNOWN
+    return info.st_gid if info.st_mode & stat.S_ISGID else os.getegid()
+
+
+@functools.lru_cache(maxsize=1)
+def process_umask() -> int | None:
+    """This process's umask, read without changing it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,6 +239,10 @@ class RootfsWriter:
     `chown` keeps the entries' owners (needs root); otherwise files belong to the current user.
     `max_bytes` caps what regular files may write (sparse files expand past their stream), counting
     `written_before` bytes that earlier layers of the same image wrote.
+
+    Nothing already in the tree is ever written, chmod-ed, chown-ed or touched in place except
+    directories: a changed file, link or fifo is removed and made anew (O_EXCL), so an inode
+    shared with another tree through a hard link is never changed through this one.
     """
 
     def __init__(self, target: Path, *, chown: bool, keep_setuid: bool, max_bytes: int | None,
@@ -184,27 +254,35 @@ class RootfsWriter:
         self.bytes_written = 0
         self.skipped_devices: list[str] = []
         self.dropped_setuid: list[str] = []
-        self._upper: set[str] = set()  # paths this layer wrote, with their ancestors
+        self._upper: set[tuple[str, ...]] = set()  # paths this layer wrote, with their ancestors
         self._dirs: dict[tuple[str, ...], _Meta] = {}  # applied after their contents
+        self._uid = os.geteuid()
+        umask = process_umask()
+        # mode bits a new file does not get from open() as asked, so that fchmod must set them
+        self._unset_bits = 0o7777 if umask is None else 0o7000 | umask
         root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._tree = _Tree(root_fd, rootless=os.geteuid() != 0)
+        try:
+            self._tree = _Tree(root_fd, rootless=self._uid != 0)
+        except BaseException:
+            os.close(root_fd)
+            raise
         self._target = target
 
     def close(self) -> None:
         self._tree.close()
         os.close(self._tree.root_fd)
 
-    def apply(self, member: tarfile.TarInfo, data: Iterator[bytes]) -> None:
+    def apply(self, member: TarEntry, data: Iterable[bytes | memoryview]) -> None:
         parts = entry_parts(member.name, "layer entry")
-        path = "/".join(parts)
         try:
-            self._apply(member, parts, path, data)
+            self._apply(member, parts, data)
         except _Blocked as err:
             raise UnsafeArchive(f"layer entry {member.name!r} goes through {err.path!r}, which is a "
                                 "symlink or not a directory: a layer may not write through it") from None
         except OSError as err:
-            raise LigoenvError(f"cannot unpack {path or '/'!r} into {self._target}: {err.strerror}",
-                               temporary=err.errno in (errno.ENOSPC, errno.EDQUOT)) from None
+            temporary = err.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise LigoenvError(f"cannot unpack {'/'.join(parts) or '/'!r} into {self._target}: "
+                               f"{err.strerror}", temporary=temporary) from None
 
     def finish(self) -> None:
         """Set directory metadata deepest first, after their contents; restore the others'."""
@@ -230,71 +308,89 @@ class RootfsWriter:
             os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
         self._tree.close()
 
-    def _apply(self, member: tarfile.TarInfo, parts: tuple[str, ...], path: str,
-               data: Iterator[bytes]) -> None:
-        if parts and parts[-1].startswith(WHITEOUT):
-            self._whiteout(parts, path)
-        elif member.ischr() or member.isblk():
-            self.skipped_devices.append(path)
-        elif not parts:
+    def _apply(self, member: TarEntry, parts: tuple[str, ...], data: Iterable[bytes | memoryview]) -> None:
+        if not parts:
             if not member.isdir():
                 raise UnsafeArchive(f"layer entry {member.name!r} would replace the root directory")
-            self._dirs[parts] = self._meta(member, path)
+            self._dirs[parts] = self._meta(member, parts)
+            return
+        if parts[-1].startswith(WHITEOUT):
+            self._whiteout(parts)
+        elif member.isdev():
+            self.skipped_devices.append("/".join(parts))
         elif member.islnk():
-            self._hardlink(member, parts, path)
+            self._hardlink(member, parts)
         else:
             dir_fd = self._tree.directory(parts[:-1], create=True)
             assert dir_fd is not None
-            self._mark_upper(parts, path)
-            if member.isdir():
-                self._directory(dir_fd, parts, member, path)
-            elif member.isreg():
-                self._file(dir_fd, parts, member, path, data)
+            self._mark_upper(parts)
+            if member.isreg():
+                self._file(dir_fd, parts, member, data)
+            elif member.isdir():
+                self._directory(dir_fd, parts, member)
             elif member.issym():
                 self._symlink(dir_fd, parts, member)
             elif member.isfifo():
-                self._fifo(dir_fd, parts, member, path)
+                self._fifo(dir_fd, parts, member)
             else:
-                raise UnsafeArchive(f"layer entry {path!r} has unsupported tar type {member.type!r}")
+                raise UnsafeArchive(f"layer entry {'/'.join(parts)!r} has unsupported tar type "
+                                    f"{member.type!r}")
 
-    def _directory(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo,
-                   path: str) -> None:
+    def _directory(self, dir_fd: int, parts: tuple[str, ...], member: TarEntry) -> None:
         try:
             os.mkdir(parts[-1], 0o700, dir_fd=dir_fd)
+            self._tree.made(parts, self._tree.group)
         except FileExistsError:
             info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
             if not stat.S_ISDIR(info.st_mode):  # a directory over a directory merges
                 self._remove(dir_fd, parts)
                 os.mkdir(parts[-1], 0o700, dir_fd=dir_fd)
-        self._dirs[parts] = self._meta(member, path)
+                self._tree.made(parts, self._tree.group)
+        self._dirs[parts] = self._meta(member, parts)
 
-    def _file(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo, path: str,
-              data: Iterator[bytes]) -> None:
+    def _file(self, dir_fd: int, parts: tuple[str, ...], member: TarEntry,
+              data: Iterable[bytes | memoryview]) -> None:
+        mode = member.mode & 0o7777
+        if mode & 0o6000 and not self.keep_setuid:
+            mode &= ~0o6000
+            self.dropped_setuid.append("/".join(parts))
+        group = self._tree.group
+        # made with its final permission bits (special bits only after the owner is set)
         try:
-            fd = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=dir_fd)
+            fd = os.open(parts[-1], _NEW_FILE, mode & 0o777, dir_fd=dir_fd)
         except FileExistsError:  # O_EXCL: whatever is there (even a symlink) is replaced
             self._remove(dir_fd, parts)
-            fd = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=dir_fd)
+            fd = os.open(parts[-1], _NEW_FILE, mode & 0o777, dir_fd=dir_fd)
         try:
             for chunk in data:
                 self._write(fd, chunk)
-            self._set_meta(fd, self._meta(member, path))
+            if self.chown:
+                uid, gid = _owner(member)
+                if uid != self._uid or gid != group:  # else it has them already
+                    os.fchown(fd, uid, gid)  # before chmod: chown clears setuid bits
+            if mode & self._unset_bits or group == UNKNOWN:
+                os.fchmod(fd, mode)
+            mtime = _mtime_ns(member)
+            os.utime(fd, ns=(mtime, mtime))
         finally:
             os.close(fd)
 
-    def _write(self, fd: int, chunk: bytes) -> None:
-        self.bytes_written += len(chunk)
+    def _write(self, fd: int, chunk: bytes | memoryview) -> None:
+        size = len(chunk)
+        self.bytes_written += size
         limit = self.max_bytes
         if limit is not None and self.written_before + self.bytes_written > limit:
             # sparse files expand past the stream, so the stream's cap alone is not enough
             what = "the layers write" if self.written_before else "layer writes"
             raise UnsafeArchive(f"{what} more than {limit} bytes; if the image is genuine, raise "
                                 "the cap ([publisher] max_expanded_bytes on a server)")
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
+        done = os.write(fd, chunk)
+        if done < size:
+            view = memoryview(chunk)
+            while done < size:
+                done += os.write(fd, view[done:])
 
-    def _symlink(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+    def _symlink(self, dir_fd: int, parts: tuple[str, ...], member: TarEntry) -> None:
         target = member.linkname
         if "\x00" in target or not target or len(os.fsencode(target)) >= MAX_PATH_BYTES:
             raise UnsafeArchive(f"symlink {'/'.join(parts)!r} has an invalid target {target[:64]!r}")
@@ -305,23 +401,25 @@ class RootfsWriter:
             os.symlink(target, parts[-1], dir_fd=dir_fd)
         if self.chown:
             uid, gid = _owner(member)
-            os.chown(parts[-1], uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            if uid != self._uid or gid != self._tree.group:
+                os.chown(parts[-1], uid, gid, dir_fd=dir_fd, follow_symlinks=False)
         mtime = _mtime_ns(member)
         os.utime(parts[-1], ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
 
-    def _fifo(self, dir_fd: int, parts: tuple[str, ...], member: tarfile.TarInfo, path: str) -> None:
+    def _fifo(self, dir_fd: int, parts: tuple[str, ...], member: TarEntry) -> None:
         try:
             os.mkfifo(parts[-1], 0o600, dir_fd=dir_fd)
         except FileExistsError:
             self._remove(dir_fd, parts)
             os.mkfifo(parts[-1], 0o600, dir_fd=dir_fd)
-        meta = self._meta(member, path)
+        meta = self._meta(member, parts)
         if self.chown:
             os.chown(parts[-1], meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
         os.chmod(parts[-1], meta.mode, dir_fd=dir_fd)  # just made: a fifo, not a symlink
         os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
-    def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...], path: str) -> None:
+    def _hardlink(self, member: TarEntry, parts: tuple[str, ...]) -> None:
+        path = "/".join(parts)
         source = entry_parts(member.linkname, f"hardlink {path!r} to", rooted=True)
         if source == parts:
             return  # a file linked to itself is already there
@@ -333,7 +431,7 @@ class RootfsWriter:
             self._check_link_source(source_dir, source, path)
             dir_fd = self._tree.directory(parts[:-1], create=True)
             assert dir_fd is not None
-            self._mark_upper(parts, path)
+            self._mark_upper(parts)
             try:
                 os.link(source[-1], parts[-1], src_dir_fd=source_dir, dst_dir_fd=dir_fd,
                         follow_symlinks=False)
@@ -356,13 +454,13 @@ class RootfsWriter:
 
     # -- whiteouts --
 
-    def _whiteout(self, parts: tuple[str, ...], path: str) -> None:
+    def _whiteout(self, parts: tuple[str, ...]) -> None:
         name = parts[-1]
         if name != OPAQUE and name.startswith(WHITEOUT + WHITEOUT):
             return  # other .wh..wh. names are AUFS bookkeeping, not whiteouts
         hidden = name[len(WHITEOUT):]
         if name != OPAQUE and hidden in ("", ".", ".."):
-            raise UnsafeArchive(f"whiteout {path!r} names {hidden!r}")
+            raise UnsafeArchive(f"whiteout {'/'.join(parts)!r} names {hidden!r}")
         dir_fd = self._tree.directory(parts[:-1], create=False)
         if dir_fd is None:
             return  # nothing below to hide
@@ -377,7 +475,7 @@ class RootfsWriter:
             self._remove_lower(dir_fd, (*parts, name))
 
     def _remove_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
-        if "/".join(parts) not in self._upper:
+        if parts not in self._upper:
             self._remove(dir_fd, parts)
             return
         try:
@@ -389,16 +487,16 @@ class RootfsWriter:
         child = self._tree.open_child(dir_fd, parts, create=False)
         if child is not None:
             try:
-                self._clear_lower(child, parts)
+                self._clear_lower(child[0], parts)
             finally:
-                os.close(child)
+                os.close(child[0])
 
     def _remove(self, dir_fd: int, parts: tuple[str, ...]) -> None:
         """Remove parts[-1] from `dir_fd`, a whole tree if a directory, never following symlinks."""
         self._tree.forget(parts)
         if self._remove_tree(dir_fd, parts):
             depth = len(parts)
-            for table in (self._dirs, self._tree.touched):
+            for table in (self._dirs, self._tree.touched, self._tree.fresh):
                 for key in [key for key in table if key[:depth] == parts]:
                     del table[key]
 
@@ -414,30 +512,31 @@ class RootfsWriter:
         child = self._tree.open_child(dir_fd, parts, create=False)
         if child is not None:
             try:
-                for name in os.listdir(child):
-                    self._remove_tree(child, (*parts, name))
+                for name in os.listdir(child[0]):
+                    self._remove_tree(child[0], (*parts, name))
             finally:
-                os.close(child)
+                os.close(child[0])
         os.rmdir(parts[-1], dir_fd=dir_fd)
         return True
 
     # -- metadata --
 
-    def _mark_upper(self, parts: tuple[str, ...], path: str) -> None:
-        if path in self._upper:
+    def _mark_upper(self, parts: tuple[str, ...]) -> None:
+        upper = self._upper
+        if parts in upper:
             return
-        self._upper.add(path)
+        upper.add(parts)
         for depth in range(len(parts) - 1, 0, -1):
-            key = "/".join(parts[:depth])
-            if key in self._upper:
+            key = parts[:depth]
+            if key in upper:
                 return  # its ancestors are in already
-            self._upper.add(key)
+            upper.add(key)
 
-    def _meta(self, member: tarfile.TarInfo, path: str) -> _Meta:
+    def _meta(self, member: TarEntry, parts: tuple[str, ...]) -> _Meta:
         mode = member.mode & 0o7777
         if member.isreg() and mode & 0o6000 and not self.keep_setuid:
             mode &= ~0o6000
-            self.dropped_setuid.append(path)
+            self.dropped_setuid.append("/".join(parts))
         uid, gid = _owner(member) if self.chown else (-1, -1)
         return _Meta(mode, uid, gid, _mtime_ns(member))
 
@@ -448,7 +547,7 @@ class RootfsWriter:
         os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
 
 
-def _owner(member: tarfile.TarInfo) -> tuple[int, int]:
+def _owner(member: TarEntry) -> tuple[int, int]:
     if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID):
         raise UnsafeArchive(f"layer entry {member.name!r} has an invalid owner {member.uid}:{member.gid}")
     return member.uid, member.gid

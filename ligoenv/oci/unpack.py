@@ -12,7 +12,7 @@ import queue
 import tarfile
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -22,15 +22,12 @@ from isal import isal_zlib  # ISA-L's inflate: about twice zlib's speed, the sam
 from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, Readable
 from ligoenv.oci.rootfs import RootfsWriter
+from ligoenv.oci.tarstream import TarEntry, TarReader
 
 CHUNK = 1 << 20  # copy buffer
 INFLATE_CHUNK = 4 << 20  # what the decompressing thread hands over at a time: fewer GIL handoffs
 AHEAD = 4  # chunks the decompressing thread may run ahead
-MAX_HEADER_BYTES = 1 << 20  # one pax or GNU long-name header
-MAX_HEADER_CHAIN = 8  # extension headers in front of one entry
 _FORMATS = {"none": "tar archive", "gzip": "gzip-compressed tar", "zstd": "zstd-compressed tar"}
-_EXTENSIONS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
-               tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
 
 @dataclass(frozen=True)
@@ -197,6 +194,13 @@ class _Expanded:
         self._pos += len(chunk)
         return chunk
 
+    def chunk(self) -> bytes:
+        """The next piece of the stream as the thread handed it over; b"" at its end."""
+        if self._pos < len(self._buf):
+            rest, self._pos = self._buf[self._pos:], len(self._buf)
+            return rest
+        return self.read(INFLATE_CHUNK)
+
     def drain(self) -> Digest:
         """Read what tarfile left unread (end-of-archive padding); the digest of the stream."""
         while self.read(CHUNK):
@@ -236,51 +240,8 @@ def _drain(blob: Readable) -> None:
         pass
 
 
-class _LayerTarInfo(tarfile.TarInfo):
-    """Refuses oversized or endlessly chained extension headers before tarfile buffers them."""
-
-    def _proc_member(self, tar: tarfile.TarFile) -> Any:
-        if self.type not in _EXTENSIONS:
-            return super()._proc_member(tar)  # type: ignore[misc]
-        if self.size > MAX_HEADER_BYTES:
-            raise UnsafeArchive(f"tar extension header of {self.size} bytes (limit {MAX_HEADER_BYTES})")
-        depth: int = getattr(tar, "ligoenv_header_depth", 0)
-        if depth >= MAX_HEADER_CHAIN:
-            raise UnsafeArchive(f"more than {MAX_HEADER_CHAIN} tar extension headers for one entry")
-        setattr(tar, "ligoenv_header_depth", depth + 1)  # noqa: B010 (not a TarFile attribute)
-        try:
-            return super()._proc_member(tar)  # type: ignore[misc]
-        finally:
-            setattr(tar, "ligoenv_header_depth", depth)  # noqa: B010
-
-
-def _members(stream: _Expanded) -> Iterator[tuple[tarfile.TarInfo, Iterator[bytes]]]:
+def _members(stream: _Expanded) -> Iterator[tuple[TarEntry, Iterable[bytes | memoryview]]]:
     """Each entry of the tar stream with its data, read in order, one entry in memory at a time."""
-    try:
-        tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_LayerTarInfo,  # type: ignore[call-overload]  # noqa: SIM115
-                           encoding="utf-8", errors="surrogateescape")
-    except tarfile.ReadError:
-        if stream.received == 0 and stream.error is None:
-            return  # an empty stream is an empty layer
-        raise
-    with tar:
-        while (member := tar.next()) is not None:
-            tar.members.clear()  # stream mode would keep every member in memory
-            yield member, _chunks(tar, member)
-
-
-def _chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
-    """The data of a regular file, read straight from the stream in large chunks."""
-    if member.issparse():  # rare: let tarfile fill the holes
-        sparse: Any = tar.extractfile(member)
-        while chunk := sparse.read(CHUNK):
-            yield chunk
-        return
-    source: Any = tar.fileobj
-    left = member.size
-    while left > 0:
-        chunk = source.read(min(left, CHUNK))
-        if not chunk:
-            raise UnsafeArchive(f"layer entry {member.name!r} is truncated")
-        left -= len(chunk)
-        yield chunk
+    reader = TarReader(stream.chunk)
+    while (entry := reader.next()) is not None:
+        yield entry, (reader.data(entry) if entry.isreg() else ())

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Layer, tar_bytes
 from ligoenv.oci.manifest import layer_compression
+from ligoenv.oci.rootfs import process_umask
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
 from tests.support import hostile
 
@@ -258,6 +260,85 @@ def test_hardlinks_to_lower_layers_and_over_existing_entries(target: Path) -> No
     inode = (target / "bin/python3.11").stat().st_ino
     assert (target / "bin/python").stat().st_ino == inode == (target / "usr/bin/python").stat().st_ino
     assert (target / "bin/python3.11").read_bytes() == b"elf"
+
+
+def test_changed_entries_are_made_anew_so_hard_links_from_other_trees_keep_their_inode(
+        tmp_path: Path, target: Path) -> None:
+    """A tree cloned with hard links (layer chains) shares its files' inodes with the tree it
+    came from: a layer changes the clone by replacing entries, never by writing through them."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("content", "mode", "owner", "symlink", "dir", "gone", "relinked", "source"):
+        (other / name).write_bytes(b"shared " + name.encode())
+        (other / name).chmod(0o644)
+        os.utime(other / name, ns=(T0 * 10**9, T0 * 10**9))
+    target.mkdir()
+    for path in other.iterdir():
+        os.link(path, target / path.name)
+    before = snapshot(other)
+    unpack(target, tar_bytes([
+        Entry("content", data=b"new", mode=0o644, mtime=T0 + 5),
+        Entry("mode", data=b"shared mode", mode=0o600, mtime=T0),
+        Entry("owner", data=b"shared owner", mode=0o644, uid=1000, gid=1000, mtime=T0),
+        Entry("symlink", "symlink", target="content"), Entry("dir", "dir", mode=0o700),
+        Entry(".wh.gone"), Entry("relinked", "hardlink", target="content")]))
+    assert snapshot(other) == before
+    assert all((other / name).stat().st_nlink == 1 for name in ("content", "mode", "relinked"))
+    assert (target / "content").read_bytes() == b"new" and mode(target / "mode") == 0o600
+    assert (target / "relinked").stat().st_ino == (target / "content").stat().st_ino
+    assert (target / "source").stat().st_ino == (other / "source").stat().st_ino  # unchanged: shared
+
+
+def test_file_modes_are_exact_whatever_the_umask(target: Path) -> None:
+    """Files are made with their final permission bits; where the umask would clear some of
+    them, they are set again."""
+    old = os.umask(0o077)
+    process_umask.cache_clear()
+    try:
+        unpack(target, tar_bytes([Entry("d", "dir", mode=0o775), Entry("d/rw", data=b"r", mode=0o664),
+                                  Entry("d/x", data=b"x", mode=0o755), Entry("d/su", data=b"s", mode=0o4755),
+                                  Entry("d/ro", data=b"o", mode=0o444)]), keep_setuid=True)
+    finally:
+        os.umask(old)
+        process_umask.cache_clear()
+    assert {p.name: mode(p) for p in (target / "d").iterdir()} == {
+        "rw": 0o664, "x": 0o755, "su": 0o4755, "ro": 0o444}
+    assert mode(target / "d") == 0o775
+
+
+def test_a_default_acl_in_the_target_does_not_change_the_modes(target: Path) -> None:
+    target.mkdir()
+    # u::rwx g::r-x o::--- as the kernel stores it: version 2, then (tag, perm, id) entries
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                          for tag, perm in ((0x01, 7), (0x04, 5), (0x20, 0)))
+    try:
+        os.setxattr(target, "system.posix_acl_default", acl)
+    except OSError as err:
+        pytest.skip(f"no POSIX ACLs here: {err.strerror}")
+    unpack(target, tar_bytes([Entry("f", data=b"f", mode=0o644), Entry("d/g", data=b"g", mode=0o755)]))
+    assert mode(target / "f") == 0o644 and mode(target / "d/g") == 0o755
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="keeping owners needs root")
+def test_files_in_a_setgid_directory_get_the_group_of_their_entry(target: Path) -> None:
+    unpack(target, tar_bytes([Entry("shared", "dir", mode=0o2775, gid=42)]))
+    unpack(target, tar_bytes([Entry("shared/mine", data=b"m", gid=0),
+                              Entry("shared/theirs", data=b"t", gid=42),
+                              Entry("shared/sub/deep", data=b"d", gid=0),
+                              Entry("shared/link", "symlink", target="mine", gid=0)]))
+    names = ("mine", "theirs", "sub/deep", "link")
+    groups = {name: (target / "shared" / name).lstat().st_gid for name in names}
+    assert groups == {"mine": 0, "theirs": 42, "sub/deep": 0, "link": 0}
+
+
+def test_directory_metadata_is_set_after_the_contents_of_the_same_layer(target: Path) -> None:
+    unpack(target, tar_bytes([Entry("ro", "dir", mode=0o555, mtime=T0),
+                              Entry("ro/sub", "dir", mode=0o500, mtime=T0 + 1),
+                              Entry("ro/sub/f", data=b"f", mode=0o400), Entry("ro/g", data=b"g")]))
+    assert (mode(target / "ro"), mode(target / "ro/sub")) == (0o555, 0o500)
+    assert (target / "ro").stat().st_mtime_ns == T0 * 10**9
+    assert (target / "ro/sub").stat().st_mtime_ns == (T0 + 1) * 10**9
+    assert (target / "ro/sub/f").read_bytes() == b"f"
 
 
 # --- modes, devices, owners ------------------------------------------------------------------
