@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ligoenv.errors import LigoenvError, UnsafeArchive
-from ligoenv.oci.tarstream import TarEntry
+from ligoenv.oci.tarstream import DEVICE_TYPES, HARDLINK, REGULAR_TYPES, TarEntry
 
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
 MAX_NAME_BYTES = 255  # Linux NAME_MAX
@@ -314,17 +314,18 @@ class RootfsWriter:
                 raise UnsafeArchive(f"layer entry {member.name!r} would replace the root directory")
             self._dirs[parts] = self._meta(member, parts)
             return
+        kind = member.type
         if parts[-1].startswith(WHITEOUT):
             self._whiteout(parts)
-        elif member.isdev():
+        elif kind in DEVICE_TYPES:
             self.skipped_devices.append("/".join(parts))
-        elif member.islnk():
+        elif kind == HARDLINK:
             self._hardlink(member, parts)
         else:
             dir_fd = self._tree.directory(parts[:-1], create=True)
             assert dir_fd is not None
             self._mark_upper(parts)
-            if member.isreg():
+            if kind in REGULAR_TYPES:
                 self._file(dir_fd, parts, member, data)
             elif member.isdir():
                 self._directory(dir_fd, parts, member)

@@ -25,7 +25,9 @@ ZEROS = bytes(1 << 20)  # what a sparse file's holes are filled from
 # name mode uid gid size mtime chksum type linkname magic version uname gname major minor prefix
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _SIGNED = struct.Struct("148b8x356b")
-_REGULAR = frozenset((b"0", b"\0", b"7", b"S"))  # tarfile.REGULAR_TYPES
+REGULAR_TYPES = frozenset((b"0", b"\0", b"7", b"S"))  # as tarfile's: a contiguous file is one too
+DEVICE_TYPES = frozenset((b"3", b"4"))
+HARDLINK = b"1"
 _NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))  # types whose size field is not data
 _PAX = frozenset((b"x", b"g", b"X"))
 _GNU_LONG = frozenset((b"L", b"K"))
@@ -52,7 +54,7 @@ class TarEntry:
         self.sparse: list[tuple[int, int]] | None = None  # (offset, length) of stored regions
 
     def isreg(self) -> bool:
-        return self.type in _REGULAR
+        return self.type in REGULAR_TYPES
 
     def isdir(self) -> bool:
         return self.type == b"5"
@@ -67,7 +69,7 @@ class TarEntry:
         return self.type == b"6"
 
     def isdev(self) -> bool:
-        return self.type == b"3" or self.type == b"4"
+        return self.type in DEVICE_TYPES
 
 
 class TarReader:
@@ -89,7 +91,10 @@ class TarReader:
     def next(self) -> TarEntry | None:
         """The next entry, None at the end of the archive."""
         if self._skip:
-            self._discard(self._skip)
+            if self._pos + self._skip <= len(self._buf):  # the usual padding: in this chunk
+                self._pos += self._skip
+            else:
+                self._discard(self._skip)
             self._skip = 0
         overrides: dict[str, object] = {}
         chain = 0
