@@ -164,7 +164,7 @@ def main() -> None:
     work = WORK
     work.mkdir(parents=True, exist_ok=True)
     builders = {"debian": build_layers, "conda": build_conda}
-    images = {name: builders[name](work) for name in args.images.split(",")}
+    images = {name: builders[name](work) for name in args.images.split(",") if name}
     floors = {name: [decompressed(layer) for layer in layers] for name, layers in images.items()}
     out = args.out or work
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def main() -> None:
         for name, layers in images.items():
             report(name, results[name], layers, out)
         if args.rss_gb:
-            big_rss(work, out, registry.host, args.rss_gb)
+            big_rss(work, registry.host, args.rss_gb)
     finally:
         registry.stop()
 
@@ -247,7 +247,7 @@ def report(name: str, results: dict[str, Sample], layers: list[LayerFile], out: 
           "(target <= 1.5x)")
 
 
-def big_rss(work: Path, out: Path, host: str, gigabytes: float) -> None:
+def big_rss(work: Path, host: str, gigabytes: float) -> None:
     """Pull a generated image of `gigabytes` GB once; print the peak RSS of `ligoenv pull`."""
     where = fresh(work / "big")
     try:
@@ -256,7 +256,7 @@ def big_rss(work: Path, out: Path, host: str, gigabytes: float) -> None:
         print(f"\ngenerating a {gigabytes:g} GB image in {count} layers...", flush=True)
         layers = [generated_layer(where / f"layer{i}.tar.gz", 100 + i, size, f"big{i}") for i in range(count)]
         ref = push(work, host, "big", layers)
-        tree, cache = out / "out-big", out / "cache-big"
+        tree, cache = work / "out-big", work / "cache-big"  # on disk: 5 GB twice
         got = measured([[VENV_BIN / "ligoenv", "pull", ref, "--output", tree]],
                        {**os.environ, "LIGOENV_CACHE": str(cache)})
         entries, written = tree_stats(tree)
@@ -264,7 +264,7 @@ def big_rss(work: Path, out: Path, host: str, gigabytes: float) -> None:
         print(f"big: {tar_gb:.1f} GB of tar, {entries} entries, {written / 1e9:.1f} GB written: "
               f"ligoenv pull {got.seconds:.1f} s, peak RSS {got.rss_mb:.0f} MB (target <= 200 MB)")
     finally:
-        for path in (where, out / "out-big", out / "cache-big"):
+        for path in (where, work / "out-big", work / "cache-big"):
             if path.exists():
                 shutil.rmtree(path)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ligoenv.errors import LigoenvError, UnsafeArchive
+from ligoenv.oci.filepool import MAX_FILE, FilePool
 from ligoenv.oci.tarstream import DEVICE_TYPES, HARDLINK, REGULAR_TYPES, TarEntry
 
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
@@ -267,8 +268,10 @@ class RootfsWriter:
             os.close(root_fd)
             raise
         self._target = target
+        self._pool = FilePool()
 
     def close(self) -> None:
+        self._pool.close()
         self._tree.close()
         os.close(self._tree.root_fd)
 
@@ -280,12 +283,23 @@ class RootfsWriter:
             raise UnsafeArchive(f"layer entry {member.name!r} goes through {err.path!r}, which is a "
                                 "symlink or not a directory: a layer may not write through it") from None
         except OSError as err:
-            temporary = err.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise LigoenvError(f"cannot unpack {'/'.join(parts) or '/'!r} into {self._target}: "
-                               f"{err.strerror}", temporary=temporary) from None
+            raise self._failed(parts, err) from None
+
+    def _failed(self, parts: tuple[str, ...], err: OSError) -> LigoenvError:
+        temporary = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        return LigoenvError(f"cannot unpack {'/'.join(parts) or '/'!r} into {self._target}: "
+                            f"{err.strerror}", temporary=temporary)
+
+    def _check_pool(self) -> None:
+        failure = self._pool.failure
+        if failure is not None:
+            raise self._failed(failure.parts, failure.error)
 
     def finish(self) -> None:
-        """Set directory metadata deepest first, after their contents; restore the others'."""
+        """Finish the files in hand; then set directory metadata deepest first, after their
+        contents, and restore the others'."""
+        self._pool.drain()
+        self._check_pool()
         try:
             self._finish_dirs()
         except OSError as err:
@@ -356,12 +370,18 @@ class RootfsWriter:
             mode &= ~0o6000
             self.dropped_setuid.append("/".join(parts))
         group = self._tree.group
-        # made with its final permission bits (special bits only after the owner is set)
-        try:
-            fd = os.open(parts[-1], _NEW_FILE, mode & 0o777, dir_fd=dir_fd)
-        except FileExistsError:  # O_EXCL: whatever is there (even a symlink) is replaced
-            self._remove(dir_fd, parts)
-            fd = os.open(parts[-1], _NEW_FILE, mode & 0o777, dir_fd=dir_fd)
+        if type(data) is tuple and member.size <= MAX_FILE:  # whole in memory: to the pool
+            self._check_pool()
+            for chunk in data:
+                self._count(len(chunk))
+            owner = _owner(member) if self.chown else None
+            if owner is not None and owner[0] == self._uid and owner[1] == group:
+                owner = None  # it has them already
+            chmod = mode if mode & self._unset_bits or group == UNKNOWN else None
+            self._pool.submit(self._create(dir_fd, parts, mode), parts, data, owner, chmod,
+                              _mtime_ns(member))
+            return
+        fd = self._create(dir_fd, parts, mode)
         try:
             for chunk in data:
                 self._write(fd, chunk)
@@ -376,8 +396,16 @@ class RootfsWriter:
         finally:
             os.close(fd)
 
-    def _write(self, fd: int, chunk: bytes | memoryview) -> None:
-        size = len(chunk)
+    def _create(self, dir_fd: int, parts: tuple[str, ...], mode: int) -> int:
+        """A new, empty file with its final permission bits (special bits only once its owner
+        is set); whatever had its name (even a symlink) is removed first."""
+        try:
+            return os.open(parts[-1], _NEW_FILE, mode & 0o777, dir_fd=dir_fd)
+        except FileExistsError:  # O_EXCL: nothing is ever written through an existing entry
+            self._remove(dir_fd, parts)
+            return os.open(parts[-1], _NEW_FILE, mode & 0o777, dir_fd=dir_fd)
+
+    def _count(self, size: int) -> None:
         self.bytes_written += size
         limit = self.max_bytes
         if limit is not None and self.written_before + self.bytes_written > limit:
@@ -385,6 +413,10 @@ class RootfsWriter:
             what = "the layers write" if self.written_before else "layer writes"
             raise UnsafeArchive(f"{what} more than {limit} bytes; if the image is genuine, raise "
                                 "the cap ([publisher] max_expanded_bytes on a server)")
+
+    def _write(self, fd: int, chunk: bytes | memoryview) -> None:
+        size = len(chunk)
+        self._count(size)
         done = os.write(fd, chunk)
         if done < size:
             view = memoryview(chunk)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import struct
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from zlib import adler32
 
 from ligoenv.errors import UnsafeArchive
@@ -213,8 +213,10 @@ class TarReader:
 
     # -- data --
 
-    def data(self, entry: TarEntry) -> Iterator[bytes | memoryview]:
-        """The contents of the regular file `entry`, in pieces (views valid until the next call)."""
+    def data(self, entry: TarEntry) -> Iterable[bytes | memoryview]:
+        """The contents of the regular file `entry`, in pieces: a tuple of one view when it came
+        whole in one chunk (the view keeps that chunk alive), else an iterator whose views are
+        valid until the next call."""
         if entry.sparse is not None:
             return self._sparse_data(entry)
         size = entry.size
@@ -222,7 +224,7 @@ class TarReader:
         if pos + size <= len(buf):  # the common case: one view, no copy
             self._pos = pos + size
             self._skip -= size
-            return iter((memoryview(buf)[pos:pos + size],))
+            return (memoryview(buf)[pos:pos + size],)
         return self._pieces(size)
 
     def _pieces(self, size: int) -> Iterator[bytes | memoryview]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from ligoenv.errors import (
     DigestMismatch,
+    LigoenvError,
     NotFound,
     PlatformNotFound,
     RegistryError,
@@ -466,3 +468,47 @@ def test_truncated_cache_entry_is_fetched_again(registry: RegistryProcess, repo:
     path.write_bytes(layer.blob[:10])
     assert cache.ensure(client, repo, descriptor).read_bytes() == layer.blob
     assert client.downloads == [layer.digest]
+
+
+def test_a_file_that_cannot_be_written_stops_the_pull_and_leaves_nothing(
+        registry: RegistryProcess, repo: str, tmp_path: Path) -> None:
+    """Small files are finished on threads: the first write that fails (here: over a file size
+    limit) ends the pull with an error naming that file, and nothing of it stays."""
+    files = [Entry(f"data/f{i:03d}", data=bytes([i]) * (100 << 10)) for i in range(40)]
+    push_image(registry.host, repo, "v1", Image([Layer.from_entries(files)]))
+    cache = LayerCache(tmp_path / "cache")
+    pull(ref_on(registry, f"{repo}:v1"), tmp_path / "first", cache=cache)  # the layer is cached
+
+    def over_the_limit() -> str:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+        try:
+            pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out", cache=cache)
+        except LigoenvError as err:
+            threads = [t.name for t in threading.enumerate() if t.name == "ligoenv-files"]
+            return f"{err} {threads}"
+        return "pulled"
+
+    message = in_child(over_the_limit)
+    assert message.startswith(f"cannot unpack 'data/f000' into {tmp_path}/.out.partial-")
+    assert message.endswith(": File too large []")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def in_child(function: Any) -> Any:
+    """Run `function` in a forked child (limits set there stay there); its JSON result."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            payload = {"result": function()}
+        except BaseException as err:
+            payload = {"result": f"{type(err).__name__}: {err}"}
+        os.write(write_end, json.dumps(payload).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return payload["result"]
+
