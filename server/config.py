@@ -140,6 +140,8 @@ class PublisherConfig:
     keep_setuid: bool = False
     max_expanded_bytes: int = 64 * 1024**3  # an image bigger than this unpacked is refused
     bind_points: tuple[str, ...] = BIND_POINTS  # directories made in every tree for binds
+    max_expansion_ratio: int = 2000  # a layer expanding more than this times its size is refused
+    keep_ownership: bool = False  # True: published files keep the image's owners (root-run sites)
 
     @property
     def include_registry(self) -> bool:
@@ -432,7 +434,9 @@ class _Builder:
             keep_setuid=table.get("keep_setuid", False),
             max_expanded_bytes=table.get("max_expanded_bytes", 64 * 1024**3),
             bind_points=self.bind_points("publisher.bind_points",
-                                         table.get("bind_points", list(BIND_POINTS))))
+                                         table.get("bind_points", list(BIND_POINTS))),
+            max_expansion_ratio=table.get("max_expansion_ratio", 2000),
+            keep_ownership=table.get("keep_ownership", False))
 
     def worker(self, table: dict[str, Any], state_dir: Path) -> WorkerConfig:
         return WorkerConfig(cache_dir=self.path(table.get("cache_dir")) or state_dir / "cache",

@@ -63,7 +63,8 @@ class RequestProcessor:
         self.cache = LayerCache(config.worker.cache_dir)
         self._client_factory = client_factory
         self._options = UnpackOptions(keep_setuid=config.publisher.keep_setuid,
-                                      max_expanded_bytes=config.publisher.max_expanded_bytes)
+                                      max_expanded_bytes=config.publisher.max_expanded_bytes,
+                                      max_expansion_ratio=config.publisher.max_expansion_ratio)
 
     def process(self, request: PublishRequest, context: dict[str, Any] | None = None,
                 still_ours: StillOurs = lambda: True) -> dict[str, Any]:

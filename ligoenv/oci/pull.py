@@ -217,7 +217,8 @@ def _unpack(cache: LayerCache, layers: Sequence[Descriptor], diff_ids: Sequence[
             # so (and leave the cache) instead of being blamed on the image as a bad archive.
             with cache.open(layer) as blob:
                 reports.append(apply_layer(blob, layer_compression(layer.media_type), staging, options,
-                                           diff_id, expanded_before=sum(r.expanded_bytes for r in reports)))
+                                           diff_id, expanded_before=sum(r.expanded_bytes for r in reports),
+                                           compressed_size=layer.size))
         os.rename(staging, target)  # replaces an empty target directory atomically
     except BaseException:
         remove_tree(staging)

@@ -39,6 +39,28 @@ _ACL_DEFAULT = "system.posix_acl_default"
 UNKNOWN = -2  # a directory's new entries get a group we cannot predict (a default ACL, or unknown)
 
 
+@dataclass(frozen=True)
+class RatioCap:
+    """What one layer may expand to: `ratio` times its compressed size, never less than `floor`
+    (small layers of zeros legitimately compress well). A 3 KiB layer that expands to GiBs is
+    refused after `floor` bytes instead of after the image's whole cap."""
+
+    ratio: int
+    compressed: int
+    floor: int = 64 * 1024**2
+
+    @property
+    def limit(self) -> int:
+        return max(self.ratio * self.compressed, self.floor)
+
+    def check(self, expanded: int) -> None:
+        if expanded > self.limit:
+            raise UnsafeArchive(
+                f"layer of {self.compressed} compressed bytes expands past {self.limit} bytes, more "
+                f"than {self.ratio} times its size (a decompression bomb?); if the image is "
+                "genuine, raise [publisher] max_expansion_ratio")
+
+
 def entry_parts(name: str, what: str, *, rooted: bool = False) -> tuple[str, ...]:
     """Path components below the root: './' dropped; '..' and NUL refused, and absolute names
     too unless `rooted`.
@@ -247,10 +269,11 @@ class RootfsWriter:
     """
 
     def __init__(self, target: Path, *, chown: bool, keep_setuid: bool, max_bytes: int | None,
-                 written_before: int = 0) -> None:
+                 written_before: int = 0, ratio_cap: RatioCap | None = None) -> None:
         self.chown = chown
         self.keep_setuid = keep_setuid
         self.max_bytes = max_bytes
+        self.ratio_cap = ratio_cap
         self.written_before = written_before
         self.bytes_written = 0
         self.skipped_devices: list[str] = []
@@ -413,6 +436,8 @@ class RootfsWriter:
             what = "the layers write" if self.written_before else "layer writes"
             raise UnsafeArchive(f"{what} more than {limit} bytes; if the image is genuine, raise "
                                 "the cap ([publisher] max_expanded_bytes on a server)")
+        if self.ratio_cap is not None:
+            self.ratio_cap.check(self.bytes_written)
 
     def _write(self, fd: int, chunk: bytes | memoryview) -> None:
         size = len(chunk)

@@ -21,7 +21,7 @@ from isal import isal_zlib  # ISA-L's inflate: about twice zlib's speed, the sam
 
 from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, Readable
-from ligoenv.oci.rootfs import RootfsWriter
+from ligoenv.oci.rootfs import RatioCap, RootfsWriter
 from ligoenv.oci.tarstream import TarEntry, TarReader
 
 CHUNK = 1 << 20  # copy buffer
@@ -37,6 +37,13 @@ class UnpackOptions:
     # each apply_layer what the earlier layers took)
     max_expanded_bytes: int | None = 64 * 1024**3
     preserve_owner: bool | None = None  # None: keep tar uid/gid when euid == 0, else current user
+    # per layer: what it may expand to, in times its compressed size (see RatioCap); None: no cap
+    max_expansion_ratio: int | None = None
+
+    def ratio_cap(self, compressed_size: int | None) -> RatioCap | None:
+        if self.max_expansion_ratio is None or compressed_size is None:
+            return None
+        return RatioCap(self.max_expansion_ratio, compressed_size)
 
 
 @dataclass(frozen=True)
@@ -56,19 +63,22 @@ class UnpackReport:
 
 def apply_layer(blob: Readable, compression: str, target: Path,
                 options: UnpackOptions = UnpackOptions(),
-                expected_diff_id: Digest | None = None, *, expanded_before: int = 0) -> UnpackReport:
+                expected_diff_id: Digest | None = None, *, expanded_before: int = 0,
+                compressed_size: int | None = None) -> UnpackReport:
     """Apply the layer read from `blob` onto `target` (created if missing); report what was done.
 
     Reads `blob` to its end so that a VerifyingReader's check always runs. Raises UnsafeArchive
     for hostile or malformed input, DigestMismatch when the uncompressed stream is not
     `expected_diff_id`. A failed layer leaves `target` half-written: unpack into a staging tree.
     `expanded_before` is what the image's earlier layers expanded to (the sum of their reports'
-    `expanded_bytes`): the cap counts them too.
+    `expanded_bytes`): the cap counts them too. `compressed_size` (the layer descriptor's size)
+    lets `options.max_expansion_ratio` refuse a layer that expands absurdly early.
     """
     algorithm = expected_diff_id.algorithm if expected_diff_id else "sha256"
     source = _decompressor(blob, compression)
-    writer = _writer(target, options, expanded_before)
-    stream = _Expanded(source, algorithm, options.max_expanded_bytes, expanded_before)
+    ratio_cap = options.ratio_cap(compressed_size)
+    writer = _writer(target, options, expanded_before, ratio_cap)
+    stream = _Expanded(source, algorithm, options.max_expanded_bytes, expanded_before, ratio_cap)
     try:
         for member, data in _members(stream):
             writer.apply(member, data)
@@ -88,12 +98,14 @@ def apply_layer(blob: Readable, compression: str, target: Path,
                         tuple(writer.dropped_setuid), stream.received)
 
 
-def _writer(target: Path, options: UnpackOptions, written_before: int) -> RootfsWriter:
+def _writer(target: Path, options: UnpackOptions, written_before: int,
+            ratio_cap: RatioCap | None) -> RootfsWriter:
     chown = options.preserve_owner if options.preserve_owner is not None else os.geteuid() == 0
     try:
         target.mkdir(parents=True, exist_ok=True)
         return RootfsWriter(target, chown=chown, keep_setuid=options.keep_setuid,
-                            max_bytes=options.max_expanded_bytes, written_before=written_before)
+                            max_bytes=options.max_expanded_bytes, written_before=written_before,
+                            ratio_cap=ratio_cap)
     except OSError as err:
         raise LigoenvError(f"cannot unpack into {target}: {err.strerror}") from None
 
@@ -164,7 +176,8 @@ class _Expanded:
     hashlib and reads release the GIL, so inflating really overlaps writing.
     """
 
-    def __init__(self, source: Readable, algorithm: str, limit: int | None, before: int) -> None:
+    def __init__(self, source: Readable, algorithm: str, limit: int | None, before: int,
+                 ratio_cap: RatioCap | None = None) -> None:
         self.received = 0
         self.error: BaseException | None = None
         self._hash = hashlib.new(algorithm)
@@ -173,6 +186,7 @@ class _Expanded:
         self._buf = b""
         self._pos = 0
         self._ended = False
+        self._ratio_cap = ratio_cap
         self._thread = threading.Thread(target=self._produce, args=(source, limit, before),
                                         name="ligoenv-unpack", daemon=True)
         self._thread.start()
@@ -227,6 +241,8 @@ class _Expanded:
                     raise UnsafeArchive(f"{what} to more than {limit} bytes (a decompression "
                                         "bomb?); if the image is genuine, raise the cap "
                                         "([publisher] max_expanded_bytes on a server)")
+                if self._ratio_cap is not None:
+                    self._ratio_cap.check(size - before)
                 self._hash.update(chunk)
                 self._queue.put(chunk)
                 if not chunk:

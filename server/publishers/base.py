@@ -90,6 +90,7 @@ class Publisher(abc.ABC):
     name: str
     layout: PublishRoot
     staging: StagingArea  # on the file system the images are moved from
+    keep_ownership: bool = False  # seal_tree: keep the image's file owners (root-run sites)
 
     def staging_dir(self) -> Path:
         """A new empty directory to unpack into (locked while this process lives)."""
@@ -229,6 +230,8 @@ class PublisherSettings(Protocol):
     def layout(self) -> str: ...
     @property
     def platforms(self) -> tuple[Platform, ...]: ...
+    @property
+    def keep_ownership(self) -> bool: ...
 
 
 def make_publisher(config: PublisherSettings, *, staging_root: Path | None = None) -> Publisher:
@@ -241,7 +244,8 @@ def make_publisher(config: PublisherSettings, *, staging_root: Path | None = Non
     if config.backend == "directory":
         from .directory import DirectoryPublisher
 
-        return DirectoryPublisher(Path(config.root), include_registry=include_registry)
+        return DirectoryPublisher(Path(config.root), include_registry=include_registry,
+                                  keep_ownership=config.keep_ownership)
     if config.backend == "cvmfs":
         from .cvmfs import CvmfsPublisher
 
@@ -252,7 +256,7 @@ def make_publisher(config: PublisherSettings, *, staging_root: Path | None = Non
             config.repository, mount=Path(config.root),
             staging_root=staging_root or Path("/var/lib/ligoenv/staging"),
             cvmfs_server=config.cvmfs_server, gateway=config.gateway,
-            include_registry=include_registry)
+            include_registry=include_registry, keep_ownership=config.keep_ownership)
     raise ConfigError(f"publisher.backend: unknown backend {config.backend!r}; "
                       f"choose one of {', '.join(BACKENDS)}")
 

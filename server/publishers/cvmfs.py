@@ -31,6 +31,7 @@ from .base import (
     plan_publish,
     plan_untag,
 )
+from .seal import seal_tree
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ class CvmfsPublisher(Publisher):
 
     def __init__(self, repository: str, *, mount: Path, staging_root: Path,
                  cvmfs_server: str = "cvmfs_server", gateway: bool = False,
-                 include_registry: bool = True, clock: Callable[[], datetime] | None = None,
+                 include_registry: bool = True, keep_ownership: bool = False,
+                 clock: Callable[[], datetime] | None = None,
                  timeout: float = 600.0, publish_timeout: float = 4 * 3600.0,
                  stale_after: timedelta = timedelta(0)) -> None:
         self.repository = repository
         self.layout = PublishRoot(mount, include_registry)
         self.gateway = gateway
+        self.keep_ownership = keep_ownership
         self.cvmfs_server = cvmfs_server
         self.timeout = timeout
         self.publish_timeout = publish_timeout
@@ -168,6 +171,7 @@ class CvmfsPublisher(Publisher):
         assert platform.tree is not None
         target = self.layout.image_dir(platform.digest)
         target.parent.mkdir(parents=True, exist_ok=True)
+        seal_tree(platform.tree, keep_ownership=self.keep_ownership)  # cp -a copies owners, modes
         # cp -a keeps hard links, modes, times and special files, which copytree does not.
         self._run(["cp", "-a", "--no-target-directory", str(platform.tree), str(target)],
                   self.publish_timeout)

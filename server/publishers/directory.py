@@ -22,6 +22,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.publishroot import PublishRoot
 
 from .base import Publisher, PublishOutcome, StagedImage, StagingArea, plan_publish, plan_untag
+from .seal import seal_tree
 
 Step = Callable[[str], None]
 
@@ -37,8 +38,10 @@ class DirectoryPublisher(Publisher):
 
     def __init__(self, root: Path, *, include_registry: bool = True,
                  stale_after: timedelta = timedelta(0),
-                 clock: Callable[[], datetime] | None = None, on_step: Step | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, on_step: Step | None = None,
+                 keep_ownership: bool = False) -> None:
         self.layout = PublishRoot(root, include_registry)
+        self.keep_ownership = keep_ownership
         self._clock = clock or (lambda: datetime.now(UTC))
         self._on_step = on_step or (lambda step: None)
         self.staging = StagingArea(root / ".ligoenv" / "staging", stale_after, self._clock)
@@ -78,6 +81,9 @@ class DirectoryPublisher(Publisher):
     def _place_images(self, image: StagedImage) -> tuple[list[Digest], list[Digest]]:
         """Rename each new tree into `.images/`; returns (new, already published) digests."""
         staged = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
+        for platform in staged:
+            assert platform.tree is not None
+            seal_tree(platform.tree, keep_ownership=self.keep_ownership)
         if staged:
             # Once per publish: the unpacker wrote without fsync, so that a tree is durable
             # before the rename that makes it visible.

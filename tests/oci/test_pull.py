@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -33,6 +34,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
 from tests.oci.conftest import blob_file
+from tests.support import hostile
 from tests.support.httpstub import Reply, Stub
 from tests.support.images import (
     ARM64,
@@ -217,6 +219,17 @@ def test_expansion_cap_counts_all_layers_of_the_image(registry: RegistryProcess,
     pulled = pull(ref_on(registry, f"{repo}:v1"), tmp_path / "fits",
                   options=UnpackOptions(max_expanded_bytes=250_000))
     assert sum(report.expanded_bytes for report in pulled.layers) <= 250_000
+
+
+def test_a_layer_of_absurd_expansion_ratio_is_refused(registry: RegistryProcess, repo: str,
+                                                      tmp_path: Path) -> None:
+    sparse = hostile.sparse_file(2**40)
+    bomb = Layer(gzip.compress(sparse, mtime=0), LAYER_GZIP, Digest.of_bytes(sparse))
+    push_image(registry.host, repo, "v1", Image([busybox_layer(), bomb]))
+    with pytest.raises(UnsafeArchive, match="max_expansion_ratio"):
+        pull(ref_on(registry, f"{repo}:v1"), tmp_path / "out",
+             options=UnpackOptions(max_expansion_ratio=1000))
+    assert os.listdir(tmp_path) == []
 
 
 def test_config_with_too_few_diff_ids_is_refused(registry: RegistryProcess, client: RegistryClient,

@@ -500,6 +500,26 @@ def test_sparse_files_are_filled_and_capped(target: Path) -> None:
         unpack(target / "bomb", hostile.sparse_file(2**40), max_expanded_bytes=10 * 2**20)
 
 
+def test_a_sparse_layer_of_absurd_ratio_stops_at_the_ratio_floor(target: Path) -> None:
+    blob = gzip.compress(hostile.sparse_file(2**40), mtime=0)
+    assert len(blob) < 4096
+    with pytest.raises(UnsafeArchive, match=r"more than 1000 times its size.*max_expansion_ratio"):
+        apply_layer(io.BytesIO(blob), "gzip", target, UnpackOptions(max_expansion_ratio=1000),
+                    compressed_size=len(blob))
+    assert (target / "sparse").stat().st_size <= 64 * 2**20 + 2**20
+
+
+def test_a_stream_of_absurd_ratio_is_refused_and_a_genuine_layer_passes(target: Path) -> None:
+    bomb = hostile.zstd_bomb()
+    with pytest.raises(UnsafeArchive, match="max_expansion_ratio"):
+        apply_layer(io.BytesIO(bomb), "zstd", target, UnpackOptions(max_expansion_ratio=10),
+                    compressed_size=len(bomb))
+    genuine = tar_bytes([Entry("big", data=os.urandom(2**20) * 80)])
+    report = apply_layer(io.BytesIO(genuine), "none", target / "fits",
+                         UnpackOptions(max_expansion_ratio=10), compressed_size=len(genuine))
+    assert report.expanded_bytes > 64 * 2**20  # past the floor, within the ratio
+
+
 def test_refusing_early_stops_the_decompressing_thread(target: Path) -> None:
     layer = Layer.from_entries([Entry("../escape"), Entry("big", data=os.urandom(3 * 2**20) * 8)])
     with pytest.raises(UnsafeArchive, match="climbs out"):

@@ -256,11 +256,13 @@ class Settings:
     gateway: bool = True
     layout: str = "osg"
     platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
+    keep_ownership: bool = True
 
 
 def test_make_publisher_cvmfs(cvmfs: Cvmfs) -> None:
     pub = make_publisher(Settings("cvmfs", cvmfs.mount), staging_root=cvmfs.staging)
     assert isinstance(pub, CvmfsPublisher) and pub.gateway and not pub.layout.include_registry
+    assert pub.keep_ownership
     pub.publish(stage(pub, "v1"))
     assert content(cvmfs.mount / f"{REPOSITORY}:nightly") == "v1"
 
@@ -299,3 +301,15 @@ def test_stand_in_leases(cvmfs: Cvmfs) -> None:
     (cvmfs.mount / ".images/aa").mkdir(parents=True)
     # `.images` itself is new, outside node1's lease: creating parents needs their own lease.
     assert "changes outside the lease" in cvmfs.run("publish", REPO, node="node1").stderr
+
+
+def test_trees_are_sealed_before_they_are_copied_in(cvmfs: Cvmfs) -> None:
+    pub = cvmfs.publisher()
+    image = stage(pub, "v1")
+    tree = image.platforms[0].tree
+    assert tree is not None
+    (tree / "opt").mkdir(mode=0o777)
+    (tree / "opt").chmod(0o777)
+    pub.publish(image)
+    published = pub.layout.image_dir(image.top_digest)
+    assert oct((published / "opt").stat().st_mode & 0o777) == oct(0o755)

@@ -269,6 +269,7 @@ class Settings:
     gateway: bool = False
     layout: str = "registry"
     platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
+    keep_ownership: bool = False
 
 
 def test_make_publisher(tmp_path: Path) -> None:

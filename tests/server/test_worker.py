@@ -194,6 +194,24 @@ def test_the_expansion_cap_is_a_publisher_setting(config: ServerConfig, registry
     assert not publisher.has_image(digest)
 
 
+def test_a_layer_of_absurd_expansion_ratio_is_refused_by_default(config: ServerConfig,
+                                                                 registry: RegistryProcess) -> None:
+    import gzip
+
+    from ligoenv.oci.layout import LAYER_GZIP, Image, Layer
+    from tests.support import hostile
+    from tests.support.images import busybox_layer
+
+    assert config.publisher.max_expansion_ratio == 2000
+    sparse = hostile.sparse_file(2**40)
+    bomb = Layer(gzip.compress(sparse, mtime=0), LAYER_GZIP, Digest.of_bytes(sparse))
+    digest = push_image(registry.host, "worker/sparse", "v1", Image([busybox_layer(), bomb]))
+    publisher = DirectoryPublisher(config.publisher.root)
+    with pytest.raises(UnsafeArchive, match="max_expansion_ratio"):
+        RequestProcessor(config, publisher).process(request(registry, "worker/sparse", "v1", digest))
+    assert not publisher.has_image(digest)
+
+
 def test_every_configured_platform_of_an_index_is_published(config: ServerConfig,
                                                             registry: RegistryProcess) -> None:
     from tests.support.images import build_multiplatform_images

@@ -1,0 +1,116 @@
+"""Published trees are sealed: owned by the publisher, no group or other write bits, nothing
+outside the tree touched; through the directory publisher and through the worker."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ligoenv.oci.layout import Entry, Layer
+from ligoenv_server.config import ServerConfig, load_config
+from ligoenv_server.localregistry import RegistryProcess, free_port
+from ligoenv_server.model import PublishRequest
+from ligoenv_server.publishers.directory import DirectoryPublisher
+from ligoenv_server.publishers.seal import seal_tree
+from ligoenv_server.publishing import RequestProcessor
+from tests.support.images import build_busybox_image, push_image
+from tests.support.stack import server_config
+from tests.support.staging import T0, stage
+
+FOREIGN = 4242  # a uid and gid that no local account of the test machine uses
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+
+
+def loosen(tree: Path, outside: Path) -> None:
+    """What an image may carry: world-writable directories and files, foreign owners, links."""
+    (tree / "opt/conda").mkdir(parents=True)
+    (tree / "opt/conda").chmod(0o777)
+    (tree / "opt/conda/env.sh").write_text("x\n")
+    (tree / "opt/conda/env.sh").chmod(0o666)
+    (tree / "opt/conda/tool").write_text("#!/bin/sh\n")
+    (tree / "opt/conda/tool").chmod(0o775)
+    os.link(tree / "opt/conda/env.sh", tree / "opt/env-link.sh")
+    (tree / "opt/outside").symlink_to(outside)  # its target must keep its mode and owner
+    if os.geteuid() == 0:
+        os.chown(tree / "opt/conda", FOREIGN, FOREIGN)
+        os.chown(tree / "opt/conda/env.sh", FOREIGN, FOREIGN)
+        os.lchown(tree / "opt/outside", FOREIGN, FOREIGN)
+
+
+def assert_sealed(tree: Path, owner: tuple[int, int] | None) -> None:
+    entries = [tree, *tree.rglob("*")]
+    assert len(entries) > 10
+    for path in entries:
+        info = path.lstat()
+        if not stat.S_ISLNK(info.st_mode):
+            assert info.st_mode & 0o022 == 0, f"{path} is writable by others"
+        if owner is not None:
+            assert (info.st_uid, info.st_gid) == owner, f"{path} belongs to someone else"
+
+
+@pytest.fixture()
+def outside(tmp_path: Path) -> Path:
+    target = tmp_path / "host-file"
+    target.write_text("host\n")
+    target.chmod(0o666)
+    return target
+
+
+def test_the_directory_publisher_seals_a_tree_before_it_is_visible(tmp_path: Path,
+                                                                   outside: Path) -> None:
+    pub = DirectoryPublisher(tmp_path / "root", clock=lambda: T0)
+    image = stage(pub, "v1")
+    tree = image.platforms[0].tree
+    assert tree is not None
+    loosen(tree, outside)
+    pub.publish(image)
+    published = pub.layout.image_dir(image.top_digest)
+    assert_sealed(published, (os.geteuid(), os.getegid()))
+    assert stat.S_IMODE((published / "opt/conda").stat().st_mode) == 0o755
+    assert stat.S_IMODE((published / "opt/conda/tool").stat().st_mode) == 0o755
+    assert stat.S_IMODE((published / "opt/env-link.sh").stat().st_mode) == 0o644
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o666  # the symlink was not followed
+
+
+@root_only
+def test_keep_ownership_keeps_the_image_owners_but_not_their_write_bits(tmp_path: Path,
+                                                                        outside: Path) -> None:
+    pub = DirectoryPublisher(tmp_path / "root", clock=lambda: T0, keep_ownership=True)
+    image = stage(pub, "v1")
+    assert image.platforms[0].tree is not None
+    loosen(image.platforms[0].tree, outside)
+    pub.publish(image)
+    published = pub.layout.image_dir(image.top_digest)
+    assert_sealed(published, None)
+    assert (published / "opt/conda/env.sh").stat().st_uid == FOREIGN
+
+
+def test_setuid_bits_kept_by_the_unpacker_survive_sealing(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "su").write_text("")
+    if os.geteuid() == 0:
+        os.chown(tree / "su", FOREIGN, FOREIGN)
+    (tree / "su").chmod(0o4777)  # after chown, which clears it
+    assert seal_tree(tree) >= 1
+    assert stat.S_IMODE((tree / "su").stat().st_mode) == 0o4755
+    assert seal_tree(tree) == 0  # sealed trees stay as they are
+
+
+def test_the_worker_publishes_a_sealed_tree(tmp_path: Path, registry: RegistryProcess) -> None:
+    config: ServerConfig = load_config(server_config(tmp_path, registry.host, free_port()))
+    loose = Layer.from_entries([
+        Entry("opt", "dir", mode=0o755), Entry("opt/conda", "dir", mode=0o777, uid=FOREIGN),
+        Entry("opt/conda/env.sh", data=b"x\n", mode=0o666, uid=FOREIGN, gid=FOREIGN)])
+    image = build_busybox_image("loose", extra_layers=[loose])
+    digest = push_image(registry.host, "seal/app", "v1", image)
+    publisher = DirectoryPublisher(config.publisher.root)
+    RequestProcessor(config, publisher).process(PublishRequest(
+        registry=registry.host, repository="seal/app", tag="v1", digest=str(digest),
+        source="distribution:local", received_at=T0))
+    published = publisher.layout.image_dir(digest)
+    assert (published / "opt/conda/env.sh").read_text() == "x\n"
+    assert_sealed(published, (os.geteuid(), os.getegid()))
