@@ -7,6 +7,7 @@ do not pay for it.
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -32,10 +33,44 @@ def schema_errors(document: Any, name: str) -> list[str]:
 @cache
 def validator(name: str) -> Any:
     """One validator per schema: building one costs more than validating a webhook body."""
+    validator_class = strict_validator_class(load_schema(name))
+    return validator_class(load_schema(name), format_checker=validator_class.FORMAT_CHECKER)
+
+
+def strict_validator_class(schema: dict[str, Any]) -> Any:
+    """The validator class for `schema`, with `pattern` read as JSON Schema means it.
+
+    Schema patterns are ECMA-262 regular expressions, where `$` ends the string; Python's `$`
+    also matches before a final newline, so `^[a-z]+$` would pass "v1\n" on to a parser.
+    """
     import jsonschema
 
-    validator_class = jsonschema.validators.validator_for(load_schema(name))
-    return validator_class(load_schema(name), format_checker=validator_class.FORMAT_CHECKER)
+    base = jsonschema.validators.validator_for(schema)
+
+    def pattern(validator: Any, regex: str, instance: Any, _schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not _ecma_regex(regex).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
+
+    return jsonschema.validators.extend(base, {"pattern": pattern})
+
+
+@cache
+def _ecma_regex(regex: str) -> re.Pattern[str]:
+    """`regex` with each `$` outside a character class made to match at the very end only."""
+    out, escaped, in_class = [], False, False
+    for char in regex:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out), re.ASCII)  # ECMA's \d and \w are ASCII only
 
 
 def validate(document: Any, name: str, error_class: type[LigoenvError], what: str) -> None:

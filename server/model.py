@@ -48,9 +48,13 @@ class PublishRequest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublishRequest:
+        """Raises ValueError for a time that is no date or has no time zone (which would
+        compare with nothing in the tag history)."""
+        received_at = datetime.fromisoformat(data["received_at"])
+        if received_at.tzinfo is None:
+            raise ValueError(f"received_at {data['received_at']!r} has no time zone")
         return cls(registry=data["registry"], repository=data["repository"], tag=data.get("tag"),
-                   digest=data.get("digest"), source=data["source"],
-                   received_at=datetime.fromisoformat(data["received_at"]),
+                   digest=data.get("digest"), source=data["source"], received_at=received_at,
                    action=Action(data.get("action", "publish")),
                    callback_url=data.get("callback_url"),
                    platforms=tuple(data.get("platforms") or ()),

@@ -51,6 +51,14 @@ class Reference:
             tag = DEFAULT_TAG
         return cls(registry, repository, tag, digest, original)
 
+    @classmethod
+    def parse_exact(cls, text: str) -> Reference:
+        """Like `parse`, for a name taken from a payload or a file: nothing around it is dropped,
+        so "v1\\n" or "v1\\u00a0" is no tag "v1" (names that differ must not meet)."""
+        if text != text.strip():
+            raise InvalidReference(f"invalid reference {text!r}: white space around the name")
+        return cls.parse(text)
+
     @property
     def api_host(self) -> str:
         """The host that serves the registry API (Docker Hub's differs from its name)."""

@@ -7,7 +7,6 @@ durable insert; a database that is down answers 503 with Retry-After, never a lo
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
-from ligoenv.schemas import load_schema
+from ligoenv.schemas import load_schema, strict_validator_class
 
+from .. import boundedjson
 from ..health import ops_routes, queue_check
 from ..metrics import QueueCollector
 from ..model import JobState, PublishRequest
@@ -191,7 +191,9 @@ class _Routes:
             if len(data) > self.body_limit:
                 raise _Refused(413, f"body larger than {self.body_limit} bytes")
         try:
-            body = json.loads(data)
+            body = boundedjson.loads(bytes(data))
+        except boundedjson.TooDeep as error:
+            raise _Refused(400, str(error)) from None
         except ValueError as error:
             raise _Refused(400, "body is not valid JSON") from error
         if not isinstance(body, dict):
@@ -218,9 +220,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _request_validator() -> Any:
     """A validator for `$defs/request` of the job schema (the body of POST /v1/jobs)."""
-    import jsonschema
-
     schema = load_schema("job")
     request_schema = {"$schema": schema["$schema"], "$defs": schema["$defs"],
                       "$ref": "#/$defs/request"}
-    return jsonschema.validators.validator_for(schema)(request_schema)
+    return strict_validator_class(schema)(request_schema)

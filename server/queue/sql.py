@@ -32,6 +32,7 @@ _MAX_ERROR = 4000  # characters of an error message worth keeping
 # A conflict on the pending-dedup index means another process changed the same request's jobs
 # between our read and our write; reading again settles it, so a few tries always suffice.
 _CONFLICT_TRIES = 5
+MAX_JOB_ID = 2**31 - 1  # the id column is an INTEGER
 
 
 def _system_clock() -> datetime:
@@ -166,7 +167,7 @@ class SqlQueue:
         at = self._now(now)
 
         def work(conn: sa.Connection) -> Job:
-            row = self._lock(conn, jobs.c.id == job_id)
+            row = self._lock(conn, _is_job(job_id))
             if row is None:
                 raise NotFound(f"no job {job_id} in the queue")
             if row.state != _FAILED:
@@ -185,7 +186,7 @@ class SqlQueue:
 
     def get(self, job_id: int) -> Job:
         with self._db.read() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one_or_none()
+            row = conn.execute(sa.select(jobs).where(_is_job(job_id))).one_or_none()
         if row is None:
             raise NotFound(f"no job {job_id} in the queue")
         return to_job(row)
@@ -264,7 +265,7 @@ class SqlQueue:
     @staticmethod
     def _owned(job_id: int, worker_id: str) -> tuple[sa.ColumnElement[bool], ...]:
         # An expired lease nobody has taken over yet still counts: the worker is alive after all.
-        return (jobs.c.id == job_id, jobs.c.state == _RUNNING, jobs.c.lease_owner == worker_id)
+        return (_is_job(job_id), jobs.c.state == _RUNNING, jobs.c.lease_owner == worker_id)
 
     @staticmethod
     def _back_to_pending(conn: sa.Connection, job: sa.Row[Any], at: datetime, *,
@@ -294,3 +295,9 @@ class SqlQueue:
     def _busy(self, what: str) -> QueueUnavailable:
         return QueueUnavailable(f"job queue {self.url}: could not {what} a job because other "
                                 "processes kept changing the same request; try again")
+
+
+def _is_job(job_id: int) -> sa.ColumnElement[bool]:
+    """`id == job_id`; never true for an id the column cannot hold (PostgreSQL's INTEGER), which
+    the driver would refuse with an overflow instead of finding nothing."""
+    return jobs.c.id == job_id if 0 < job_id <= MAX_JOB_ID else sa.false()

@@ -44,7 +44,8 @@ def create_relay_app(config: ServerConfig, sink: JobSink, *,
     for endpoint in config.relay.endpoints:
         handler = _EndpointHandler(endpoint, sink, config.relay.body_limit, clock or _utcnow)
         routes.append(Route(endpoint.path, handler.handle, methods=["POST"]))
-    return Starlette(routes=routes, exception_handlers={HTTPException: _error_response})
+    return Starlette(routes=routes, exception_handlers={HTTPException: _error_response,
+                                                        RecursionError: _too_deep})
 
 
 class _EndpointHandler:
@@ -150,6 +151,12 @@ class _EndpointHandler:
 async def _error_response(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     return JSONResponse({"error": error.detail}, error.status_code, headers=error.headers)
+
+
+async def _too_deep(request: Request, error: Exception) -> Response:
+    # parse_json bounds the depth first; this is the last line of defence, never a 500.
+    log.warning("rejected delivery (400): payload nested too deeply to read")
+    return JSONResponse({"error": "payload nested too deeply to read"}, 400)
 
 
 def _shorten(text: str, limit: int = 300) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from .. import boundedjson
 from ..config import EndpointKind
 
 DISTRIBUTION_TYPES = ("application/vnd.docker.distribution.events.v1+json",
@@ -47,8 +47,8 @@ async def read_capped(request: Request, limit: int) -> bytes:
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as error:
+        return boundedjson.loads(raw)
+    except ValueError as error:
         raise HTTPException(400, f"invalid JSON: {error}") from None
 
 

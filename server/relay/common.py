@@ -38,14 +38,17 @@ def publish_request(endpoint: EndpointConfig, repository: str, tag: str | None, 
     """
     text = f"{endpoint.registry_host}/{repository}" + (f":{tag}" if tag else "")
     try:
-        reference = Reference.parse(text)
+        reference = Reference.parse_exact(text)
         checked_digest = str(Digest.parse(digest)) if digest is not None else None
     except InvalidReference as error:
         raise InvalidReference(f"{where}: {error}") from None
+    # Each name must come back from the parser exactly as the payload spelled it.
     if reference.repository != repository:
         # e.g. "ubuntu" on Docker Hub would silently become "library/ubuntu": callers normalise.
         raise InvalidReference(f"{where}: repository {repository!r} is not in canonical form "
                                f"(expected {reference.repository!r})")
+    if tag and reference.tag != tag:
+        raise InvalidReference(f"{where}: tag {tag!r} is not a valid tag")
     # The endpoint's platforms travel with the request: workers need not share this config.
     return PublishRequest(registry=reference.registry, repository=repository, tag=tag,
                           digest=checked_digest, source=endpoint.source, received_at=now,

@@ -16,7 +16,7 @@ from .common import Parsed, publish_request
 
 def parse(body: dict[str, Any], endpoint: EndpointConfig, now: datetime) -> list[Parsed]:
     try:
-        reference = Reference.parse(body["image"])
+        reference = Reference.parse_exact(body["image"])
     except InvalidReference as error:
         raise InvalidReference(f"image: {error}") from None
     if reference.registry != endpoint.registry_host:

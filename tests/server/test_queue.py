@@ -402,3 +402,13 @@ def test_job_json_round_trips(queue: SqlQueue, publish_request: Build) -> None:
     job = queue.claim("w1")
     assert job is not None and job.id == job_id
     assert Job.from_json(job.to_json()) == job
+
+
+@pytest.mark.parametrize("job_id", [2**31, 2**63, 10**40])
+def test_an_id_no_job_can_have_is_not_found_on_every_backend(queue: SqlQueue, job_id: int) -> None:
+    with pytest.raises(NotFound, match=f"no job {job_id}"):
+        queue.get(job_id)
+    with pytest.raises(NotFound):
+        queue.retry(job_id)
+    assert not queue.heartbeat(job_id, "worker")
+    assert not queue.fail(job_id, "worker", "boom", temporary=True)

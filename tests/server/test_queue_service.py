@@ -102,7 +102,10 @@ def test_enqueue_answers_201_then_200_for_the_same_pending_request(
     ({"digest": "sha256:short"}, "publish request: digest: 'sha256:short' does not match"),
     ({"registry": None}, "publish request: registry: None is not of type 'string'"),
     ({"surprise": 1}, "publish request: (top level): Additional properties are not allowed"),
-    ({"received_at": "2026-13-45T00:00:00"}, "publish request: month must be in 1..12"),
+    ({"received_at": "2026-13-45T00:00:00Z"}, "publish request: month must be in 1..12"),
+    ({"received_at": "2026-03-01T12:00:00"}, "publish request: received_at: '2026-03-01T12:00:00' "
+                                             "does not match"),
+    ({"tag": "v1\n"}, "publish request: tag: 'v1\\n' does not match"),
 ])
 def test_invalid_requests_are_refused_naming_the_field(
         client: TestClient, publish_request: Build, change: dict[str, Any], message: str) -> None:
@@ -124,6 +127,32 @@ def test_bodies_are_capped_and_must_be_json_objects(client: TestClient) -> None:
     not_json = client.post("/v1/jobs", content=b"{nope", headers=AUTH)
     assert (not_json.status_code, not_json.json()) == (400, {"error": "body is not valid JSON"})
     assert client.post("/v1/jobs", json=[1], headers=AUTH).status_code == 400
+
+
+def test_json_nested_too_deep_is_refused(client: TestClient) -> None:
+    deep = b'{"x": ' + b"[" * 946 + b"]" * 946 + b"}"
+    response = client.post("/v1/jobs", content=deep, headers=AUTH)
+    assert (response.status_code, response.json()) == (
+        400, {"error": "JSON nested deeper than 64 levels"})
+
+
+@pytest.mark.parametrize("job_id", [2**31, 2**63, 10**40])
+def test_a_job_id_no_job_can_have_is_404(client: TestClient, sqlite_queue: SqlQueue,
+                                         job_id: int) -> None:
+    for route in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/retry"):
+        answer = client.get(route, headers=AUTH) if route.count("/") == 3 else \
+            client.post(route, headers=AUTH)
+        assert (answer.status_code, answer.json()) == (404, {"error": f"no job {job_id} in the queue"})
+    heartbeat = client.post(f"/v1/jobs/{job_id}/heartbeat", json={"worker_id": "w"}, headers=AUTH)
+    assert heartbeat.status_code == 409
+    with pytest.raises(NotFound):
+        sqlite_queue.retry(job_id)
+
+
+def test_a_naive_received_at_is_refused_by_the_model() -> None:
+    with pytest.raises(ValueError, match="no time zone"):
+        PublishRequest.from_json({"registry": "r", "repository": "a", "source": "cli",
+                                  "received_at": "2026-03-01T12:00:00"})
 
 
 def test_workers_claim_heartbeat_and_complete_over_http(client: TestClient,
