@@ -10,7 +10,7 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,6 +28,9 @@ from .config import (
 from .model import Action, JobState, PublishRequest
 from .queue.urls import redact_url
 from .worker import DEFAULT_DRAIN_SECONDS
+
+if TYPE_CHECKING:
+    from .listen import ConnectionLimits
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -95,7 +98,8 @@ def serve(config: ConfigOption = None,
     from .app import create_server_app
 
     _say_where(cfg)
-    _uvicorn(create_server_app(cfg, drain_seconds=drain_timeout), cfg.relay.host, cfg.relay.port)
+    _uvicorn(create_server_app(cfg, drain_seconds=drain_timeout), cfg.relay.host, cfg.relay.port,
+             _limits(cfg))
 
 
 @app.command()
@@ -105,7 +109,8 @@ def relay(config: ConfigOption = None) -> None:
     _logging(cfg)
     from .app import create_server_app
 
-    _uvicorn(create_server_app(cfg, run_workers=False), cfg.relay.host, cfg.relay.port)
+    _uvicorn(create_server_app(cfg, run_workers=False), cfg.relay.host, cfg.relay.port,
+             _limits(cfg))
 
 
 @app.command("queue")
@@ -306,12 +311,16 @@ def _say_where(cfg: ServerConfig) -> None:
               f"{endpoint.path} ({endpoint.kind} from {endpoint.registry_host})", file=sys.stderr)
 
 
-def _uvicorn(asgi: Any, host: str, port: int) -> None:
-    import uvicorn
+def _uvicorn(asgi: Any, host: str, port: int, limits: ConnectionLimits | None = None) -> None:
+    from .listen import ConnectionLimits, serve
 
-    # log_config=None: uvicorn's access log goes through our handler, which redacts secrets.
-    uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=None)
+    serve(asgi, host, port, limits or ConnectionLimits())
+
+
+def _limits(cfg: ServerConfig) -> ConnectionLimits:
+    from .listen import ConnectionLimits
+
+    return ConnectionLimits(cfg.relay.max_connections, cfg.relay.header_timeout)
 
 
 def _describe(outcome: dict[str, Any]) -> str:

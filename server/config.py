@@ -108,6 +108,8 @@ class RelayConfig:
     port: int = 8080
     body_limit: int = DEFAULT_BODY_LIMIT
     endpoints: tuple[EndpointConfig, ...] = ()
+    max_connections: int = 512  # open connections; past it, one still waiting for its head goes
+    header_timeout: float = 10.0  # seconds a connection has to send a whole request head
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,9 @@ class _Builder:
                 if value in seen:
                     raise self.fail(f"relay.endpoints[{i}].{attribute}", f"{value!r} is used twice")
                 seen.add(value)
-        return RelayConfig(relay.host, relay.port, relay.body_limit, endpoints)
+        return RelayConfig(relay.host, relay.port, relay.body_limit, endpoints,
+                           max_connections=table.get("max_connections", 512),
+                           header_timeout=float(table.get("header_timeout", 10.0)))
 
     def endpoint(self, where: str, table: dict[str, Any], listen_host: str,
                  registries: dict[str, RegistryConfig]) -> EndpointConfig:

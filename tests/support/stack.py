@@ -35,8 +35,9 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> 
 
 def server_config(workdir: Path, registry_host: str, relay_port: int, *, queue_url: str = "",
                   lease_seconds: int = 60, extra: str = "", queue_token: str = "",
-                  name: str = "server.toml", publisher: str = "") -> Path:
-    """A config for the stack; `publisher` replaces the body of [publisher] (a directory root)."""
+                  name: str = "server.toml", publisher: str = "", relay: str = "") -> Path:
+    """A config for the stack; `publisher` replaces the body of [publisher] (a directory root),
+    `relay` adds lines to [relay]."""
     path = workdir / name
     publisher = publisher or f'backend = "directory"\nroot = "{workdir / "publish"}"'
     token = f'token = "{queue_token}"' if queue_token else ""
@@ -46,6 +47,7 @@ state_dir = "{workdir / 'state'}"
 [relay]
 host = "127.0.0.1"
 port = {relay_port}
+{relay}
 
 [[relay.endpoints]]
 name = "local"
