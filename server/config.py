@@ -11,9 +11,11 @@ import enum
 import hmac
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -282,11 +284,14 @@ class _Builder:
         state_dir = self.path(document.get("state_dir")) or default_state_dir(self.environ)
         registries = {name: self.registry(name, table)
                       for name, table in document.get("registries", {}).items()}
+        relay = self.relay(document.get("relay", {}), registries)
+        publisher = self.publisher(document.get("publisher", {}), state_dir)
+        self.check_osg_names(relay, publisher)
         return ServerConfig(
-            relay=self.relay(document.get("relay", {}), registries),
+            relay=relay,
             queue=self.queue(document.get("queue", {}), state_dir),
             registries=registries,
-            publisher=self.publisher(document.get("publisher", {}), state_dir),
+            publisher=publisher,
             worker=self.worker(document.get("worker", {}), state_dir),
             log=LogConfig(format=document.get("log", {}).get("format", "text"),
                           level=document.get("log", {}).get("level", "info").lower(),
@@ -294,6 +299,22 @@ class _Builder:
             state_dir=state_dir,
             sync=self.sync(document.get("sync", {})),
         )
+
+    def check_osg_names(self, relay: RelayConfig, publisher: PublisherConfig) -> None:
+        """The osg layout drops the registry from link names: two registries that may publish
+        the same repository would replace and remove each other's links."""
+        if publisher.layout != "osg":
+            return
+        endpoints = relay.endpoints
+        for i, first in enumerate(endpoints):
+            for second in endpoints[i + 1:]:
+                if first.registry_host != second.registry_host and \
+                        _allowlists_may_meet(first.allow, second.allow):
+                    raise self.fail("publisher.layout", (
+                        f"'osg' leaves the registry out of link names, but endpoints "
+                        f"{first.name} ({first.registry_host}) and {second.name} "
+                        f"({second.registry_host}) may publish the same repository: give them "
+                        "allowlists that cannot overlap, or use layout = \"registry\""))
 
     def path(self, text: str | None) -> Path | None:
         # Relative paths are relative to the config file, not to wherever the server started.
@@ -482,3 +503,22 @@ class _Builder:
             return tuple(Platform.parse(item) for item in items)
         except InvalidReference as error:
             raise self.fail(where, str(error)) from None
+
+
+def _allowlists_may_meet(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
+    """Whether some repository may pass both allowlists (empty: everything passes). Cautious:
+    two globs whose literal beginnings are compatible are taken to meet."""
+    if not first or not second:
+        return True
+    return any(_globs_may_meet(a.split(":", 1)[0], b.split(":", 1)[0])
+               for a in first for b in second)
+
+
+def _globs_may_meet(first: str, second: str) -> bool:
+    wild = re.compile(r"[*?\[]")
+    if not wild.search(first):
+        return fnmatchcase(first, second)
+    if not wild.search(second):
+        return fnmatchcase(second, first)
+    a, b = wild.split(first, maxsplit=1)[0], wild.split(second, maxsplit=1)[0]
+    return a.startswith(b) or b.startswith(a)

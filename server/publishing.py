@@ -29,6 +29,7 @@ from . import metrics
 from .config import RegistryConfig, ServerConfig
 from .model import SYNC_SOURCE, Action, PublishRequest
 from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
+from .tagevents import may_move_tag, registry_tag
 
 log = logging.getLogger("ligoenv.publishing")
 ClientFactory = Callable[[RegistryConfig], RegistryClient]
@@ -74,14 +75,22 @@ class RequestProcessor:
         registry = self.config.registry_by_host(request.registry)
         if registry is None:
             raise ConfigError(f"registry {request.registry} is not configured on this server")
-        if request.action is Action.UNTAG:
-            if not request.tag:
-                raise ConfigError("an untag request needs a tag")
-            changed = self.publisher.untag(request.registry, request.repository, request.tag,
-                                           request.received_at, _history_source(request))
-            return {"action": "untag", "tag": request.tag, "changed": changed}
         with self._client_factory(registry) as client:
+            if request.action is Action.UNTAG:
+                return self._untag(client, request)
             return self._publish(client, request, context, still_ours)
+
+    def _untag(self, client: RegistryClient, request: PublishRequest) -> dict[str, Any]:
+        if not request.tag:
+            raise ConfigError("an untag request needs a tag")
+        now = registry_tag(client, request)
+        index = self.publisher.read_index(request.registry, request.repository)
+        if not may_move_tag(request, None, now, index):
+            return {"action": "untag", "tag": request.tag, "changed": False,
+                    "stale_untag": str(now)}  # the tag was pushed again since
+        changed = self.publisher.untag(request.registry, request.repository, request.tag,
+                                       request.received_at, _history_source(request))
+        return {"action": "untag", "tag": request.tag, "changed": changed}
 
     def _publish(self, client: RegistryClient, request: PublishRequest, context: dict[str, Any],
                  still_ours: StillOurs) -> dict[str, Any]:
@@ -89,7 +98,15 @@ class RequestProcessor:
                         Digest.parse(request.digest) if request.digest else None)
         if ref.digest is None:
             ref = ref.with_digest(client.resolve(ref))  # Docker Hub events carry no digest
-        top = client.fetch_manifest(ref)
+        try:
+            top = client.fetch_manifest(ref)
+        except NotFound:
+            if request.digest is None:
+                raise
+            # A replayed push for a manifest deleted since: nothing to publish, nothing failed.
+            log.warning("manifest %s is no longer in the registry: skipped", ref)
+            return {"action": "publish", "digest": request.digest, "tag": request.tag,
+                    "skipped": "the manifest was deleted upstream"}
         context["digest"] = str(top.digest)  # from here on, on every line of this job
         tag = self._tag_to_move(client, request, top.digest)
         wanted = tuple(Platform.parse(p) for p in request.platforms) or \
@@ -117,20 +134,9 @@ class RequestProcessor:
         the index already holds that newer state (a late event is still placed in history)."""
         if not request.tag or request.digest is None:
             return request.tag  # the digest was just resolved from the tag itself
-        bare = Reference(request.registry, request.repository, request.tag)
-        try:
-            now = client.resolve(bare)
-        except NotFound:
-            now = None
-        if now == digest:
-            return request.tag
+        now = registry_tag(client, request)
         index = self.publisher.read_index(request.registry, request.repository)
-        history = index.history(request.tag) if index else []
-        if history and history[-1].digest == now and history[-1].since <= request.received_at:
-            log.warning("stale event: %s:%s now points at %s; publishing %s without moving the tag",
-                        request.repository, request.tag, now, digest)
-            return None
-        return request.tag
+        return request.tag if may_move_tag(request, digest, now, index) else None
 
     def _stage(self, client: RegistryClient, ref: Reference, top: ImageManifest | ImageIndex,
                platform: Platform | None, digest: Digest, staging_dirs: list[Path],
@@ -154,7 +160,7 @@ class RequestProcessor:
         watch = metrics.Stopwatch()
         pulled = pull(pinned, tree, cache=self.cache, client=client, options=self._options)
         metrics.unpacked(sum(layer.bytes_written for layer in pulled.layers), watch.seconds())
-        name = str(platform or pulled.platform)
+        name = str(platform or Platform.parse(str(pulled.platform)))  # configs say "Linux" too
         origin = Provenance.of(ref, digest, name, datetime.now(UTC))
         complete_tree(tree, pulled.config, bind_points=bind_points, provenance=origin)
         return StagedPlatform(name, digest, manifest_record(pulled.manifest, name), tree)
@@ -162,7 +168,7 @@ class RequestProcessor:
 
 def _config_platform(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> Platform:
     config = parse_config(client.fetch_blob(ref.repository, manifest.config), manifest.config.digest)
-    return Platform(config.os or "linux", config.architecture or "amd64")
+    return Platform.parse(f"{config.os or 'linux'}/{config.architecture or 'amd64'}")
 
 
 def _platform_manifests(top: ImageManifest | ImageIndex, wanted: tuple[Platform, ...],

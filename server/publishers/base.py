@@ -22,7 +22,7 @@ from ligoenv.index import DigestRecord, RepositoryIndex, load_index, save_index
 from ligoenv.multiarch import PlatformLinks, plan_platform_links
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import INDEX_TYPES
-from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
+from ligoenv.publishroot import INDEX_DIR, PublishRoot, remove_symlink, replace_symlink
 
 if TYPE_CHECKING:
     from ligoenv.oci.platform import Platform
@@ -65,8 +65,13 @@ class StagedImage:
         return out
 
     def check(self) -> None:
+        """Refuse, before anything is placed, what the index could not record."""
         if not self.platforms:
             raise PublishError(f"nothing to publish for {self.registry}/{self.repository}")
+        for name in [p.platform for p in self.platforms] + list(self.index_platforms):
+            if _canonical_platform(name) != name:
+                raise PublishError(f"platform {name!r} is not in canonical form (os/arch as "
+                                   "lowercase, e.g. linux/amd64): nothing was published")
         if self.top_media_type not in INDEX_TYPES and (
                 len(self.platforms) != 1 or self.platforms[0].digest != self.top_digest):
             raise PublishError(f"{self.top_digest.short} is a single manifest: it must be its "
@@ -103,6 +108,17 @@ class Publisher(abc.ABC):
     def has_image(self, digest: Digest) -> bool:
         """True when the image of manifest `digest` is published: skip unpacking it again."""
         return self.layout.image_dir(digest).is_dir()
+
+    def check(self, image: StagedImage) -> None:
+        """What publish() checks before it places anything."""
+        image.check()
+        if image.tag:
+            owner = foreign_tag_owner(self.layout, image.registry, image.repository, image.tag)
+            if owner is not None:
+                raise PublishError(
+                    f"{image.repository}:{image.tag} is published from {owner}: in the osg layout, "
+                    f"links do not name the registry, so {image.registry} may not replace it "
+                    "(publish each repository from one registry only)")
 
     @abc.abstractmethod
     def publish(self, image: StagedImage) -> PublishOutcome:
@@ -189,10 +205,31 @@ def plan_untag(layout: PublishRoot, registry: str, repository: str, tag: str, wh
     index = load_index(index_path) or RepositoryIndex.empty(registry, repository)
     changed = index.untag(tag, when, source)
     link = layout.tag_link(registry, repository, tag)
-    # The link goes only if the tag is gone now: a late untag must not hide a newer push.
-    remove = link if index.current(tag) is None and link.is_symlink() else None
+    # The link goes only if the tag is gone now: a late untag must not hide a newer push; and
+    # only if it is ours: in the osg layout another registry's tag has the same link.
+    remove = link if index.current(tag) is None and link.is_symlink() and \
+        foreign_tag_owner(layout, registry, repository, tag) is None else None
     return MetadataPlan(index_path, index, changed, False, [], None, remove,
                         plan_platform_links(layout, index, tag))
+
+
+def foreign_tag_owner(layout: PublishRoot, registry: str, repository: str,
+                      tag: str) -> str | None:
+    """In the osg layout, where link names lack the registry: the other registry whose index
+    holds `repository:tag` now, which owns the link `repository:tag`. None in the registry layout."""
+    if layout.include_registry:
+        return None
+    index_root = layout.root / INDEX_DIR
+    others = sorted(p.name for p in index_root.iterdir() if p.is_dir() and p.name != registry) \
+        if index_root.is_dir() else []
+    for other in others:
+        try:
+            index = load_index(layout.index_path(other, repository))
+        except PublishError:  # not a registry's directory
+            continue
+        if index is not None and index.current(tag) is not None:
+            return other
+    return None
 
 
 def _tag_link(layout: PublishRoot, index: RepositoryIndex, tag: str,
@@ -211,6 +248,16 @@ def _tag_link(layout: PublishRoot, index: RepositoryIndex, tag: str,
 def _changed(links: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     return [(link, target) for link, target in links
             if not (link.is_symlink() and os.readlink(link) == target)]
+
+
+def _canonical_platform(name: str) -> str | None:
+    from ligoenv.errors import InvalidReference
+    from ligoenv.oci.platform import Platform
+
+    try:
+        return str(Platform.parse(name))
+    except InvalidReference:
+        return None
 
 
 class PublisherSettings(Protocol):

@@ -66,8 +66,8 @@ class CvmfsPublisher(Publisher):
         self._lock_path = staging_root / f".cvmfs-{repository}.lock"
 
     def publish(self, image: StagedImage) -> PublishOutcome:
-        image.check()
         try:
+            self.check(image)
             with self._node_lock():
                 self._recover()
                 new = self._place_images(image)

@@ -48,8 +48,8 @@ class DirectoryPublisher(Publisher):
         self.staging.clean()  # trees left by a worker that crashed before publishing
 
     def publish(self, image: StagedImage) -> PublishOutcome:
-        image.check()
         try:
+            self.check(image)
             new, reused = self._place_images(image)
             with self._repository_lock(image.registry, image.repository):
                 plan = plan_publish(self.layout, image, self._clock())

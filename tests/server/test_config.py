@@ -337,3 +337,51 @@ def test_bad_bind_points_name_the_key(tmp_path: Path, points: str, message: str)
 def test_bad_endpoint_bind_points_name_the_endpoint(tmp_path: Path) -> None:
     text = MINIMAL.replace('auth = {', 'bind_points = ["/ok", "relative"]\nauth = {')
     assert "relay.endpoints[0].bind_points[1]: 'relative' is not an absolute path" in error_of(tmp_path, text)
+
+
+def two_registries(first_allow: str, second_allow: str, layout: str = "osg") -> str:
+    return f"""
+[publisher]
+layout = "{layout}"
+[registries.a]
+host = "registry.a.example"
+[registries.b]
+host = "registry.b.example"
+[[relay.endpoints]]
+name = "a"
+kind = "distribution"
+path = "/a"
+registry = "a"
+auth = {{ type = "bearer", secret = "s3cret" }}
+{first_allow}
+[[relay.endpoints]]
+name = "b"
+kind = "harbor"
+path = "/b"
+registry = "b"
+auth = {{ type = "header", header = "Authorization", secret = "s3cret" }}
+{second_allow}
+"""
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("", ""), ('allow = ["lvk/*"]', ""), ('allow = ["lvk/*"]', 'allow = ["lvk/app:v1"]'),
+    ('allow = ["lvk/a*"]', 'allow = ["lvk/*:nightly"]'), ('allow = ["x/app"]', 'allow = ["x/app"]'),
+])
+def test_osg_refuses_two_registries_that_may_publish_one_repository(
+        tmp_path: Path, first: str, second: str) -> None:
+    message = error_of(tmp_path, two_registries(first, second))
+    assert message.endswith(
+        "publisher.layout: 'osg' leaves the registry out of link names, but endpoints a "
+        "(registry.a.example) and b (registry.b.example) may publish the same repository: give "
+        'them allowlists that cannot overlap, or use layout = "registry"')
+    load(tmp_path, two_registries(first, second, layout="registry"))
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ('allow = ["lvk/*"]', 'allow = ["virgo/*"]'), ('allow = ["lvk/app"]', 'allow = ["lvk/app2"]'),
+    ('allow = ["lvk/app", "x/*"]', 'allow = ["lvk/b*", "y/*:v1"]'),
+])
+def test_osg_accepts_registries_whose_allowlists_cannot_meet(tmp_path: Path, first: str,
+                                                             second: str) -> None:
+    assert load(tmp_path, two_registries(first, second)).publisher.layout == "osg"

@@ -279,3 +279,38 @@ def test_make_publisher(tmp_path: Path) -> None:
         make_publisher(Settings("s3", tmp_path))
     with pytest.raises(ConfigError, match="repository"):
         make_publisher(Settings("cvmfs", tmp_path))
+
+
+def test_osg_links_of_one_registry_are_safe_from_another(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    pub = publisher(tmp_path, include_registry=False)
+    first = pub.publish(stage(pub, "v1"))
+    link = tmp_path / f"{REPOSITORY}:nightly"
+    assert link_content(link) == "v1"
+
+    other = replace(stage(pub, "from-b", when=T0 + HOUR), registry="registry.b.example")
+    with pytest.raises(PublishError, match=f"{REPOSITORY}:nightly is published from {REGISTRY}"):
+        pub.publish(other)
+    assert link_content(link) == "v1"
+    assert not pub.has_image(other.top_digest)  # refused before anything was placed
+    assert pub.read_index("registry.b.example", REPOSITORY) is None
+
+    assert not pub.untag("registry.b.example", REPOSITORY, "nightly", T0 + 2 * HOUR, "test")
+    assert link_content(link) == "v1"
+    assert pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + 2 * HOUR, "test")
+    assert not os.path.lexists(link)
+    assert first.tag_moved
+
+
+def test_a_platform_name_the_index_cannot_hold_publishes_nothing(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    pub = publisher(tmp_path)
+    image = stage(pub, "v1")
+    odd = replace(image, platforms=(replace(image.platforms[0], platform="Linux/AMD64"),))
+    with pytest.raises(PublishError, match="'Linux/AMD64' is not in canonical form"):
+        pub.publish(odd)
+    assert not (tmp_path / ".images").exists()
+    assert not (tmp_path / REGISTRY).exists()
+    assert list((tmp_path / ".ligoenv/staging").iterdir()) == []

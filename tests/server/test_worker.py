@@ -171,12 +171,51 @@ def test_untag_requests_record_the_history(config: ServerConfig, registry: Regis
     processor = RequestProcessor(config, publisher)
     digest = push_image(registry.host, "worker/gone", "v1", build_busybox_image("gone"))
     processor.process(request(registry, "worker/gone", "v1", digest))
+    delete_upstream(registry, "worker/gone", digest)
     result = processor.process(request(registry, "worker/gone", "v1", None, action=Action.UNTAG,
                                        received_at=NOW + timedelta(minutes=5)))
     assert result == {"action": "untag", "tag": "v1", "changed": True}
     index = load_index(publisher.layout.index_path(registry.host, "worker/gone"))
     assert index is not None and index.current("v1") is None and publisher.has_image(digest)
     assert index.history("v1")[-1].source == "webhook:distribution/local"
+
+
+def delete_upstream(registry: RegistryProcess, repository: str, digest: Digest) -> None:
+    from ligoenv.oci.registry import RegistryClient
+
+    with RegistryClient(registry.host) as client:
+        client.delete_manifest(repository, digest)
+
+
+@pytest.mark.parametrize("with_digest", [True, False])  # Harbor names the digest, Distribution not
+def test_a_late_untag_after_a_new_push_leaves_the_tag(config: ServerConfig, registry: RegistryProcess,
+                                                      with_digest: bool) -> None:
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)
+    repository = f"worker/late-untag-{with_digest}".lower()
+    old = push_image(registry.host, repository, "v1", build_busybox_image("old"))
+    processor.process(request(registry, repository, "v1", old))
+    new = push_image(registry.host, repository, "v1", build_busybox_image("new"))
+    processor.process(request(registry, repository, "v1", new, received_at=NOW + timedelta(hours=1)))
+    late = processor.process(request(registry, repository, "v1", old if with_digest else None,
+                                     action=Action.UNTAG, received_at=NOW + timedelta(hours=2)))
+    assert late == {"action": "untag", "tag": "v1", "changed": False, "stale_untag": str(new)}
+    index = load_index(publisher.layout.index_path(registry.host, repository))
+    assert index is not None and index.current("v1") == new
+    assert [e.digest for e in index.history("v1")] == [old, new]
+    assert publisher.layout.tag_link(registry.host, repository, "v1").is_symlink()
+
+
+def test_a_replayed_push_of_a_manifest_deleted_since_is_skipped(config: ServerConfig,
+                                                                registry: RegistryProcess) -> None:
+    publisher = DirectoryPublisher(config.publisher.root)
+    digest = push_image(registry.host, "worker/deleted", "v1", build_busybox_image("deleted"))
+    delete_upstream(registry, "worker/deleted", digest)
+    result = RequestProcessor(config, publisher).process(
+        request(registry, "worker/deleted", "v1", digest))
+    assert result == {"action": "publish", "digest": str(digest), "tag": "v1",
+                      "skipped": "the manifest was deleted upstream"}
+    assert not publisher.has_image(digest)
 
 
 def test_the_expansion_cap_is_a_publisher_setting(config: ServerConfig, registry: RegistryProcess,
