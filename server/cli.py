@@ -49,8 +49,19 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
     _state["debug"] = debug
 
 
+_NO_ENDPOINTS = ("no [[relay.endpoints]]: the relay accepts no webhook; add one "
+                 "(docs/server-config.example.toml shows every kind)")
+
+
 def _config(path: Path | None) -> ServerConfig:
     return load_config(path)
+
+
+def _listening_config(cfg: ServerConfig) -> ServerConfig:
+    """A config the relay may serve: one without webhook endpoints would listen for nothing."""
+    if not cfg.relay.endpoints:
+        raise ConfigError(_NO_ENDPOINTS)
+    return cfg
 
 
 def _serve_config(path: Path | None, host: str | None, port: int | None, state_dir: Path | None,
@@ -70,7 +81,7 @@ def _serve_config(path: Path | None, host: str | None, port: int | None, state_d
     if open_endpoints and not is_loopback(relay.host):
         raise ConfigError(f"endpoint {open_endpoints[0]} has no authentication, so the relay may "
                           f"only listen on loopback, not {relay.host}: configure a secret")
-    return replace(cfg, relay=relay)
+    return _listening_config(replace(cfg, relay=relay))
 
 
 def _logging(config: ServerConfig) -> None:
@@ -105,7 +116,7 @@ def serve(config: ConfigOption = None,
 @app.command()
 def relay(config: ConfigOption = None) -> None:
     """Only the relay (and the read API): webhooks in, jobs to the configured queue."""
-    cfg = _config(config)
+    cfg = _listening_config(_config(config))
     _logging(cfg)
     from .app import create_server_app
 
@@ -285,9 +296,16 @@ def sync_lists(lists: Annotated[list[str] | None, typer.Argument(
 
 
 @app.command("check-config")
-def check_config(config: ConfigOption = None) -> None:
+def check_config(config: ConfigOption = None,
+                 no_secrets: Annotated[bool, typer.Option(
+                     "--no-secrets", help="Check the file's structure without reading the "
+                     "*_env variables and *_file files that hold secrets.")] = False) -> None:
     """Validate the configuration and print what is in effect (secrets shown as ***)."""
-    cfg = _config(config)
+    cfg = load_config(config, secrets=not no_secrets)
+    if not cfg.relay.endpoints:
+        print(f"ligoenv-server: warning: {_NO_ENDPOINTS}", file=sys.stderr)
+    if no_secrets:
+        print("ligoenv-server: secrets in *_env and *_file were not read", file=sys.stderr)
     typer.echo(f"relay: http://{cfg.relay.host}:{cfg.relay.port}")
     for endpoint in cfg.relay.endpoints:
         typer.echo(f"  {endpoint.path}  {endpoint.kind} from {endpoint.registry_host} "

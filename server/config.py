@@ -26,6 +26,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.sandbox import BIND_POINTS, normal_bind_point
 
 from .configerrors import config_schema_errors
+from .model import source_name
 
 CONFIG_ENV = "LIGOENV_SERVER_CONFIG"
 STATE_DIR_ENV = "LIGOENV_STATE_DIR"
@@ -100,8 +101,8 @@ class EndpointConfig:
 
     @property
     def source(self) -> str:
-        """The `source` of the publish requests this endpoint makes, e.g. `harbor:lab`."""
-        return f"{self.kind}:{self.name}"
+        """The `source` of the publish requests this endpoint makes, e.g. `webhook:harbor/lab`."""
+        return f"webhook:{self.kind}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -201,23 +202,30 @@ class ServerConfig:
         """The configured registry a publish request names (requests carry the host)."""
         return next((r for r in self.registries.values() if r.host == host), None)
 
+    def endpoint_for(self, source: str) -> EndpointConfig | None:
+        """The endpoint a request from `source` came through (in either spelling), if any."""
+        name = source_name(source)
+        return next((e for e in self.relay.endpoints if e.source == name), None)
+
     def platforms_for(self, source: str) -> tuple[Platform, ...]:
         """The platforms to publish for a request from `source` (an endpoint may override)."""
-        for endpoint in self.relay.endpoints:
-            if endpoint.source == source and endpoint.platforms:
-                return endpoint.platforms
-        return self.publisher.platforms
+        endpoint = self.endpoint_for(source)
+        return endpoint.platforms if endpoint and endpoint.platforms else self.publisher.platforms
 
     def bind_points_for(self, source: str) -> tuple[str, ...]:
         """The bind points of trees published for a request from `source` (an endpoint may override)."""
-        for endpoint in self.relay.endpoints:
-            if endpoint.source == source and endpoint.bind_points is not None:
-                return endpoint.bind_points
+        endpoint = self.endpoint_for(source)
+        if endpoint is not None and endpoint.bind_points is not None:
+            return endpoint.bind_points
         return self.publisher.bind_points
 
 
-def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> ServerConfig:
-    """Read and check a config file; None means `$LIGOENV_SERVER_CONFIG`, else the defaults."""
+def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None,
+                secrets: bool = True) -> ServerConfig:
+    """Read and check a config file; None means `$LIGOENV_SERVER_CONFIG`, else the defaults.
+
+    `secrets=False` checks the file's structure without reading `*_env` variables or
+    `*_file` files: such secrets are empty (for `check-config --no-secrets`, never to serve)."""
     env = os.environ if environ is None else environ
     if path is None:
         if not env.get(CONFIG_ENV):
@@ -229,7 +237,7 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
         raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return _Builder(str(path), path.parent.resolve(), env).build(document)
+    return _Builder(str(path), path.parent.resolve(), env, secrets).build(document)
 
 
 def default_config(state_dir: Path, *, registry_host: str = "127.0.0.1:5000", host: str = "127.0.0.1",
@@ -268,10 +276,12 @@ def is_loopback(host: str) -> bool:
 class _Builder:
     """Turns a schema-valid document into a ServerConfig; `label` starts every error message."""
 
-    def __init__(self, label: str, base_dir: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, label: str, base_dir: Path, environ: Mapping[str, str],
+                 secrets: bool = True) -> None:
         self.label = label
         self.base_dir = base_dir
         self.environ = environ
+        self.read_secrets = secrets
 
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.label}: {where}: {message}")
@@ -315,6 +325,20 @@ class _Builder:
                         f"{first.name} ({first.registry_host}) and {second.name} "
                         f"({second.registry_host}) may publish the same repository: give them "
                         "allowlists that cannot overlap, or use layout = \"registry\""))
+
+    def sqlite_url(self, url: str | None) -> str | None:
+        """`sqlite:///q.db` names a file relative to the config file, like every other path
+        here (SQLAlchemy would take it relative to wherever each process started)."""
+        prefix = "sqlite:///"
+        if url is None or not url.startswith(prefix) or url.startswith(prefix + "/"):
+            return url
+        name, query = url[len(prefix):], ""
+        if "?" in name:
+            name, query = name.split("?", 1)
+            query = "?" + query
+        if not name or name == ":memory:":
+            return url
+        return f"{prefix}{self.base_dir / name}{query}"
 
     def path(self, text: str | None) -> Path | None:
         # Relative paths are relative to the config file, not to wherever the server started.
@@ -401,6 +425,8 @@ class _Builder:
         name = given[0]
         if name == key:
             return Secret(table[key])
+        if not self.read_secrets:
+            return Secret("", f"{name} {table[name]} (not read)")
         if name.endswith("_env"):
             value = self.environ.get(table[name], "")
             if not value:
@@ -433,7 +459,7 @@ class _Builder:
                               table.get("requests_per_second"))
 
     def queue(self, table: dict[str, Any], state_dir: Path) -> QueueConfig:
-        url = table.get("url") or f"sqlite:///{(state_dir / 'queue.db').resolve()}"
+        url = self.sqlite_url(table.get("url")) or f"sqlite:///{(state_dir / 'queue.db').resolve()}"
         token = self.secret("queue", table, "token")
         host = urlsplit(url).hostname or ""
         if token is not None and urlsplit(url).scheme == "http" and not is_loopback(host):

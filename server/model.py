@@ -23,7 +23,7 @@ class PublishRequest:
     repository: str
     tag: str | None
     digest: str | None  # sha256:... when the source told us; resolved by the worker otherwise
-    source: str  # e.g. "distribution:main-registry", "dockerhub:hub", "cli"
+    source: str  # e.g. "webhook:distribution/main-registry", "webhook:dockerhub/hub", "cli"
     received_at: datetime
     action: Action = Action.PUBLISH
     callback_url: str | None = None  # Docker Hub only, host already validated by the relay
@@ -59,6 +59,15 @@ class PublishRequest:
                    callback_url=data.get("callback_url"),
                    platforms=tuple(data.get("platforms") or ()),
                    event_time=_from_iso(data.get("event_time")))
+
+
+def source_name(source: str) -> str:
+    """The one spelling of where a request came from, as jobs and tag histories show it:
+    `webhook:harbor/lab`, `sync:osg`, `cli`. Requests queued by earlier versions spell `harbor:lab`."""
+    kind, colon, endpoint = source.partition(":")
+    if not colon or kind == "webhook" or source.startswith(SYNC_SOURCE):
+        return source
+    return f"webhook:{kind}/{endpoint}"
 
 
 class JobState(enum.StrEnum):

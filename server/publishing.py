@@ -27,7 +27,7 @@ from ligoenv.sandbox import complete_tree
 
 from . import metrics
 from .config import RegistryConfig, ServerConfig
-from .model import SYNC_SOURCE, Action, PublishRequest
+from .model import Action, PublishRequest, source_name
 from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
 from .tagevents import may_move_tag, registry_tag
 
@@ -89,7 +89,7 @@ class RequestProcessor:
             return {"action": "untag", "tag": request.tag, "changed": False,
                     "stale_untag": str(now)}  # the tag was pushed again since
         changed = self.publisher.untag(request.registry, request.repository, request.tag,
-                                       request.received_at, _history_source(request))
+                                       request.received_at, source_name(request.source))
         return {"action": "untag", "tag": request.tag, "changed": changed}
 
     def _publish(self, client: RegistryClient, request: PublishRequest, context: dict[str, Any],
@@ -121,7 +121,7 @@ class RequestProcessor:
             outcome = self.publisher.publish(StagedImage(
                 registry=request.registry, repository=request.repository, tag=tag,
                 top_digest=top.digest, top_media_type=top.media_type, platforms=tuple(staged),
-                source=_history_source(request), when=request.received_at,
+                source=source_name(request.source), when=request.received_at,
                 index_platforms=_index_platforms(top)))
         finally:
             for staging in staging_dirs:  # what publish() moved into place is gone from here
@@ -192,14 +192,6 @@ def _platform_manifests(top: ImageManifest | ImageIndex, wanted: tuple[Platform,
 
 def _index_platforms(top: ImageManifest | ImageIndex) -> dict[str, Digest]:
     return {} if isinstance(top, ImageManifest) else top.runnable_platforms()
-
-
-def _history_source(request: PublishRequest) -> str:
-    """How the tag's move was learned, for its history: `webhook:harbor/lab`, `sync:osg`, `cli`..."""
-    if ":" not in request.source or request.source.startswith(SYNC_SOURCE):
-        return request.source
-    kind, _, endpoint = request.source.partition(":")
-    return f"webhook:{kind}/{endpoint}"
 
 
 def _result(outcome: PublishOutcome, stale_tag: str | None) -> dict[str, Any]:

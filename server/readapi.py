@@ -8,7 +8,6 @@ same path as a static mirror of the publish root would, so `ligoenv` reads both 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -74,7 +73,9 @@ class _ReadApi:
         path = index.path_of(digest, platform)
         return {"reference": f"{ref.name}@{digest}", "digest": str(digest),
                 "platform": str(platform), "manifest": str(manifest),
-                "path": str(Path(self.layout.root, path)) if path else None,
+                # Relative to the publish root: where the server keeps it is none of a client's
+                # business, and the client's mount of the root (CVMFS) may be elsewhere.
+                "path": path,
                 "at": format_time(_parse_time(at)) if at else None}
 
 

@@ -76,3 +76,26 @@ def test_serve_refuses_an_open_endpoint_off_loopback(tmp_path: Path) -> None:
     config = server_config(tmp_path, "127.0.0.1:5000", free_port())
     mixed = server("serve", "-c", config, "--registry", "127.0.0.1:5001", check=False)
     assert mixed.returncode == 2 and "--registry" in mixed.stderr
+
+
+def test_no_webhook_endpoints_is_a_warning_to_check_and_refused_by_the_relay(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'state_dir = "{tmp_path / "state"}"\n[relay]\nport = {free_port()}\n')
+    checked = server("check-config", "-c", bare)
+    assert checked.stderr.splitlines() == [
+        "ligoenv-server: warning: no [[relay.endpoints]]: the relay accepts no webhook; add one "
+        "(docs/server-config.example.toml shows every kind)"]
+    for command in ("relay", "serve"):
+        refused = server(command, "-c", bare, check=False)
+        assert refused.returncode == 2 and refused.stderr.splitlines() == [
+            "ligoenv-server: error: no [[relay.endpoints]]: the relay accepts no webhook; add one "
+            "(docs/server-config.example.toml shows every kind)"]
+
+
+def test_check_config_without_secrets_checks_the_example_structure() -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "server-config.example.toml"
+    without = server("check-config", "-c", example, check=False)
+    assert without.returncode == 2 and "is not set" in without.stderr
+    checked = server("check-config", "--no-secrets", "-c", example)
+    assert "/hooks/harbor  harbor from harbor.example.org" in checked.stdout
+    assert "were not read" in checked.stderr

@@ -61,8 +61,10 @@ def test_the_documented_example_parses() -> None:
     assert config.registries["gitlab"].username == "ligoenv-bot"
     assert config.worker.cache_dir == Path("/var/cache/ligoenv-server")
     assert config.log.format == "json"
-    assert config.platforms_for("dockerhub:hub") == (Platform("linux", "amd64"), Platform("linux", "arm64"))
-    assert config.platforms_for("distribution:gitlab") == config.publisher.platforms
+    both = (Platform("linux", "amd64"), Platform("linux", "arm64"))
+    assert config.platforms_for("webhook:dockerhub/hub") == both
+    assert config.platforms_for("dockerhub:hub") == both  # as jobs queued before spell it
+    assert config.platforms_for("webhook:distribution/gitlab") == config.publisher.platforms
     assert [(item.name, item.path, item.untag_missing) for item in config.sync.lists] == \
         [("osg", Path("/etc/ligoenv/docker_images.txt"), False)]
     assert (config.sync.interval, config.sync.jitter, config.registries["dockerhub"].requests_per_second) \
@@ -385,3 +387,23 @@ def test_osg_refuses_two_registries_that_may_publish_one_repository(
 def test_osg_accepts_registries_whose_allowlists_cannot_meet(tmp_path: Path, first: str,
                                                              second: str) -> None:
     assert load(tmp_path, two_registries(first, second)).publisher.layout == "osg"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("sqlite:///q.db", "sqlite:///{etc}/q.db"),
+    ("sqlite:///state/q.db?timeout=5", "sqlite:///{etc}/state/q.db?timeout=5"),
+    ("sqlite:////var/lib/q.db", "sqlite:////var/lib/q.db"),
+])
+def test_a_relative_sqlite_queue_is_relative_to_the_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, expected: str) -> None:
+    from ligoenv_server.queue import SqlQueue
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    monkeypatch.chdir(tmp_path)  # a relay and a worker started from different directories
+    config = load(etc, MINIMAL + f'[queue]\nurl = "{given}"\n')
+    assert config.queue.url == expected.format(etc=etc)
+    if given == "sqlite:///q.db":
+        with SqlQueue(config.queue.url) as queue:
+            queue.ping()
+        assert (etc / "q.db").is_file() and not (tmp_path / "q.db").exists()

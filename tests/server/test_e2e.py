@@ -120,6 +120,7 @@ def test_read_api_serves_index_and_resolves(stack: Stack, tmp_path: Path) -> Non
     answer = requests.get(f"{stack.relay_url}/v1/resolve", params={"ref": f"{host}/lvk/readapi:v1"},
                           timeout=5).json()
     assert answer["reference"] == f"{host}/lvk/readapi@{digest}"
+    assert answer["path"] == f".images/{digest[7:9]}/{digest[7:]}"  # not where the server keeps it
     resolve = f"{stack.relay_url}/v1/resolve"
     ref = f"{host}/lvk/readapi:v1"
     since = stack.index("lvk/readapi").history("v1")[0].since  # type: ignore[union-attr]

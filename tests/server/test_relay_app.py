@@ -65,7 +65,7 @@ def test_a_tagged_manifest_push_is_queued(client: TestClient, sink: MemorySink |
     assert response.json() == {"accepted": 1, "jobs": [1], "ignored": []}
     assert sink.queued() == [PublishRequest(
         registry=REGISTRY, repository="lvk/lalsuite", tag="nightly", digest=PUSH_DIGEST,
-        source="distribution:local", received_at=NOW, action=Action.PUBLISH)]
+        source="webhook:distribution/local", received_at=NOW, action=Action.PUBLISH)]
 
 
 def test_the_same_delivery_twice_is_one_job(client: TestClient, sink: MemorySink | FlakySink) -> None:

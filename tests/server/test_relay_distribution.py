@@ -50,7 +50,7 @@ def test_an_index_push_is_queued_with_the_index_digest(client: TestClient, sink:
     response = client.post(PATH, content=fixture_bytes("distribution_push_index.json"), headers=HEADERS)
     assert response.json() == {"accepted": 1, "jobs": [1], "ignored": []}
     assert sink.queued() == [PublishRequest(REGISTRY, "lvk/multi", "1.0", INDEX_DIGEST,
-                                            "distribution:local", NOW)]
+                                            "webhook:distribution/local", NOW)]
 
 
 def test_the_registry_event_time_travels_with_the_request(client: TestClient,
@@ -132,7 +132,7 @@ def test_gitlab_sends_its_token_in_its_own_header(client: TestClient, sink: Memo
                         headers={"X-Gitlab-Token": "gitlab-token", "Content-Type": DISTRIBUTION_V1})
     assert right.status_code == 202
     [request] = sink.queued()
-    assert (request.registry, request.source) == ("registry.gitlab.com", "distribution:gitlab")
+    assert (request.registry, request.source) == ("registry.gitlab.com", "webhook:distribution/gitlab")
 
 
 def test_a_tagged_manifest_push_without_digest_is_400(client: TestClient, sink: MemorySink) -> None:
@@ -211,8 +211,8 @@ def test_docker_registry_notifications_reach_the_queue(tmp_path: Path) -> None:
         finally:
             registry.stop()
     assert [(r.registry, r.repository, r.tag, r.digest, r.source) for r in requests] == [
-        (registry.host, "lvk/lalsuite", "nightly", nightly, "distribution:local"),
-        (registry.host, "lvk/multi", "1.0", multi, "distribution:local")]
+        (registry.host, "lvk/lalsuite", "nightly", nightly, "webhook:distribution/local"),
+        (registry.host, "lvk/multi", "1.0", multi, "webhook:distribution/local")]
 
 
 def test_an_endpoints_platforms_travel_with_its_requests(tmp_path: Path) -> None:

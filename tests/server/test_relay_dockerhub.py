@@ -27,7 +27,7 @@ def test_a_push_is_queued_without_digest(client: TestClient, sink: MemorySink) -
     assert (response.status_code, response.json()) == (202, {"accepted": 1, "jobs": [1], "ignored": []})
     assert sink.queued() == [PublishRequest(
         registry="docker.io", repository="lvk/lalsuite", tag="nightly", digest=None,
-        source="dockerhub:hub", received_at=NOW, callback_url=CALLBACK)]
+        source="webhook:dockerhub/hub", received_at=NOW, callback_url=CALLBACK)]
 
 
 @pytest.mark.parametrize("path", ["/hooks/dockerhub/wrong", "/hooks/dockerhub/hub-path-secreT",

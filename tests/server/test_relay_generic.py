@@ -36,7 +36,8 @@ def test_the_signature_is_a_plain_hmac_sha256() -> None:
 def test_a_signed_request_is_queued(client: TestClient, sink: MemorySink) -> None:
     response = client.post(PATH, content=BODY, headers=signed(BODY))
     assert (response.status_code, response.json()) == (202, {"accepted": 1, "jobs": [1], "ignored": []})
-    assert sink.queued() == [PublishRequest(REGISTRY, "lvk/pycbc", "v2.4.0", DIGEST, "generic:ci", NOW)]
+    assert sink.queued() == [
+        PublishRequest(REGISTRY, "lvk/pycbc", "v2.4.0", DIGEST, "webhook:generic/ci", NOW)]
 
 
 def test_the_signature_prefix_is_case_insensitive(client: TestClient) -> None:

@@ -23,13 +23,13 @@ def test_a_push_publishes_each_tagged_resource(client: TestClient, sink: MemoryS
     response = client.post(PATH, content=fixture_bytes("harbor_push.json"), headers=HEADERS)
     assert (response.status_code, response.json()) == (202, {"accepted": 1, "jobs": [1], "ignored": []})
     assert sink.queued() == [PublishRequest("harbor.example.org", "lvk/bilby", "2026.03", DIGEST,
-                                            "harbor:harbor", NOW, Action.PUBLISH)]
+                                            "webhook:harbor/harbor", NOW, Action.PUBLISH)]
 
 
 def test_a_delete_untags(client: TestClient, sink: MemorySink) -> None:
     assert client.post(PATH, content=fixture_bytes("harbor_delete.json"), headers=HEADERS).status_code == 202
     assert sink.queued() == [PublishRequest("harbor.example.org", "lvk/bilby", "2026.03", DIGEST,
-                                            "harbor:harbor", NOW, Action.UNTAG)]
+                                            "webhook:harbor/harbor", NOW, Action.UNTAG)]
 
 
 def test_other_events_are_ignored(client: TestClient, sink: MemorySink) -> None:
