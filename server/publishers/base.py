@@ -205,10 +205,11 @@ def plan_untag(layout: PublishRoot, registry: str, repository: str, tag: str, wh
     index = load_index(index_path) or RepositoryIndex.empty(registry, repository)
     changed = index.untag(tag, when, source)
     link = layout.tag_link(registry, repository, tag)
-    # The link goes only if the tag is gone now: a late untag must not hide a newer push; and
-    # only if it is ours: in the osg layout another registry's tag has the same link.
-    remove = link if index.current(tag) is None and link.is_symlink() and \
-        foreign_tag_owner(layout, registry, repository, tag) is None else None
+    # Links are only ours to change if no other registry owns them (osg layout: same names).
+    if foreign_tag_owner(layout, registry, repository, tag) is not None:
+        return MetadataPlan(index_path, index, changed, False, [], None, None, PlatformLinks())
+    # The link goes only if the tag is gone now: a late untag must not hide a newer push.
+    remove = link if index.current(tag) is None and link.is_symlink() else None
     return MetadataPlan(index_path, index, changed, False, [], None, remove,
                         plan_platform_links(layout, index, tag))
 

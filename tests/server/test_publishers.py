@@ -296,8 +296,10 @@ def test_osg_links_of_one_registry_are_safe_from_another(tmp_path: Path) -> None
     assert not pub.has_image(other.top_digest)  # refused before anything was placed
     assert pub.read_index("registry.b.example", REPOSITORY) is None
 
+    per_arch = tmp_path / ".multiarch" / "linux-amd64" / f"{REPOSITORY}:nightly"
+    assert link_content(per_arch) == "v1"
     assert not pub.untag("registry.b.example", REPOSITORY, "nightly", T0 + 2 * HOUR, "test")
-    assert link_content(link) == "v1"
+    assert link_content(link) == "v1" and link_content(per_arch) == "v1"
     assert pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + 2 * HOUR, "test")
     assert not os.path.lexists(link)
     assert first.tag_moved
