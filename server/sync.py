@@ -22,6 +22,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 
+from . import metrics
 from .config import RegistryConfig, ServerConfig
 from .model import SYNC_SOURCE, Action, JobSink, PublishRequest
 from .ratelimit import RateLimiter
@@ -182,6 +183,8 @@ class Syncer:
         report.changes = [self._enqueue(change, dry_run) for change in report.changes]
         report.requests = sum(r.limiter.count for r in registries.values())
         report.seconds = time.monotonic() - began
+        if not dry_run:
+            _count_outcomes(report, current=sum(outcome is None for outcome in outcomes))
         return report
 
     # -- steps ---------------------------------------------------------------------------
@@ -318,3 +321,12 @@ def paced_client(registry: RegistryConfig, limiter: RateLimiter) -> RegistryClie
 
 def _text(value: object | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _count_outcomes(report: SyncReport, current: int) -> None:
+    """ligoenv_sync_outcomes_total{result}: per tag seen, and each failed entry or list line."""
+    queued = sum(change.created for change in report.changes)
+    metrics.sync_outcome("current", current)
+    metrics.sync_outcome("queued", queued)
+    metrics.sync_outcome("already_pending", len(report.changes) - queued)
+    metrics.sync_outcome("failed", len(report.failures))

@@ -15,6 +15,7 @@ from ligoenv.index import load_index
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
+from ligoenv_server import metrics
 from ligoenv_server.app import publisher_from
 from ligoenv_server.config import ServerConfig, SyncListConfig, load_config
 from ligoenv_server.localregistry import RegistryProcess, free_port
@@ -24,6 +25,7 @@ from ligoenv_server.queue import SqlQueue
 from ligoenv_server.sync import Syncer, SyncReport
 from ligoenv_server.synclists import ImageList, parse_osg
 from ligoenv_server.synctimer import SyncTimer, publisher_tags
+from tests.server.test_metrics import samples
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import SERVER, new_stack, server_config, wait_for
 
@@ -106,6 +108,26 @@ def test_changed_tag_is_enqueued_once(config: ServerConfig, queue: SqlQueue,
         [(moved, False, first.changes[0].job_id)]
     assert second.summary().startswith("sync site: seen 1, changed 1, enqueued 0, failed 0")
     assert [j.state for j in queue.list()] == [JobState.PENDING]
+
+
+def test_outcomes_are_counted_for_metrics(config: ServerConfig, queue: SqlQueue,
+                                          registry: RegistryProcess) -> None:
+    publish(config, registry, "sync/counted", "same")
+    publish(config, registry, "sync/counted", "moved")
+    push_image(registry.host, "sync/counted", "moved", build_busybox_image("moved on"))
+    lists = listing(f"{registry.host}/sync/counted:same\n{registry.host}/sync/counted:moved\n"
+                    "not/configured:v1\n")
+
+    def outcome(result: str) -> float:
+        return samples(metrics.exposition()).get(
+            ("ligoenv_sync_outcomes_total", (("result", result),)), 0)
+
+    before = {r: outcome(r) for r in ("current", "queued", "already_pending", "failed")}
+    run(config, queue, lists)
+    run(config, queue, lists)
+    run(config, queue, lists, dry_run=True)  # a dry run counts nothing
+    assert {r: outcome(r) - n for r, n in before.items()} == \
+        {"current": 2, "queued": 1, "already_pending": 1, "failed": 2}
 
 
 def test_unreachable_registry_fails_alone(config: ServerConfig, queue: SqlQueue,
