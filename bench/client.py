@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN, WORK, fresh, run
-from ligoenv.index import DigestRecord, RepositoryIndex, save_index
+from ligoenv.index import DigestRecord
+from ligoenv.index.writer import IndexWriter
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import Entry, Image, Layer, LayoutWriter
 from ligoenv.oci.manifest import OCI_MANIFEST
@@ -57,15 +58,14 @@ def busybox_image() -> Image:
 def write_index(root: Path, registry: str, repository: str, tag: str, image: Image) -> None:
     manifest = Digest.of_bytes(image.manifest_bytes())
     layout = PublishRoot(root)
-    index = RepositoryIndex.empty(registry, repository)
     now = datetime.now(UTC)
-    index.record_image(DigestRecord(
+    record = DigestRecord(
         digest=manifest, media_type=OCI_MANIFEST, platforms={"linux/amd64": manifest},
         platform="linux/amd64", config=Digest.of_bytes(image.config_bytes()),
         layers=tuple(layer.digest for layer in image.layers), size=1,
-        path=layout.relative_image_path(manifest), published=now))
-    index.move_tag(tag, manifest, now, "bench")
-    save_index(layout.index_path(registry, repository), index)
+        path=layout.relative_image_path(manifest), published=now)
+    IndexWriter(root).plan_publish(registry, repository, [record], tag, manifest, now,
+                                   "bench").apply()
 
 
 def median_seconds(commands: dict[str, list[str]], runs: int, env: dict[str, str],

@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN
-from ligoenv.index import DigestRecord, RepositoryIndex, save_index
+from ligoenv.index import DigestRecord, RepositoryIndex
+from ligoenv.index.writer import convert
 from ligoenv.oci.layout import Entry, Image, Layer
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
@@ -130,7 +131,7 @@ def record_index(root: Path, host: str, tags: list[str], digest: str) -> None:
                                     published=when))
     for tag in tags:
         index.move_tag(tag, manifest, when, "bench")
-    save_index(layout.index_path(host, REPOSITORY), index)
+    convert(root, index).apply()
 
 
 def write_config(work: Path, host: str, args: argparse.Namespace) -> Path:

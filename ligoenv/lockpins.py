@@ -51,7 +51,7 @@ def _entries(env: Environment, resolver: Resolver, cache: Path) -> Entries:
 
 def _published(env: Environment, resolver: Resolver) -> Mapping[str, Digest] | None:
     repo = resolver.repository_index(env.pinned())
-    record = repo.digests.get(str(env.digest)) if repo is not None else None
+    record = resolver.ask_index(lambda: repo.record(env.digest), None) if repo is not None else None
     return record.platforms if record is not None and record.platforms else None
 
 

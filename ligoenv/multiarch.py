@@ -15,7 +15,8 @@ import platform as _host
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ligoenv.index import RepositoryIndex
+from ligoenv.index import RepositoryView
+from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
 
@@ -72,7 +73,7 @@ class PlatformLinks:
             remove_symlink(link)
 
 
-def plan_platform_links(layout: PublishRoot, index: RepositoryIndex, tag: str) -> PlatformLinks:
+def plan_platform_links(layout: PublishRoot, index: RepositoryView, tag: str) -> PlatformLinks:
     """The per-platform links of `tag` as `index` (already updated) says it is now: one per
     platform published for its current digest; links of other platforms, or of a tag that is
     gone, are removed."""
@@ -97,9 +98,9 @@ def plan_platform_links(layout: PublishRoot, index: RepositoryIndex, tag: str) -
     return plan
 
 
-def published_platforms(index: RepositoryIndex, digest: object) -> list[str]:
+def published_platforms(index: RepositoryView, digest: Digest) -> list[str]:
     """The platforms (`linux/amd64`) recorded for a top-level digest (an index or a manifest)."""
-    record = index.digests.get(str(digest))
+    record = index.record(digest)
     if record is None:
         return []
     return sorted(record.platforms) if record.platforms else [record.platform or ""]

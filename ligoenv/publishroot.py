@@ -1,7 +1,8 @@
-"""The publish root layout: unpacked images by digest, tag and digest links, index files.
+"""The publish root layout: unpacked images by digest, tag and digest links.
 
 Layout (DESIGN.md): `.images/<xx>/<hex>/`, `<registry>/<repository>:<tag>` and
-`<registry>/<repository>@sha256:<hex>` relative symlinks, `.ligoenv/index/<registry>/<repo>.json`.
+`<registry>/<repository>@sha256:<hex>` relative symlinks; the index files are placed by
+`ligoenv.index.paths`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 
 IMAGES_DIR = ".images"
-INDEX_DIR = ".ligoenv/index"
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,12 @@ class PublishRoot:
         return self.root / self.relative_image_path(digest)
 
     def tag_link(self, registry: str, repository: str, tag: str) -> Path:
-        _check_name(registry, repository, tag)
+        check_name(registry, repository, tag)
         return self._names_dir(registry) / f"{repository}:{tag}"
 
     def digest_link(self, registry: str, repository: str, digest: Digest) -> Path:
-        _check_name(registry, repository, None)
+        check_name(registry, repository, None)
         return self._names_dir(registry) / f"{repository}@{digest}"
-
-    def index_path(self, registry: str, repository: str) -> Path:
-        # Always with the registry host: two registries may hold the same repository name.
-        _check_name(registry, repository, None)
-        return self.root / INDEX_DIR / registry / f"{repository}.json"
 
     def link_target(self, link: Path, digest: Digest) -> str:
         """The relative target that makes `link` point at the image of `digest`."""
@@ -89,9 +84,7 @@ def remove_symlink(link: Path) -> bool:
     return True
 
 
-
-
-def _check_name(registry: str, repository: str, tag: str | None) -> None:
+def check_name(registry: str, repository: str, tag: str | None) -> None:
     # Names become paths: only names that parse as a reference may, so that no `..`, empty
     # or absolute component can ever place a link outside the root.
     text = f"{registry}/{repository}" + (f":{tag}" if tag is not None else "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ligoenv.errors import NotFound, PlatformNotFound, PublishIndexError, RegistryError, UsageError
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin
@@ -19,9 +19,12 @@ from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 
 if TYPE_CHECKING:
-    from ligoenv.index import RepositoryIndex
-    from ligoenv.indexreader import IndexReader
+    from ligoenv.index import RepositoryView
+    from ligoenv.index.reader import IndexReader
     from ligoenv.oci.registry import RegistryClient
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,33 +127,42 @@ class Resolver:
             self._reader = open_index_reader(self.index_location)
         return self._reader
 
-    def repository_index(self, ref: Reference, *, required: bool = False) -> RepositoryIndex | None:
-        """The index of `ref`'s repository; None when there is none.
-
-        An index out of reach for now (a mirror down) is passed over with a note, since the
-        registry can answer too; only `required` lookups (the history) fail then.
-        """
+    def repository_index(self, ref: Reference, *, required: bool = False) -> RepositoryView | None:
+        """The index of `ref`'s repository (read lazily); None when no index is configured,
+        or it was found out of reach and the lookup is not `required` (the history is)."""
         reader = self.index
         if reader is None or (self._index_down and not required):
             return None
+        return reader.get(ref.registry, ref.repository)
+
+    def ask_index(self, question: Callable[[], T], otherwise: T) -> T:
+        """The index's answer to `question`, or `otherwise` when it is out of reach for now.
+
+        Readers fetch lazily, so it is the question that finds a mirror down.
+        """
         try:
-            return reader.get(ref.registry, ref.repository)
+            return question()
         except PublishIndexError as error:
-            if required or not error.temporary:
+            if not error.temporary:
                 raise
             self._index_down = True  # once is enough: do not wait for it on every lookup
             self.warn(f"{error.message}: asking the registry instead")
-            return None
+            return otherwise
 
     def from_index(self, ref: Reference) -> Resolution | None:
         """The index's answer for `ref` (its tag's current digest, or its pinned digest)."""
         repo = self.repository_index(ref)
         if repo is None:
             return None
-        digest = ref.digest if ref.digest is not None else repo.current(ref.tag or "latest")
-        if digest is None or str(digest) not in repo.digests:
-            return None
-        return self._index_resolution(ref, repo, digest)
+
+        def answer() -> Resolution | None:
+            assert repo is not None
+            digest = ref.digest if ref.digest is not None else repo.current(ref.tag or "latest")
+            if digest is None or repo.record(digest) is None:
+                return None
+            return self._index_resolution(ref, repo, digest)
+
+        return self.ask_index(answer, None)
 
     def _from_history(self, ref: Reference, when: datetime) -> Resolution:
         if ref.digest is not None or ref.tag is None:
@@ -161,16 +173,16 @@ class Resolver:
                 "or set LIGOENV_INDEX"
             )
         repo = self.repository_index(ref, required=True)
-        if repo is None:
-            raise NotFound(f"index {self.index_location} has no history for {ref.name}")
+        if repo is None or not repo.has_tag(ref.tag):
+            raise NotFound(f"index {self.index_location} has no history for {ref.name}:{ref.tag}")
         return self._index_resolution(ref, repo, repo.at(ref.tag or "latest", when))
 
-    def _index_resolution(self, ref: Reference, repo: RepositoryIndex, digest: Digest) -> Resolution:
-        record = repo.digests.get(str(digest))
+    def _index_resolution(self, ref: Reference, repo: RepositoryView, digest: Digest) -> Resolution:
+        record = repo.record(digest)
         platforms: dict[str, Digest] = dict(record.platforms) if record is not None else {}
         configs = {}
         for key, manifest in platforms.items():
-            platform_record = repo.digests.get(str(manifest))
+            platform_record = repo.record(manifest)
             if platform_record is not None and platform_record.config is not None:
                 configs[key] = platform_record.config
         return Resolution(
@@ -226,9 +238,10 @@ class Resolver:
 
     def where_available(self, ref: Reference) -> str:
         """Where the pinned `ref` can still be fetched: "index" or "registry"; NotFound if nowhere."""
-        assert ref.digest is not None
+        digest = ref.digest
+        assert digest is not None
         repo = self.repository_index(ref)
-        if repo is not None and str(ref.digest) in repo.digests:
+        if repo is not None and self.ask_index(lambda: repo.record(digest) is not None, False):
             return "index"
         with self.client(ref) as client:
             client.resolve(ref.with_tag(None))  # a HEAD by digest; NotFound when it is gone
@@ -238,7 +251,7 @@ class Resolver:
         """What `ref`'s tag points at now (index first); None when the tag no longer exists."""
         bare = Reference(ref.registry, ref.repository, ref.tag or "latest", None, ref.original)
         repo = self.repository_index(bare)
-        if repo is not None and bare.tag in repo.tags:
+        if repo is not None and self.ask_index(lambda: repo.has_tag(bare.tag or "latest"), False):
             return repo.current(bare.tag or "latest")
         try:
             with self.client(bare) as client:

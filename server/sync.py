@@ -44,7 +44,7 @@ ClientFactory = Callable[[RegistryConfig, RateLimiter], RegistryClient]
 
 
 class _RepositoryIndex(Protocol):
-    tags: dict[str, Any]
+    def tag_names(self) -> list[str] | None: ...
 
     def current(self, tag: str) -> Digest | None: ...
 
@@ -63,7 +63,8 @@ class PublishedTags:
 
     def tags(self, registry: str, repository: str) -> Iterable[str]:
         index = self._index(registry, repository)
-        return [tag for tag in index.tags if index.current(tag) is not None] if index else []
+        names = index.tag_names() or [] if index is not None else []
+        return [tag for tag in names if index is not None and index.current(tag) is not None]
 
     def _index(self, registry: str, repository: str) -> _RepositoryIndex | None:
         key = (registry, repository)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ligoenv.errors import NotFound
-from ligoenv.index import RepositoryIndex
+from ligoenv.index import RepositoryView
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
@@ -29,7 +29,7 @@ def registry_tag(client: RegistryClient, request: PublishRequest) -> Digest | No
 
 
 def may_move_tag(request: PublishRequest, event: Digest | None, now: Digest | None,
-                 index: RepositoryIndex | None) -> bool:
+                 index: RepositoryView | None) -> bool:
     """Whether the event that says "tag -> `event`" (None: the tag was deleted) may move the tag,
     the registry's tag being `now` (None: gone).
 
@@ -43,7 +43,7 @@ def may_move_tag(request: PublishRequest, event: Digest | None, now: Digest | No
         log.warning("stale untag: %s:%s still exists upstream (%s); not untagged",
                     request.repository, request.tag, now)
         return False
-    history = index.history(request.tag) if index else []
+    history = index.history(request.tag, limit=1) if index else []
     if history and history[-1].digest == now and history[-1].since <= request.received_at:
         log.warning("stale event: %s:%s now points at %s; publishing %s without moving the tag",
                     request.repository, request.tag, now, event)

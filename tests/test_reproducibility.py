@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.index import format_time, load_index, save_index
+from ligoenv.index import format_time
+from ligoenv.index.writer import convert
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
 from tests.support.images import build_busybox_image, push_image
+from tests.support.indexfiles import read_index
 from tests.support.stack import Stack, new_stack, wait_for
 
 LIGOENV = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "ligoenv"
@@ -82,12 +85,12 @@ def test_lock_run_move_the_tag_and_reproduce(stack: Stack) -> None:
     # The pinned digest disappears from the registry and from the index: verify must say so.
     with RegistryClient(stack.registry.host, anonymous=True) as client:
         client.delete_manifest(REPOSITORY, first)
-    index_path = stack.root / ".ligoenv" / "index" / stack.registry.host / f"{REPOSITORY}.json"
-    edited = load_index(index_path)
+    edited = read_index(stack.root, stack.registry.host, REPOSITORY)
     assert edited is not None
     del edited.digests[str(first)]
     edited.tags["nightly"] = [e for e in edited.tags["nightly"] if e.digest != first]
-    save_index(index_path, edited)
+    shutil.rmtree(stack.root / ".ligoenv/index/_v2" / stack.registry.host / REPOSITORY)
+    convert(stack.root, edited).apply()
     gone = ligoenv(stack, "verify", "paper.lock")
     assert gone.returncode != 0
     assert str(first) in gone.stderr and gone.stderr.count("\n") == 1

@@ -2,7 +2,15 @@
 
 from typing import TYPE_CHECKING, Annotated
 
-from ligoenv.cli.common import Invocation, invocation, load_lockfile, out, print_json, table
+from ligoenv.cli.common import (
+    Invocation,
+    invocation,
+    load_lockfile,
+    out,
+    parse_when,
+    print_json,
+    table,
+)
 from ligoenv.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -10,12 +18,15 @@ if TYPE_CHECKING:
 
 HELP = """Show the tag history of REF recorded in the publish index: digest, from, until, source.
 
-A lockfile environment name stands for the reference it locked.
+A lockfile environment name stands for the reference it locked. --limit N shows the newest N
+events, --since and --before keep those that started in that window: to page back, pass the
+oldest FROM shown as the next --before. Only the history segments needed are read.
 """
 
 
 def run(inv: Invocation, text: str, *, index: str | None = None, lock: str | None = None,
-        as_json: bool = False) -> int:
+        as_json: bool = False, limit: int | None = None, since: str | None = None,
+        before: str | None = None) -> int:
     from ligoenv.index import format_time, open_index_reader
     from ligoenv.oci.reference import Reference
 
@@ -29,11 +40,16 @@ def run(inv: Invocation, text: str, *, index: str | None = None, lock: str | Non
                          "name its tag")
     if not settings.index:
         raise UsageError("history comes from a publish index: pass --index LOCATION or set LIGOENV_INDEX")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}")
     repo = open_index_reader(settings.index).get(ref.registry, ref.repository)
     tag = ref.tag
-    events = repo.history(tag) if repo is not None else []
+    window = {"since": parse_when(since) if since else None,
+              "before": parse_when(before) if before else None}
+    events = repo.history(tag, limit=limit, **window)
     if not events:
-        raise NotFound(f"index {settings.index} has no history for {ref.name}:{tag}")
+        what = " in that window" if since or before else ""
+        raise NotFound(f"index {settings.index} has no history for {ref.name}:{tag}{what}")
     rows = [{"digest": str(e.digest) if e.digest else None, "from": format_time(e.since),
              "until": format_time(e.until) if e.until else None, "source": e.source, "event": e.event}
             for e in events]
@@ -59,5 +75,12 @@ def register(app: "typer.Typer") -> None:
         index: options.Index = None,
         lock: options.Lock = None,
         as_json: options.Json = False,
+        limit: Annotated[int | None, typer.Option(
+            "--limit", help="show only the newest N events", metavar="N")] = None,
+        since: Annotated[str | None, typer.Option(
+            "--since", help="only events from this time on", metavar="TIME")] = None,
+        before: Annotated[str | None, typer.Option(
+            "--before", help="only events before this time (to page back)", metavar="TIME")] = None,
     ) -> None:
-        raise typer.Exit(run(invocation(ctx.obj), ref, index=index, lock=lock, as_json=as_json))
+        raise typer.Exit(run(invocation(ctx.obj), ref, index=index, lock=lock, as_json=as_json,
+                             limit=limit, since=since, before=before))

@@ -65,7 +65,7 @@ def _platform_link(resolver: "Resolver", answer: "Resolution", tree: "LocalTree"
                    platform: str | None, for_host: bool) -> Path:
     """The tag's link under .multiarch/, once checked to lead where the index says it does."""
     from ligoenv import multiarch
-    from ligoenv.indexreader import LocalIndexReader
+    from ligoenv.index.reader import LocalIndexReader
 
     reader = resolver.index
     if not isinstance(reader, LocalIndexReader):

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ligoenv.errors import ConfigError, PublishError
-from ligoenv.index import DigestRecord, RepositoryIndex, load_index, save_index
+from ligoenv.index import DigestRecord, RepositoryView, paths
+from ligoenv.index.reader import StoredRepository
+from ligoenv.index.writer import IndexChange, IndexWriter
 from ligoenv.multiarch import PlatformLinks, plan_platform_links
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import INDEX_TYPES
-from ligoenv.publishroot import INDEX_DIR, PublishRoot, remove_symlink, replace_symlink
+from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
 
 if TYPE_CHECKING:
     from ligoenv.oci.platform import Platform
@@ -86,7 +88,7 @@ class PublishOutcome:
     new_images: tuple[Digest, ...]  # trees published now
     reused_images: tuple[Digest, ...]  # trees that were already published
     paths: dict[str, str]  # platform -> path relative to the publish root
-    index_path: Path
+    index_path: Path  # the repository's index directory
 
 
 class Publisher(abc.ABC):
@@ -129,23 +131,33 @@ class Publisher(abc.ABC):
               source: str) -> bool:
         """Record that the tag was deleted upstream and remove its link; images are kept."""
 
-    def read_index(self, registry: str, repository: str) -> RepositoryIndex | None:
-        return load_index(self.layout.index_path(registry, repository))
+    def read_index(self, registry: str, repository: str) -> StoredRepository:
+        return IndexWriter(self.layout.root).stored(registry, repository)
+
+    def index_dir(self, registry: str, repository: str) -> Path:
+        """The repository's index directory (what a CVMFS lease for its index covers)."""
+        return self.layout.root / paths.repository_dir(registry, repository)
 
 
 @dataclass
 class MetadataPlan:
     """What an index update and tag move will change; empty when the image is already there."""
 
-    index_path: Path
-    index: RepositoryIndex
-    index_changed: bool
-    tag_moved: bool
+    index_path: Path  # the repository's index directory
+    index: IndexChange
     digest_links: list[tuple[Path, str]]  # only the links that must change
     tag_link: tuple[Path, str] | None
     remove_tag_link: Path | None = None
     # .multiarch/<os>-<arch>/... links of the tag, written with it (just before it).
     platform_links: PlatformLinks = field(default_factory=PlatformLinks)
+
+    @property
+    def index_changed(self) -> bool:
+        return self.index.changed
+
+    @property
+    def tag_moved(self) -> bool:
+        return self.index.tag_changed
 
     @property
     def links(self) -> list[tuple[Path, str]]:
@@ -164,8 +176,7 @@ class MetadataPlan:
             replace_symlink(link, target)
 
     def write_index(self) -> None:
-        if self.index_changed:
-            save_index(self.index_path, self.index)
+        self.index.apply()
 
     def write_tag_link(self) -> None:
         if self.tag_link is not None:
@@ -176,14 +187,11 @@ class MetadataPlan:
 
 def plan_publish(layout: PublishRoot, image: StagedImage, published: datetime) -> MetadataPlan:
     """Plan the index records, digest links and tag link for `image` against what is there."""
-    index_path = layout.index_path(image.registry, image.repository)
-    index = load_index(index_path) or RepositoryIndex.empty(image.registry, image.repository)
-    before = index.to_json()
-    paths = {p.digest: layout.relative_image_path(p.digest) for p in image.platforms}
-    for record in image.records(published, paths):
-        index.record_image(record)
-    moved = bool(image.tag) and index.move_tag(image.tag or "", image.top_digest, image.when,
-                                               image.source)
+    writer = IndexWriter(layout.root)
+    paths_of = {p.digest: layout.relative_image_path(p.digest) for p in image.platforms}
+    records = image.records(published, paths_of)
+    change = writer.plan_publish(image.registry, image.repository, records, image.tag,
+                                 image.top_digest, image.when, image.source)
     default = image.platforms[0].digest
     wanted = [(layout.digest_link(image.registry, image.repository, image.top_digest), default)]
     wanted += [(layout.digest_link(image.registry, image.repository, p.digest), p.digest)
@@ -191,9 +199,12 @@ def plan_publish(layout: PublishRoot, image: StagedImage, published: datetime) -
     tag_link = None
     platform_links = PlatformLinks()
     if image.tag:
-        tag_link = _tag_link(layout, index, image.tag, image.platforms[0].platform)
-        platform_links = plan_platform_links(layout, index, image.tag)
-    return MetadataPlan(index_path, index, index.to_json() != before, moved,
+        # The links follow the tag's *current* digest, which a late event may not have changed.
+        after = change.view(writer.stored(image.registry, image.repository))
+        tag_link = _tag_link(layout, after, image.tag, image.platforms[0].platform)
+        platform_links = plan_platform_links(layout, after, image.tag)
+    return MetadataPlan(layout.root / paths.repository_dir(image.registry, image.repository),
+                        change,
                         _changed([(link, layout.link_target(link, d)) for link, d in wanted]),
                         tag_link if tag_link and _changed([tag_link]) else None,
                         platform_links=platform_links)
@@ -201,17 +212,19 @@ def plan_publish(layout: PublishRoot, image: StagedImage, published: datetime) -
 
 def plan_untag(layout: PublishRoot, registry: str, repository: str, tag: str, when: datetime,
                source: str) -> MetadataPlan:
-    index_path = layout.index_path(registry, repository)
-    index = load_index(index_path) or RepositoryIndex.empty(registry, repository)
-    changed = index.untag(tag, when, source)
+    writer = IndexWriter(layout.root)
+    change = writer.plan_untag(registry, repository, tag, when, source)
     link = layout.tag_link(registry, repository, tag)
     # Links are only ours to change if no other registry owns them (osg layout: same names).
     if foreign_tag_owner(layout, registry, repository, tag) is not None:
-        return MetadataPlan(index_path, index, changed, False, [], None, None, PlatformLinks())
+        return MetadataPlan(layout.root / paths.repository_dir(registry, repository), change, [],
+                            None, None, PlatformLinks())
     # The link goes only if the tag is gone now: a late untag must not hide a newer push.
-    remove = link if index.current(tag) is None and link.is_symlink() else None
-    return MetadataPlan(index_path, index, changed, False, [], None, remove,
-                        plan_platform_links(layout, index, tag))
+    remove = link if change.current is None and link.is_symlink() else None
+    return MetadataPlan(layout.root / paths.repository_dir(registry, repository), change, [],
+                        None, remove,
+                        plan_platform_links(layout, change.view(writer.stored(registry, repository)),
+                                            tag))
 
 
 def foreign_tag_owner(layout: PublishRoot, registry: str, repository: str,
@@ -220,22 +233,30 @@ def foreign_tag_owner(layout: PublishRoot, registry: str, repository: str,
     holds `repository:tag` now, which owns the link `repository:tag`. None in the registry layout."""
     if layout.include_registry:
         return None
-    index_root = layout.root / INDEX_DIR
-    others = sorted(p.name for p in index_root.iterdir() if p.is_dir() and p.name != registry) \
-        if index_root.is_dir() else []
-    for other in others:
+    reader = IndexWriter(layout.root)
+    for other in _index_registries(layout.root):
+        if other == registry:
+            continue
         try:
-            index = load_index(layout.index_path(other, repository))
+            if reader.stored(other, repository).current(tag) is not None:
+                return other
         except PublishError:  # not a registry's directory
             continue
-        if index is not None and index.current(tag) is not None:
-            return other
     return None
 
 
-def _tag_link(layout: PublishRoot, index: RepositoryIndex, tag: str,
+def _index_registries(root: Path) -> list[str]:
+    """The registries with an index under `root`, in either version."""
+    names: set[str] = set()
+    for base in (root / paths.INDEX_DIR, root / paths.V2_DIR):
+        if base.is_dir():
+            names |= {p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return sorted(names)
+
+
+def _tag_link(layout: PublishRoot, index: RepositoryView, tag: str,
               platform: str) -> tuple[Path, str] | None:
-    """The tag link for the tag's *current* digest, which a late event may not have changed."""
+    """The tag link for the tag's current digest in `index`."""
     current = index.current(tag)
     if current is None:
         return None

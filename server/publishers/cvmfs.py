@@ -91,9 +91,9 @@ class CvmfsPublisher(Publisher):
             self._recover()
             if plan().empty:
                 return False
-            index_path = self.layout.index_path(registry, repository)
+            index_dir = self.index_dir(registry, repository)
             link_dir = self.layout.tag_link(registry, repository, tag).parent
-            with self._transaction(None if not self.gateway else self._lease(index_path.parent)):
+            with self._transaction(None if not self.gateway else self._lease(index_dir)):
                 changed = plan()
                 changed.write_index()
                 if not self.gateway:
@@ -139,7 +139,7 @@ class CvmfsPublisher(Publisher):
                 current.write_tag_link()
             return current
         if first.index_changed:
-            with self._transaction(self._lease(first.index_path.parent)):
+            with self._transaction(self._lease(first.index_path)):
                 first = plan()
                 first.write_index()
         self._write_platform_links(plan)

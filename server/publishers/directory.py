@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ligoenv.atomicfile import fsync_dir
 from ligoenv.errors import PublishError
+from ligoenv.index import paths
 from ligoenv.oci.digest import Digest
 from ligoenv.publishroot import PublishRoot
 
@@ -104,9 +105,7 @@ class DirectoryPublisher(Publisher):
 
     @contextmanager
     def _repository_lock(self, registry: str, repository: str) -> Iterator[None]:
-        index_path = self.layout.index_path(registry, repository)
-        lock_path = self.layout.root / ".ligoenv" / "locks" / index_path.relative_to(
-            self.layout.root / ".ligoenv" / "index").with_suffix(".lock")
+        lock_path = self.layout.root / paths.lock_file(registry, repository)
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -8,7 +8,7 @@ import os
 import re
 import select
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -254,6 +254,27 @@ def test_history(cli: Cli, images: dict[str, Pushed], tmp_path: Path, capsys: Ca
     assert "has no history for" in one_error_line(outputs(capsys)[1])
     del cli.environ["LIGOENV_INDEX"]
     assert cli("history", stable.ref) == 2
+
+
+def test_history_limit_since_and_before(cli: Cli, images: dict[str, Pushed], tmp_path: Path,
+                                        capsys: Capture) -> None:
+    stable, old = images["stable"], images["old"]
+    moves = [(old.digest if day % 2 else stable.digest, T0 + timedelta(days=day)) for day in range(6)]
+    write_index(tmp_path / "root", stable, moves, extra=(old,))
+    cli.environ["LIGOENV_INDEX"] = str(tmp_path / "root")
+
+    def shown(*args: str) -> list[str]:
+        assert cli("history", "--json", *args, stable.ref) == 0
+        return [e["from"] for e in json.loads(outputs(capsys)[0])["history"]]
+
+    assert shown("--limit", "2") == ["2026-03-05T12:00:00Z", "2026-03-06T12:00:00Z"]
+    assert shown("--limit", "2", "--before", "2026-03-05T12:00Z") == [
+        "2026-03-03T12:00:00Z", "2026-03-04T12:00:00Z"]
+    assert shown("--since", "2026-03-06") == ["2026-03-06T12:00:00Z"]
+    assert cli("history", "--limit", "0", stable.ref) == 2
+    assert "--limit must be at least 1" in one_error_line(outputs(capsys)[1])
+    assert cli("history", "--since", "2027-01-01", stable.ref) == 3
+    assert "in that window" in one_error_line(outputs(capsys)[1])
 
 
 def test_history_of_a_digest_is_refused(cli: Cli, images: dict[str, Pushed], tmp_path: Path,

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from ligoenv.errors import ConfigError, PublishError
-from ligoenv.index import load_index
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from tests.support.images import TAG_FILE
+from tests.support.indexfiles import read_index
 from tests.support.staging import REGISTRY, REPOSITORY, T0, stage
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_cvmfs_server"
@@ -90,7 +90,7 @@ def test_publish_runs_two_transactions(cvmfs: Cvmfs) -> None:
     assert content(cvmfs.mount / REGISTRY / f"{REPOSITORY}:nightly") == "v1"
     tree = cvmfs.mount / outcome.paths["linux/amd64"]
     assert (tree / ".cvmfscatalog").exists() and (tree / "bin/sh").is_symlink()
-    index = load_index(outcome.index_path, validate=True)
+    index = read_index(cvmfs.mount, REGISTRY, REPOSITORY)
     assert index is not None and index.current("nightly") == image.top_digest
     assert not cvmfs.in_transaction()
     assert list(cvmfs.staging.glob("stage-*")) == []
@@ -185,7 +185,7 @@ def test_gateway_leases_subpaths(cvmfs: Cvmfs) -> None:
         digest = platform.digest
         lease = image_lease(digest) if shards[digest] else f"{REPO}/.images/{digest.hex[:2]}"
         expected += [["transaction", lease], ["publish", REPO]]
-    expected += [["transaction", f"{REPO}/.ligoenv/index/{REGISTRY}/lvk"], ["publish", REPO],
+    expected += [["transaction", f"{REPO}/.ligoenv/index/_v2/{REGISTRY}/{REPOSITORY}"], ["publish", REPO],
                  ["transaction", f"{REPO}/.multiarch"], ["publish", REPO],
                  ["transaction", f"{REPO}/{REGISTRY}/lvk"], ["publish", REPO]]
     assert cvmfs.log() == expected
@@ -198,7 +198,7 @@ def test_gateway_busy_lease_is_a_temporary_error(cvmfs: Cvmfs) -> None:
     pub = cvmfs.publisher(gateway=True)
     pub.publish(stage(pub, "v1"))
     # Another publisher node holds the index of this repository.
-    lease = f"{REPO}/.ligoenv/index/{REGISTRY}/lvk"
+    lease = f"{REPO}/.ligoenv/index/_v2/{REGISTRY}/{REPOSITORY}"
     assert cvmfs.run("transaction", lease, node="node2").returncode == 0
     cvmfs.log()
     image = stage(pub, "v2", when=T0 + HOUR)
@@ -233,7 +233,7 @@ def test_gateway_untag(cvmfs: Cvmfs) -> None:
     pub.publish(stage(pub, "v1"))
     cvmfs.log()
     assert pub.untag(REGISTRY, REPOSITORY, "nightly", T0 + HOUR, "cli")
-    assert cvmfs.log() == [["list"], ["transaction", f"{REPO}/.ligoenv/index/{REGISTRY}/lvk"],
+    assert cvmfs.log() == [["list"], ["transaction", f"{REPO}/.ligoenv/index/_v2/{REGISTRY}/{REPOSITORY}"],
                            ["publish", REPO], ["transaction", f"{REPO}/.multiarch"],
                            ["publish", REPO], ["transaction", f"{REPO}/{REGISTRY}/lvk"],
                            ["publish", REPO]]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.index import load_index
 from tests.support.images import TAG_FILE, build_busybox_image, push_image
+from tests.support.indexfiles import read_index
 from tests.support.stack import Stack, new_stack, wait_for
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_cvmfs_server"
@@ -41,8 +41,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 def test_webhook_to_cvmfs_transaction_and_back(stack: Stack, tmp_path: Path) -> None:
     mount = tmp_path / "cvmfs" / REPO
     digest = push_image(stack.registry.host, "lvk/pycbc", "v2", build_busybox_image("cvmfs"))
-    index_path = mount / ".ligoenv" / "index" / stack.registry.host / "lvk/pycbc.json"
-    wait_for(lambda: (i := load_index(index_path)) is not None and i.current("v2") == digest,
+    wait_for(lambda: (i := read_index(mount, stack.registry.host, "lvk/pycbc")) is not None
+             and i.current("v2") == digest,
              "the image to be published into the repository")
     log = tmp_path / "cvmfs-state" / "log"
 

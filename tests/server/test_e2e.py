@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from ligoenv.index import open_index_reader
 from ligoenv.oci.layout import LayoutWriter
 from tests.support.images import build_busybox_image, build_multiplatform_images, push_image
 from tests.support.registry import skopeo_digest, skopeo_push
@@ -115,8 +116,25 @@ def test_read_api_serves_index_and_resolves(stack: Stack, tmp_path: Path) -> Non
     digest = _push_with_skopeo(stack, tmp_path, "lvk/readapi", "v1", "read")
     wait_for(lambda: _current(stack, "lvk/readapi", "v1") == digest, "the push")
     host = stack.registry.host
-    served = requests.get(f"{stack.relay_url}/.ligoenv/index/{host}/lvk/readapi.json", timeout=5)
-    assert served.status_code == 200 and served.json()["tags"]["v1"]["current"] == digest
+    base = f"{stack.relay_url}/.ligoenv/index/_v2/{host}/lvk/readapi"
+    served = requests.get(f"{base}/_tags/v1/current.json", timeout=5)
+    assert served.status_code == 200 and served.json()["digest"] == digest
+    assert served.headers["Cache-Control"] == "public, max-age=5"  # a pointer moves
+    hexpart = digest.split(":")[1]
+    record = requests.get(f"{base}/_digests/sha256/{hexpart[:2]}/{hexpart}.json", timeout=5)
+    assert record.status_code == 200 and record.json()["digest"] == digest
+    assert "immutable" in record.headers["Cache-Control"]
+    reader = open_index_reader(stack.relay_url)  # the read API is read like a static mirror
+    assert str(reader.get(host, "lvk/readapi").current("v1")) == digest
+    history = requests.get(f"{stack.relay_url}/v1/history",
+                           params={"ref": f"{host}/lvk/readapi:v1", "limit": "1"}, timeout=5).json()
+    assert [e["digest"] for e in history["history"]] == [digest] and history["next"] is None
+    tags = requests.get(f"{stack.relay_url}/v1/tags", params={"repository": f"{host}/lvk/readapi"},
+                        timeout=5).json()
+    assert tags == {"tags": ["v1"], "next": None}
+    listed = requests.get(f"{stack.relay_url}/v1/repositories", params={"registry": host},
+                          timeout=5).json()
+    assert "lvk/readapi" in listed["repositories"]
     answer = requests.get(f"{stack.relay_url}/v1/resolve", params={"ref": f"{host}/lvk/readapi:v1"},
                           timeout=5).json()
     assert answer["reference"] == f"{host}/lvk/readapi@{digest}"

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from ligoenv.errors import ConfigError, NotFound, PublishError
-from ligoenv.index import load_index, open_index_reader
+from ligoenv.index import open_index_reader
 from ligoenv.oci.platform import Platform
 from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from tests.support.images import TAG_FILE
+from tests.support.indexfiles import read_index, snapshot
 from tests.support.staging import REGISTRY, REPOSITORY, T0, stage, tree_files
 
 HOUR = timedelta(hours=1)
@@ -53,8 +54,8 @@ def test_publish_tree_index_and_links(tmp_path: Path) -> None:
     assert os.readlink(tag_link) == f"../../.images/{digest.hex[:2]}/{digest.hex}"
     assert link_content(tag_link) == "v1" and link_content(digest_link) == "v1"
 
-    index = load_index(outcome.index_path, validate=True)
-    assert outcome.index_path == tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json"
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
+    assert outcome.index_path == tmp_path / ".ligoenv/index/_v2" / REGISTRY / REPOSITORY
     assert index is not None and index.current("nightly") == digest
     record = index.digests[str(digest)]
     assert record.platform == "linux/amd64" and record.platforms == {"linux/amd64": digest}
@@ -69,18 +70,18 @@ def test_same_digest_again_only_moves_tags(tmp_path: Path) -> None:
     pub = publisher(tmp_path)
     first = pub.publish(stage(pub, "v1"))
     index_path = first.index_path
-    before = index_path.read_bytes()
+    before = snapshot(index_path)
 
     again = stage(pub, "v1", when=T0 + HOUR)
     assert again.platforms[0].tree is None  # the worker skips the unpack: has_image() said so
     outcome = pub.publish(again)
     assert not outcome.tag_moved and outcome.new_images == ()
     assert outcome.reused_images == (first.top_digest,)
-    assert index_path.read_bytes() == before  # nothing changed at all
+    assert snapshot(index_path) == before  # nothing changed at all
 
     stable = pub.publish(stage(pub, "v1", tag="stable", when=T0 + 2 * HOUR))
     assert stable.tag_moved
-    index = load_index(index_path)
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None and index.current("stable") == index.current("nightly")
     assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}:stable") == "v1"
 
@@ -90,7 +91,7 @@ def test_new_digest_to_the_same_tag_keeps_history(tmp_path: Path) -> None:
     v1 = pub.publish(stage(pub, "v1")).top_digest
     v2 = pub.publish(stage(pub, "v2", when=T0 + 24 * HOUR, source="cli")).top_digest
 
-    index = load_index(tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json")
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None
     assert [(e.digest, e.since, e.until, e.source) for e in index.history("nightly")] == [
         (v1, T0, T0 + 24 * HOUR, "webhook:distribution/test"),
@@ -104,7 +105,7 @@ def test_late_event_does_not_move_the_tag_back(tmp_path: Path) -> None:
     pub = publisher(tmp_path)
     pub.publish(stage(pub, "v2", when=T0 + 2 * HOUR))
     late = pub.publish(stage(pub, "v1", when=T0 + HOUR))  # delivered after v2, happened before
-    index = load_index(late.index_path)
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None and index.at("nightly", T0 + HOUR) == late.top_digest
     assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}:nightly") == "v2"
 
@@ -117,7 +118,7 @@ def test_multi_platform_records(tmp_path: Path) -> None:
     amd64, arm64 = (p.digest for p in image.platforms)
     assert set(outcome.new_images) == {amd64, arm64}
 
-    index = load_index(outcome.index_path, validate=True)
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None
     top = index.digests[str(image.top_digest)]
     assert top.platform is None and top.path is None
@@ -142,7 +143,7 @@ def test_publish_by_digest_only(tmp_path: Path) -> None:
     outcome = pub.publish(stage(pub, "v1", tag=None))
     assert not outcome.tag_moved
     assert link_content(tmp_path / REGISTRY / f"{REPOSITORY}@{outcome.top_digest}") == "v1"
-    index = load_index(outcome.index_path, validate=True)
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None and index.tags == {} and str(outcome.top_digest) in index.digests
 
 
@@ -151,7 +152,7 @@ def test_osg_layout(tmp_path: Path) -> None:
     outcome = pub.publish(stage(pub, "v1"))
     assert link_content(tmp_path / f"{REPOSITORY}:nightly") == "v1"
     assert not (tmp_path / REGISTRY).exists()
-    assert outcome.index_path == tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json"
+    assert outcome.index_path == tmp_path / ".ligoenv/index/_v2" / REGISTRY / REPOSITORY
 
 
 def test_untag_keeps_the_image_and_the_history(tmp_path: Path) -> None:
@@ -185,7 +186,7 @@ def test_crash_between_steps_leaves_no_partial_image(tmp_path: Path, step: str) 
     # Only complete trees in .images, whatever the step.
     for tree in (tmp_path / ".images").glob("*/*"):
         assert tree_files(tree) == expected_tree
-    index = pub.read_index(REGISTRY, REPOSITORY)
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None
     for record in index.digests.values():  # the index never names a missing tree
         assert record.path is None or (tmp_path / record.path).is_dir()
@@ -240,7 +241,7 @@ def test_concurrent_publishers_do_not_lose_index_updates(tmp_path: Path) -> None
     for thread in threads:
         thread.join()
     assert errors == []
-    index = load_index(tmp_path / ".ligoenv/index" / REGISTRY / f"{REPOSITORY}.json", validate=True)
+    index = read_index(tmp_path, REGISTRY, REPOSITORY)
     assert index is not None and sorted(index.tags) == sorted(
         f"t{n}-{i}" for n in range(3) for i in range(3))
     assert len(index.digests) == 9
@@ -294,7 +295,7 @@ def test_osg_links_of_one_registry_are_safe_from_another(tmp_path: Path) -> None
         pub.publish(other)
     assert link_content(link) == "v1"
     assert not pub.has_image(other.top_digest)  # refused before anything was placed
-    assert pub.read_index("registry.b.example", REPOSITORY) is None
+    assert not pub.read_index("registry.b.example", REPOSITORY).exists
 
     per_arch = tmp_path / ".multiarch" / "linux-amd64" / f"{REPOSITORY}:nightly"
     assert link_content(per_arch) == "v1"
@@ -316,3 +317,14 @@ def test_a_platform_name_the_index_cannot_hold_publishes_nothing(tmp_path: Path)
     assert not (tmp_path / ".images").exists()
     assert not (tmp_path / REGISTRY).exists()
     assert list((tmp_path / ".ligoenv/staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("first", ["lab/app.json/x", "lab/app.lock/x"])
+def test_repository_names_never_collide_with_index_or_lock_files(tmp_path: Path, first: str) -> None:
+    pub = publisher(tmp_path)
+    pub.publish(stage(pub, "x", repository=first))
+    pub.publish(stage(pub, "app", repository="lab/app"))
+    pub.publish(stage(pub, "app2", repository="lab/app", when=T0 + HOUR))
+    for repository, content in ((first, "x"), ("lab/app", "app2")):
+        assert (tmp_path / REGISTRY / f"{repository}:nightly" / TAG_FILE).read_text() == content + "\n"
+        assert read_index(tmp_path, REGISTRY, repository) is not None

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.index import load_index
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
@@ -27,6 +26,7 @@ from ligoenv_server.synclists import ImageList, parse_osg
 from ligoenv_server.synctimer import SyncTimer, publisher_tags
 from tests.server.test_metrics import samples
 from tests.support.images import build_busybox_image, push_image
+from tests.support.indexfiles import read_index
 from tests.support.stack import SERVER, new_stack, server_config, wait_for
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -246,12 +246,12 @@ path = "{tmp_path / 'images.txt'}"
             digest = push_image(quiet.host, "lab/quiet", "v1", build_busybox_image("quiet"))
 
             def published() -> bool:
-                index = load_index(stack.root / ".ligoenv/index" / quiet.host / "lab/quiet.json")
+                index = read_index(stack.root, quiet.host, "lab/quiet")
                 link = stack.root / quiet.host / "lab/quiet:v1"
                 return bool(index and index.current("v1") == digest and link.is_symlink())
 
             wait_for(published, "the timer's sync to publish lab/quiet:v1")
-            index = load_index(stack.root / ".ligoenv/index" / quiet.host / "lab/quiet.json")
+            index = read_index(stack.root, quiet.host, "lab/quiet")
             assert index is not None and [e.source for e in index.history("v1")] == ["sync:quiet"]
             assert '"sync quiet: seen 1, changed 1, enqueued 1, failed 0' in stack.log_text()
         finally:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from ligoenv.errors import QueueUnavailable, RegistryUnavailable, UnsafeArchive
-from ligoenv.index import load_index
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv_server.config import ServerConfig, load_config
@@ -24,6 +23,7 @@ from ligoenv_server.publishing import RequestProcessor
 from ligoenv_server.queue import SqlQueue
 from ligoenv_server.worker import Worker, WorkerPool
 from tests.support.images import ARM64, build_busybox_image, push_image
+from tests.support.indexfiles import read_index
 from tests.support.stack import server_config
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -97,7 +97,7 @@ def test_a_lost_lease_publishes_nothing_and_reports_nothing(config: ServerConfig
     worker = Worker(config, Flaky(queue, lose_lease=True), processor)  # type: ignore[arg-type]
     job_id = run_one(worker, queue, request(registry, "worker/lost", "v1", digest))
     assert queue.get(job_id).state is JobState.RUNNING  # left for the lease to decide
-    assert load_index(publisher.layout.index_path(registry.host, "worker/lost")) is None
+    assert read_index(publisher.layout.root, registry.host, "worker/lost") is None
     assert not publisher.has_image(digest)
 
 
@@ -107,12 +107,12 @@ def test_a_single_platform_image_is_indexed_as_what_it_is(config: ServerConfig,
     publisher = DirectoryPublisher(config.publisher.root)
     processor = RequestProcessor(config, publisher)  # configured platforms: linux/amd64
     processor.process(request(registry, "worker/arm", "v1", digest))
-    index = load_index(publisher.layout.index_path(registry.host, "worker/arm"))
+    index = read_index(publisher.layout.root, registry.host, "worker/arm")
     assert index is not None and index.digests[str(digest)].platform == "linux/arm64"
     assert index.path_of(digest, Platform.parse("linux/arm64")) is not None
     # Published again under a second tag (no unpack): still arm64.
     processor.process(request(registry, "worker/arm", "v2", digest))
-    index = load_index(publisher.layout.index_path(registry.host, "worker/arm"))
+    index = read_index(publisher.layout.root, registry.host, "worker/arm")
     assert index is not None and index.digests[str(digest)].platforms == {"linux/arm64": digest}
 
 
@@ -127,7 +127,7 @@ def test_a_replayed_old_event_does_not_move_the_tag_back(config: ServerConfig,
     replay = processor.process(request(registry, "worker/replay", "v1", old,
                                        received_at=NOW + timedelta(hours=2)))
     assert replay["stale_tag"] == "v1" and not replay["tag_moved"]
-    index = load_index(publisher.layout.index_path(registry.host, "worker/replay"))
+    index = read_index(publisher.layout.root, registry.host, "worker/replay")
     assert index is not None and index.current("v1") == new
     assert [e.digest for e in index.history("v1")] == [old, new]
 
@@ -175,7 +175,7 @@ def test_untag_requests_record_the_history(config: ServerConfig, registry: Regis
     result = processor.process(request(registry, "worker/gone", "v1", None, action=Action.UNTAG,
                                        received_at=NOW + timedelta(minutes=5)))
     assert result == {"action": "untag", "tag": "v1", "changed": True}
-    index = load_index(publisher.layout.index_path(registry.host, "worker/gone"))
+    index = read_index(publisher.layout.root, registry.host, "worker/gone")
     assert index is not None and index.current("v1") is None and publisher.has_image(digest)
     assert index.history("v1")[-1].source == "webhook:distribution/local"
 
@@ -200,7 +200,7 @@ def test_a_late_untag_after_a_new_push_leaves_the_tag(config: ServerConfig, regi
     late = processor.process(request(registry, repository, "v1", old if with_digest else None,
                                      action=Action.UNTAG, received_at=NOW + timedelta(hours=2)))
     assert late == {"action": "untag", "tag": "v1", "changed": False, "stale_untag": str(new)}
-    index = load_index(publisher.layout.index_path(registry.host, repository))
+    index = read_index(publisher.layout.root, registry.host, repository)
     assert index is not None and index.current("v1") == new
     assert [e.digest for e in index.history("v1")] == [old, new]
     assert publisher.layout.tag_link(registry.host, repository, "v1").is_symlink()
@@ -261,7 +261,7 @@ def test_every_configured_platform_of_an_index_is_published(config: ServerConfig
     publisher = DirectoryPublisher(config.publisher.root)
     result = RequestProcessor(config, publisher).process(request(registry, "worker/multi", "v1", top))
     assert set(result["paths"]) == {"linux/amd64", "linux/arm64"} and len(result["unpacked"]) == 2
-    index = load_index(publisher.layout.index_path(registry.host, "worker/multi"))
+    index = read_index(publisher.layout.root, registry.host, "worker/multi")
     assert index is not None
     for platform in both:
         manifest = index.platform_digest(top, platform)
@@ -302,7 +302,7 @@ def test_each_published_tree_says_where_it_came_from(config: ServerConfig,
     publisher = DirectoryPublisher(config.publisher.root)
     before = datetime.now(UTC)
     result = RequestProcessor(config, publisher).process(request(registry, "worker/origin", "v1", top))
-    index = load_index(publisher.layout.index_path(registry.host, "worker/origin"))
+    index = read_index(publisher.layout.root, registry.host, "worker/origin")
     assert index is not None
     for platform in both:
         manifest = index.platform_digest(top, platform)

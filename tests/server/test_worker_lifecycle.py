@@ -131,3 +131,19 @@ def test_two_workers_on_postgresql_share_the_work(tmp_path: Path,
     finally:
         stack.stop_all()
         stack.registry.stop()
+
+
+def test_two_workers_publishing_tags_of_one_repository_lose_no_event(stack: Stack) -> None:
+    stack.start("relay")
+    stack.start("worker")
+    stack.start("worker")
+    host = stack.registry.host
+    pushed = {f"t{i}": push_image(host, "lvk/shared", f"t{i}", build_busybox_image(f"shared{i % 3}"))
+              for i in range(10)}
+    wait_for(lambda: sum(j["state"] == "done" for j in stack.jobs()) == len(pushed),
+             "every tag to be published", 120)
+    index = stack.index("lvk/shared")
+    assert index is not None
+    assert {tag: index.current(tag) for tag in pushed} == pushed
+    assert all(len(index.history(tag)) == 1 for tag in pushed)
+    assert len({str(d) for d in pushed.values()}) == 3 == len(index.digests)

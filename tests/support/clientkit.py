@@ -15,7 +15,8 @@ from ligoenv.cli.common import Invocation
 from ligoenv.cli.main import run as cli_run
 from ligoenv.cli.main import typer_main
 from ligoenv.errors import LigoenvError
-from ligoenv.index import DigestRecord, RepositoryIndex, save_index
+from ligoenv.index import DigestRecord, RepositoryIndex
+from ligoenv.index.writer import convert
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.layout import Image
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
@@ -86,7 +87,7 @@ def write_index(root: Path, image: Pushed, history: list[tuple[Digest, datetime]
                 (root / record.path).mkdir(parents=True, exist_ok=True)
     for digest, when in history:
         index.move_tag(image.tag, digest, when, "webhook:test")
-    save_index(layout.index_path(image.registry, image.repository), index)
+    convert(root, index).apply()
     return index
 
 

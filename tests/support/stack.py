@@ -15,7 +15,9 @@ from typing import Any
 
 import requests
 
-from ligoenv.index import RepositoryIndex, load_index
+from ligoenv.index import RepositoryIndex
+from ligoenv.index.files import LocalFiles
+from ligoenv.index.reader import load_repository
 from ligoenv_server.localregistry import RegistryProcess, free_port
 
 SERVER = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ligoenv-server"
@@ -120,7 +122,7 @@ class Stack:
         self.processes.clear()
 
     def index(self, repository: str) -> RepositoryIndex | None:
-        return load_index(self.root / ".ligoenv" / "index" / self.registry.host / f"{repository}.json")
+        return load_repository(LocalFiles(self.root), self.registry.host, repository)
 
     def jobs(self) -> list[dict[str, Any]]:
         out = subprocess.run([str(SERVER), "jobs", "--config", str(self.config), "--json"],
