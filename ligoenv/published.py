@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ligoenv.index import RepositoryIndex
+from ligoenv.index import RepositoryView
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
@@ -24,12 +24,12 @@ class Publication:
     current: Digest | None  # what the tag points at in the index now (None without a tag)
 
 
-def publication(layout: PublishRoot, index: RepositoryIndex | None, ref: Reference,
+def publication(layout: PublishRoot, index: RepositoryView | None, ref: Reference,
                 platform: Platform | None = None) -> Publication:
     """Where `ref` (pinned to a digest) stands in the publish root `layout`."""
     assert ref.digest is not None
     current = index.current(ref.tag) if index is not None and ref.tag else None
-    indexed = index is not None and str(ref.digest) in index.digests
+    indexed = index is not None and index.record(ref.digest) is not None
     if index is None or not indexed or (ref.tag is not None and current != ref.digest):
         return Publication(False, None, current)
     relative = index.path_of(ref.digest, platform)

@@ -58,12 +58,12 @@ def wait_published(location: str, ref: Reference, *, platform: Platform | None, 
 
 
 def _local_check(location: str, ref: Reference, platform: Platform | None) -> Checked:
-    from ligoenv.index import load_index
+    from ligoenv.index.reader import LocalIndexReader
     from ligoenv.published import publication
     from ligoenv.publishroot import PublishRoot
 
     layout = PublishRoot(Path(location.removeprefix("file://")).expanduser())
-    index = load_index(layout.index_path(ref.registry, ref.repository))
+    index = LocalIndexReader(layout.root).get(ref.registry, ref.repository)  # read afresh
     state = publication(layout, index, ref, platform)
     return Checked(state.published, str(layout.root / state.path) if state.published and state.path else None)
 
@@ -101,7 +101,7 @@ def _mirror_check(location: str, ref: Reference) -> Checked:
 
     index = open_index_reader(location).get(ref.registry, ref.repository)
     assert ref.digest is not None
-    if index is None or str(ref.digest) not in index.digests:
+    if index.record(ref.digest) is None:
         return Checked(False, None)
     if ref.tag is not None and index.current(ref.tag) != ref.digest:
         return Checked(False, None)

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
 sys.path.insert(0, str(REPO))
 
-from ligoenv.index import load_index  # noqa: E402
+from ligoenv.index.reader import LocalIndexReader  # noqa: E402
 from ligoenv.oci.layout import Entry, Image, Layer, LayoutWriter  # noqa: E402
 from ligoenv_server.localregistry import RegistryProcess, free_port  # noqa: E402
 
@@ -70,11 +70,9 @@ def push(work: Path, host: str, version: str) -> None:
 
 
 def wait_published(root: Path, host: str, previous: str | None, pushed_at: float) -> str:
-    index_path = root / ".ligoenv" / "index" / host / f"{REPOSITORY}.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        index = load_index(index_path) if index_path.exists() else None
-        digest = index.current(TAG) if index else None
+        digest = LocalIndexReader(root).get(host, REPOSITORY).current(TAG)
         if digest is not None and str(digest) != previous and (root / host / f"{REPOSITORY}:{TAG}").exists():
             print(f"  published and indexed {time.monotonic() - pushed_at:.2f} s after the push: {digest}")
             return str(digest)

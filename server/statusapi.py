@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ligoenv.errors import LigoenvError, UsageError
-from ligoenv.index import load_index
+from ligoenv.index.reader import LocalIndexReader
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.published import publication
@@ -56,7 +56,7 @@ class _StatusApi:
         if ref.digest is None:
             raise UsageError(f"ref {text!r}: give the digest to wait for (REF@sha256:...)")
         platform = Platform.parse(platform_text) if platform_text else None
-        index = load_index(self.layout.index_path(ref.registry, ref.repository))
+        index = LocalIndexReader(self.layout.root).get(ref.registry, ref.repository)
         state = publication(self.layout, index, ref, platform)
         return {"reference": str(ref), "published": state.published, "path": state.path,
                 "current": str(state.current) if state.current else None, "job": self._job(ref)}

@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ligoenv.errors import InvalidReference, LigoenvError
-from ligoenv.index import RepositoryIndex, TagEvent, format_time, load_index, parse_time
+from ligoenv.index import RepositoryView, TagEvent, format_time, parse_time
+from ligoenv.index.reader import LocalIndexReader
 from ligoenv.oci.manifest import OCI_INDEX
 from ligoenv.oci.reference import Reference
 from ligoenv.publishroot import PublishRoot
@@ -53,34 +54,39 @@ class _TagHistoryApi:
         except (LigoenvError, ValueError) as error:
             return _error("NAME_INVALID", str(error), 400)
         try:
-            index = load_index(self.layout.index_path(ref.registry, ref.repository))
+            index = LocalIndexReader(self.layout.root).get(ref.registry, ref.repository)
+            events = _newest_first(index, tag, before, limit + 1)
+            page, more = events[:limit], len(events) > limit
+            manifests = [_descriptor(index, tag, event) for event in page]
         except LigoenvError as error:
             return _error("UNKNOWN", str(error), 500)
-        events = _newest_first(index, tag, before)
-        page, more = events[:limit], len(events) > limit
         headers = {"Cache-Control": "no-cache"}
         if more:
             query = urlencode({"n": limit, "last": format_time(page[-1].since),
                                **({"tag": tag} if "tag" in request.query_params else {})})
             headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
         body = {"schemaVersion": 2, "mediaType": OCI_INDEX,
-                "manifests": [_descriptor(index, tag, event) for event in page]}
+                "manifests": manifests}
         return JSONResponse(body, headers=headers, media_type=OCI_INDEX)
 
 
-def _newest_first(index: RepositoryIndex | None, tag: str, before: datetime | None) -> list[TagEvent]:
-    """The tag's pushes, newest first; only those older than `before` when paging."""
-    if index is None:
-        return []  # the proposal answers an empty list, not 404, for an unknown tag
-    events = [event for event in reversed(index.history(tag)) if event.digest is not None]
-    if before is not None:
-        events = [event for event in events if event.since < before]
-    return events
+def _newest_first(index: RepositoryView, tag: str, before: datetime | None,
+                  wanted: int) -> list[TagEvent]:
+    """Up to `wanted` of the tag's pushes, newest first; only those older than `before` when
+    paging. Reads only the newest history segments it needs (untags are skipped, so it asks
+    for more until it has enough or the history ends); an unknown tag has none."""
+    count = wanted
+    while True:
+        events = index.history(tag, limit=count, before=before)
+        pushes = [event for event in reversed(events) if event.digest is not None]
+        if len(pushes) >= wanted or len(events) < count:
+            return pushes[:wanted]
+        count *= 2
 
 
-def _descriptor(index: RepositoryIndex | None, tag: str, event: TagEvent) -> dict[str, Any]:
-    assert index is not None and event.digest is not None
-    record = index.digests.get(str(event.digest))
+def _descriptor(index: RepositoryView, tag: str, event: TagEvent) -> dict[str, Any]:
+    assert event.digest is not None
+    record = index.record(event.digest)
     annotations = {"org.opencontainers.image.ref.name": tag, PREFIX + "from": format_time(event.since),
                    PREFIX + "source": event.source}
     if event.until is not None:

@@ -9,7 +9,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from ligoenv.index import DigestRecord, RepositoryIndex, save_index
+from ligoenv.index import DigestRecord, RepositoryIndex
+from ligoenv.index.writer import convert
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.publishroot import PublishRoot
@@ -28,7 +29,7 @@ def client(tmp_path: Path) -> TestClient:
                                         size=1000 + n, published=T0))
         index.move_tag("nightly", digest, T0 + timedelta(days=n), "webhook:distribution/lab")
     index.untag("nightly", T0 + timedelta(days=5), "webhook:distribution/lab")
-    save_index(layout.index_path("reg.example.org", "lab/app"), index)
+    convert(tmp_path, index).apply()
     return TestClient(Starlette(routes=tag_history_routes(layout)))
 
 
