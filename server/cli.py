@@ -319,6 +319,31 @@ def _short(digest: object | None) -> str:
     return str(digest)[:19] if digest is not None else "(none)"
 
 
+index_app = typer.Typer(no_args_is_help=True, help="Manage the publish root's digest index.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("migrate")
+def index_migrate(config: ConfigOption = None,
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Convert the publish root's index to version 2, in place: per repository atomically,
+    resumable, a no-op when done. Refuses while a worker is publishing to the root."""
+    from ligoenv.index.migrate import migrate_root
+
+    from .app import publisher_from
+
+    cfg = _config(config)
+    publisher = publisher_from(cfg)
+    with publisher.exclusive():
+        done = migrate_root(publisher.layout.root,
+                            log=lambda line: print(f"ligoenv-server: {line}", file=sys.stderr))
+    summary = {"converted": done.converted, "already": done.already,
+               "bytes_written": done.bytes_written}
+    _print(summary, as_json,
+           f"{len(done.converted)} repositories converted, {len(done.already)} already in "
+           f"version 2" if done.converted or done.already else "nothing to migrate")
+
+
 def _say_where(cfg: ServerConfig) -> None:
     where = {"publish root": cfg.publisher.root, "state": cfg.state_dir,
              "layer cache": cfg.worker.cache_dir}

@@ -57,6 +57,9 @@ def record_file(registry: str, repository: str, digest: Digest) -> str:
             f"{digest.hex[:2]}/{digest.hex}.json")
 
 
+PUBLISHERS_LOCK = f"{LOCKS_DIR}/_publishers"  # held shared by every live directory publisher
+
+
 def lock_file(registry: str, repository: str) -> str:
     """The publishers' lock of one repository: `_lock` cannot be a repository component."""
     check_name(registry, repository, None)

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,6 +131,11 @@ class Publisher(abc.ABC):
     def untag(self, registry: str, repository: str, tag: str, when: datetime,
               source: str) -> bool:
         """Record that the tag was deleted upstream and remove its link; images are kept."""
+
+    @abc.abstractmethod
+    def exclusive(self) -> AbstractContextManager[None]:
+        """While no other publisher writes to the root: for converting its index. Refuses
+        (PublishError) when one is at work, rather than waiting for it."""
 
     def read_index(self, registry: str, repository: str) -> StoredRepository:
         return IndexWriter(self.layout.root).stored(registry, repository)

@@ -106,6 +106,24 @@ class CvmfsPublisher(Publisher):
                     plan().write_tag_link()
         return changed.index_changed
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One transaction on the whole repository, taken only if no publisher on this node
+        holds the node lock; with a gateway, opening it fails while another node holds a lease."""
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PublishError(f"a worker is publishing to /cvmfs/{self.repository} (it holds "
+                                   f"{self._lock_path}): stop the workers, then run this again") from None
+            self._recover()
+            with self._transaction(None):
+                yield
+        finally:
+            os.close(fd)
+
     # -- steps ---------------------------------------------------------------------------
 
     def _place_images(self, image: StagedImage) -> list[StagedPlatform]:

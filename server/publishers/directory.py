@@ -47,6 +47,25 @@ class DirectoryPublisher(Publisher):
         self._on_step = on_step or (lambda step: None)
         self.staging = StagingArea(root / ".ligoenv" / "staging", stale_after, self._clock)
         self.staging.clean()  # trees left by a worker that crashed before publishing
+        # Held shared while this publisher lives, so that `exclusive()` (index migrate) can
+        # tell that a worker is publishing to this root.
+        lock = root / paths.PUBLISHERS_LOCK
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        self._presence = open(lock, "a")  # noqa: SIM115 (closed with the publisher)
+        fcntl.flock(self._presence.fileno(), fcntl.LOCK_SH)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        lock = self.layout.root / paths.PUBLISHERS_LOCK
+        try:
+            fcntl.flock(self._presence.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PublishError(f"a worker is publishing to {self.layout.root} (it holds {lock}): "
+                               "stop the workers, then run this again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(self._presence.fileno(), fcntl.LOCK_SH)
 
     def publish(self, image: StagedImage) -> PublishOutcome:
         try:

@@ -84,7 +84,7 @@ def test_unknown_record_fields_are_kept(tmp_path: Path) -> None:
 
 
 def test_a_root_written_before_version_2_is_read_and_converted(tmp_path: Path) -> None:
-    shutil.copytree(OLD_ROOT, tmp_path / ".ligoenv" / "index")
+    shutil.copytree(OLD_ROOT, tmp_path / ".ligoenv" / "index", ignore=shutil.ignore_patterns("*.md"))
     repo = open_reader(tmp_path).get(REGISTRY, REPOSITORY)
     history = repo.history("nightly")
     assert len(history) == 4 and repo.current("old") is None and repo.has_tag("old")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from ligoenv_server.config import load_config
 from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import JobState
+from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.queue import SqlQueue
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import SERVER, server_config
@@ -99,3 +102,19 @@ def test_check_config_without_secrets_checks_the_example_structure() -> None:
     checked = server("check-config", "--no-secrets", "-c", example)
     assert "/hooks/harbor  harbor from harbor.example.org" in checked.stdout
     assert "were not read" in checked.stderr
+
+
+def test_index_migrate(config: Path) -> None:
+    root = load_config(config).publisher.root
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "index-v1",
+                    root / ".ligoenv" / "index", ignore=shutil.ignore_patterns("*.md"))
+    live = DirectoryPublisher(root)  # a worker publishing to the root: migrate must refuse
+    refused = server("index", "migrate", "-c", config, check=False)
+    assert refused.returncode != 0 and refused.stderr.count("\n") == 1
+    assert "a worker is publishing to" in refused.stderr
+    del live
+    gc.collect()
+    done = json.loads(server("index", "migrate", "-c", config, "--json").stdout)
+    assert done["converted"] == ["127.0.0.1:5000/lab/app.json/x", "127.0.0.1:5000/lvk/lalsuite"]
+    assert not (root / ".ligoenv/index/127.0.0.1:5000").exists()
+    assert server("index", "migrate", "-c", config).stdout.strip() == "nothing to migrate"
