@@ -66,7 +66,17 @@ def migrate_root(root: Path, log: Callable[[str], None] = lambda _: None) -> Mig
             log(f"{name}: {len(index.tags)} tags, {len(index.digests)} digests converted")
         path.unlink()
         _remove_empty_parents(path.parent, root / paths.INDEX_DIR)
+    _remove_old_locks(root)
     return done
+
+
+def _remove_old_locks(root: Path) -> None:
+    """Version 1 locked `<repository>.lock` files beside repository directories: a file
+    `lab/app.lock` would block the lock directory of a repository `lab/app.lock/x`."""
+    locks = root / paths.LOCKS_DIR
+    for path in sorted(locks.rglob("*.lock")) if locks.is_dir() else []:
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
 
 
 def _read(path: Path) -> bytes:

@@ -68,4 +68,4 @@ def lock_file(registry: str, repository: str) -> str:
 
 def is_immutable(relative: str) -> bool:
     """True for files that never change once written (digest records): cacheable for long."""
-    return f"{V2_DIR}/" in f"{relative}" and "/_digests/" in relative
+    return relative.startswith(f"{V2_DIR}/") and "/_digests/" in relative

@@ -114,8 +114,9 @@ class StoredRepository(RepositoryView):
         if limit is not None and limit <= 0:
             return []
         since = as_utc(since) if since is not None else None
-        newest = self.segment_before(tag, pointer, as_utc(before)) if before else (
-            pointer.segments - 1)
+        before = as_utc(before) if before is not None else None
+        newest = (self.segment_before(tag, pointer, before) if before is not None
+                  else pointer.segments - 1)
         chosen: list[TagEvent] = []
         for number in range(newest, -1, -1):  # newest first: --limit reads only what it shows
             events = self._chained(tag, pointer, number)

@@ -16,6 +16,7 @@ from ligoenv.errors import (
     RegistryUnavailable,
     UsageError,
 )
+from ligoenv.index import paths
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
@@ -195,9 +196,9 @@ def test_an_index_out_of_reach_is_passed_over_once_with_a_note(images: dict[str,
 def test_a_trickling_mirror_is_passed_over_and_the_registry_answers(
         images: dict[str, Pushed], stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
     stable = images["stable"]
-    path = f"/.ligoenv/index/{stable.registry}/{stable.repository}.json"
+    path = f"/{paths.pointer_file(stable.registry, stable.repository, stable.tag)}"
     stub.on("GET", path, Reply(200, {}, b"{" + b" " * 10_000, trickle=0.05))
-    monkeypatch.setattr("ligoenv.indexreader.READ_DEADLINE", 0.3)  # 15 s in use
+    monkeypatch.setattr("ligoenv.index.files.READ_DEADLINE", 0.3)  # 15 s in use
     notes: list[str] = []
     resolver = Resolver(index=f"http://{stub.host}", warn=notes.append)
     assert resolver.resolve(stable.ref).source == "registry"

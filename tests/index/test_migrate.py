@@ -30,7 +30,11 @@ def test_a_root_written_by_the_old_code_answers_the_same_after_migration(tmp_pat
     names = [(registry, repository) for registry, repository, _ in version_1_files(root)]
     assert names == [(REGISTRY, "lab/app.json/x"), (REGISTRY, REPOSITORY)]
     before = {name: load_repository(LocalFiles(root), *name) for name in names}
+    old_lock = root / paths.LOCKS_DIR / REGISTRY / f"{REPOSITORY}.lock"  # where version 1 locked
+    old_lock.parent.mkdir(parents=True)
+    old_lock.touch()
     done = migrate_root(root)
+    assert not old_lock.exists()  # it would block the lock of a repository `lvk/lalsuite.lock/x`
     assert done.converted == [f"{r}/{n}" for r, n in names] and done.already == []
     assert list(version_1_files(root)) == []
     assert sorted(p.name for p in (root / paths.INDEX_DIR).iterdir()) == ["_v2"]  # old dirs gone
