@@ -3,6 +3,7 @@ version-1 root, each fetching only the files an answer needs."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -142,20 +143,27 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
-def mirror(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
-    """A real HTTP server serving a publish root's files, like a static mirror would."""
-    root = published_root(tmp_path)
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server serving `root`'s files, like a static mirror; and the paths asked for."""
     asked: list[str] = []
     handler = type("Recording", (Handler,), {"asked": asked})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()),
                                              functools.partial(handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", asked
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture()
+def mirror(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    with serving(published_root(tmp_path)) as served:
+        yield served
 
 
 def test_http_mirror_serves_the_new_layout_and_only_needed_files_are_fetched(
@@ -175,6 +183,12 @@ def test_http_mirror_serves_the_new_layout_and_only_needed_files_are_fetched(
     with pytest.raises(PublishIndexError, match="HTTP 503") as caught:
         reader.get(REGISTRY, "lvk/broken").current("x")
     assert caught.value.temporary
+
+
+def test_a_mirror_of_a_version_1_root_is_still_read(tmp_path: Path) -> None:
+    with serving(published_root(tmp_path, version=1)) as (url, _):
+        index = open_index_reader(url).get(REGISTRY, REPOSITORY)
+        assert index.current("nightly") == digest("c") and index.at("nightly", T0) == digest("a")
 
 
 def test_http_reader_unreachable() -> None:
