@@ -66,6 +66,24 @@ def lock_file(registry: str, repository: str) -> str:
     return f"{LOCKS_DIR}/{registry}/{repository}/_lock"
 
 
+def kind_of(relative: str) -> str | None:
+    """"repository", "tag", "history" or "record" for a version-2 file's path, else None.
+
+    Read from the end of the path: a repository or tag name may itself contain `history` or
+    (a tag) start with `_`, but never sits where our own names do.
+    """
+    parts = relative.split("/")
+    if parts[-1] == "_repository.json":
+        return "repository"
+    if len(parts) >= 3 and parts[-3] == "_tags" and parts[-1] == "current.json":
+        return "tag"
+    if len(parts) >= 4 and parts[-4] == "_tags" and parts[-2] == "history":
+        return "history"
+    if len(parts) >= 4 and parts[-4] == "_digests":
+        return "record"
+    return None
+
+
 def is_immutable(relative: str) -> bool:
     """True for files that never change once written (digest records): cacheable for long."""
-    return relative.startswith(f"{V2_DIR}/") and "/_digests/" in relative
+    return relative.startswith(f"{V2_DIR}/") and kind_of(relative) == "record"

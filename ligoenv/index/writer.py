@@ -98,14 +98,7 @@ class IndexChange:
 
 def schema_of(relative: str) -> str:
     """The name of the schema (in `schemas/`) of the version-2 file at `relative`."""
-    name = relative.rsplit("/", 1)[-1]
-    if name == "_repository.json":
-        return "index-repository"
-    if name == "current.json":
-        return "index-tag"
-    if "/history/" in relative:
-        return "index-history"
-    return "index-record"
+    return f"index-{paths.kind_of(relative) or 'record'}"
 
 
 class PendingView(RepositoryView):

@@ -156,3 +156,13 @@ def test_convert_writes_segments_of_bounded_size(tmp_path: Path) -> None:
     segments = [p for p, _ in change.writes if "/_tags/many/history/" in p]
     assert len(segments) == 4
     assert max(len(text) for _, text in change.writes) < 64 * 1024
+
+
+@pytest.mark.parametrize(("repository", "tag"), [("sync/history", "latest"), ("lab/app", "_digests"),
+                                                 ("lab/history/x", "history")])
+def test_names_that_look_like_ours_are_written_and_read(tmp_path: Path, repository: str,
+                                                        tag: str) -> None:
+    push(IndexWriter(tmp_path), tag, "a", T0, repository=repository)
+    assert stored(tmp_path, repository).current(tag) == digest("a")
+    assert paths.is_immutable(paths.record_file(REGISTRY, repository, digest("a")))
+    assert not paths.is_immutable(paths.pointer_file(REGISTRY, repository, tag))
