@@ -103,12 +103,16 @@ def build(root: Path, years: int, tags: int) -> None:
 
 def publish_child(root: str, repository: str, number: str) -> None:
     """One tag move through the directory publisher (run as its own process)."""
+    from ligoenv.index.reader import open_reader
     from ligoenv_server.publishers.base import StagedImage, StagedPlatform
     from ligoenv_server.publishers.directory import DirectoryPublisher
 
-    i = int(number)
-    d = digest(f"move/{i % MOVE_DIGESTS}")
-    when = END + timedelta(hours=i)
+    # A move to a digest the tag is not on now, at the current time: always a real tag move,
+    # however many times the benchmark has run against this index.
+    current = open_reader(root).get(REGISTRY, repository).current(TAG)
+    moves = [digest(f"move/{(int(number) + k) % MOVE_DIGESTS}") for k in range(2)]
+    d = moves[0] if moves[0] != current else moves[1]
+    when = datetime.now(UTC)
     platform = StagedPlatform("linux/amd64", d, record(d, when), None)
     image = StagedImage(REGISTRY, repository, TAG, d, OCI_MANIFEST, (platform,), "webhook:bench",
                         when)
