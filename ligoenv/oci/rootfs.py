@@ -278,7 +278,7 @@ class RootfsWriter:
         self.bytes_written = 0
         self.skipped_devices: list[str] = []
         self.dropped_setuid: list[str] = []
-        self._upper: set[tuple[str, ...]] = set()  # paths this layer wrote, with their ancestors
+        self._upper: set[str] = set()  # paths this layer wrote, with their ancestors
         self._dirs: dict[tuple[str, ...], _Meta] = {}  # applied after their contents
         self._uid = os.geteuid()
         umask = process_umask()
@@ -533,7 +533,7 @@ class RootfsWriter:
             self._remove_lower(dir_fd, (*parts, name))
 
     def _remove_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
-        if parts not in self._upper:
+        if "/".join(parts) not in self._upper:
             self._remove(dir_fd, parts)
             return
         try:
@@ -580,12 +580,14 @@ class RootfsWriter:
     # -- metadata --
 
     def _mark_upper(self, parts: tuple[str, ...]) -> None:
+        # paths as strings: a tuple would keep every component of every entry alive
         upper = self._upper
-        if parts in upper:
+        path = "/".join(parts)
+        if path in upper:
             return
-        upper.add(parts)
+        upper.add(path)
         for depth in range(len(parts) - 1, 0, -1):
-            key = parts[:depth]
+            key = "/".join(parts[:depth])
             if key in upper:
                 return  # its ancestors are in already
             upper.add(key)
