@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ligoenv.errors import ConfigError, LigoenvError, NotFound, PlatformNotFound
+from ligoenv.errors import ConfigError, LigoenvError, NotFound, PlatformNotFound, RegistryError
 from ligoenv.index import manifest_record
 from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest
@@ -148,7 +148,10 @@ class RequestProcessor:
         """
         pinned = ref.with_digest(digest)
         manifest = top if isinstance(top, ImageManifest) else client.fetch_manifest(pinned)
-        assert isinstance(manifest, ImageManifest)
+        if not isinstance(manifest, ImageManifest):  # permanent: retrying changes nothing
+            raise RegistryError(f"{ref.display()}: index {top.digest.short} points at another "
+                                f"index ({digest.short}) for {platform}, which ligoenv does not "
+                                "publish")
         if self.publisher.has_image(digest):
             name = str(platform or _config_platform(client, ref, manifest))
             log.info("already published: only the tag moves", extra={"platform": name})

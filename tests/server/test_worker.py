@@ -218,6 +218,29 @@ def test_a_replayed_push_of_a_manifest_deleted_since_is_skipped(config: ServerCo
     assert not publisher.has_image(digest)
 
 
+def test_an_index_nested_in_an_index_is_a_permanent_named_failure(config: ServerConfig,
+                                                                  registry: RegistryProcess) -> None:
+    from ligoenv.errors import RegistryError
+    from ligoenv.oci.layout import canonical_json
+    from ligoenv.oci.manifest import OCI_INDEX
+    from ligoenv.oci.registry import RegistryClient
+    from tests.support.images import build_multiplatform_images, index_bytes
+
+    inner_images = build_multiplatform_images("nested")
+    inner = push_image(registry.host, "worker/nested", "inner", inner_images)
+    inner_size = len(index_bytes(inner_images))
+    outer = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_INDEX, "digest": str(inner), "size": inner_size,
+         "platform": {"os": "linux", "architecture": "amd64"}}]})
+    with RegistryClient(registry.host) as client:
+        digest = client.push_manifest("worker/nested", "v1", outer, OCI_INDEX)
+    publisher = DirectoryPublisher(config.publisher.root)
+    with pytest.raises(RegistryError, match="points at another index") as raised:
+        RequestProcessor(config, publisher).process(request(registry, "worker/nested", "v1", digest))
+    assert not raised.value.temporary
+    assert not (config.publisher.root / ".images").exists()
+
+
 def test_the_expansion_cap_is_a_publisher_setting(config: ServerConfig, registry: RegistryProcess,
                                                   tmp_path: Path) -> None:
     (tmp_path / "small").mkdir()
