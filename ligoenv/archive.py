@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ligoenv.archive_records import ArchiveRecords
-from ligoenv.errors import ArchiveError, PlatformNotFound, RegistryError
+from ligoenv.errors import ArchiveError, PlatformNotFound
 from ligoenv.lockfile import Environment, Lockfile
 from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest
@@ -27,7 +27,14 @@ from ligoenv.oci.layouttar import (
     verified_bytes,
     write_layout_tar,
 )
-from ligoenv.oci.manifest import OCI_INDEX, Descriptor, ImageIndex, ImageManifest, parse_manifest
+from ligoenv.oci.manifest import (
+    OCI_INDEX,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    parse_manifest,
+    platform_manifest,
+)
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
@@ -123,10 +130,7 @@ def _platform_manifest(sources: _Sources, ref: Reference, top: ImageIndex, key: 
     if listed != pinned:
         raise ArchiveError(f"{env.canonical}: the lockfile pins {key} to {pinned.short}, which is not "
                            f"the index's entry for {key}: re-lock it")
-    manifest = sources.manifest(ref, pinned)
-    if not isinstance(manifest, ImageManifest):
-        raise RegistryError(f"{ref.name}@{pinned.short}: an index inside an index is not supported")
-    return manifest
+    return platform_manifest(sources.manifest(ref, pinned), env.digest, ref.display())
 
 
 class _Sources:

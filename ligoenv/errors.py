@@ -69,6 +69,11 @@ class UnsafeArchive(LigoenvError):
     """A layer archive that tries to write outside its target or to exhaust the disk."""
 
 
+class UnsupportedImage(RegistryError):
+    """An image built in a way ligoenv does not handle (an index inside an index): trying again
+    cannot help."""
+
+
 class PlatformNotFound(NotFound):
     """No manifest in an index matches the requested platform."""
 

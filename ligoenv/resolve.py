@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ligoenv.errors import NotFound, PlatformNotFound, PublishIndexError, RegistryError, UsageError
+from ligoenv.errors import NotFound, PlatformNotFound, PublishIndexError, UsageError
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import MANIFEST_TYPES
@@ -287,9 +287,8 @@ def _inspect(client: RegistryClient, ref: Reference, configs: bool) -> Resolutio
 
 
 def _manifest_config(client: RegistryClient, pinned: Reference, digest: Digest) -> Digest:
-    from ligoenv.oci.manifest import ImageManifest
+    from ligoenv.oci.manifest import platform_manifest
 
-    manifest = client.fetch_manifest(pinned.with_digest(digest))
-    if not isinstance(manifest, ImageManifest):
-        raise RegistryError(f"{pinned.name}@{digest.short}: an index inside an index is not supported")
-    return manifest.config.digest
+    assert pinned.digest is not None
+    found = client.fetch_manifest(pinned.with_digest(digest))
+    return platform_manifest(found, pinned.digest, pinned.display()).config.digest

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ligoenv.errors import ConfigError, LigoenvError, NotFound, PlatformNotFound, RegistryError
+from ligoenv.errors import ConfigError, LigoenvError, NotFound, PlatformNotFound
 from ligoenv.index import manifest_record
 from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.manifest import ImageIndex, ImageManifest, parse_config
+from ligoenv.oci.manifest import ImageIndex, ImageManifest, parse_config, platform_manifest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.pull import pull
 from ligoenv.oci.reference import Reference
@@ -147,11 +147,8 @@ class RequestProcessor:
         already published keeps the bind points it was made with.
         """
         pinned = ref.with_digest(digest)
-        manifest = top if isinstance(top, ImageManifest) else client.fetch_manifest(pinned)
-        if not isinstance(manifest, ImageManifest):  # permanent: retrying changes nothing
-            raise RegistryError(f"{ref.display()}: index {top.digest.short} points at another "
-                                f"index ({digest.short}) for {platform}, which ligoenv does not "
-                                "publish")
+        manifest = top if isinstance(top, ImageManifest) else \
+            platform_manifest(client.fetch_manifest(pinned), top.digest, str(ref))
         if self.publisher.has_image(digest):
             name = str(platform or _config_platform(client, ref, manifest))
             log.info("already published: only the tag moves", extra={"platform": name})

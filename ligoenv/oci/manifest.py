@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError
+from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UnsupportedImage
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 
@@ -149,6 +149,14 @@ class ImageConfig:
     user: str = ""
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     raw: bytes = field(default=b"", repr=False, compare=False)
+
+
+def platform_manifest(found: ImageManifest | ImageIndex, index: Digest, name: str) -> ImageManifest:
+    """`found`, fetched for an entry of `index`: an image manifest, or UnsupportedImage (for good)."""
+    if isinstance(found, ImageIndex):
+        raise UnsupportedImage(f"{name}: index {index.short} points at another index "
+                               f"({found.digest.short}), which ligoenv does not support")
+    return found
 
 
 def parse_manifest(raw: bytes, digest: Digest, content_type: str = "") -> ImageManifest | ImageIndex:

@@ -25,10 +25,10 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import (
     Descriptor,
     ImageConfig,
-    ImageIndex,
     ImageManifest,
     layer_compression,
     parse_config,
+    platform_manifest,
 )
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
@@ -72,10 +72,8 @@ def resolve_image(client: RegistryClient, ref: Reference, platform: Platform | N
     if isinstance(top, ImageManifest):
         return ResolvedImage(top.digest, top.media_type, top)
     chosen = top.select(platform or Platform.host())
-    child = client.fetch_manifest(ref.with_digest(chosen.digest))
-    if isinstance(child, ImageIndex):
-        raise RegistryError(f"{ref.display()}: index {top.digest.short} points at another index, "
-                            "which ligoenv does not support")
+    child = platform_manifest(client.fetch_manifest(ref.with_digest(chosen.digest)), top.digest,
+                              ref.display())
     return ResolvedImage(top.digest, top.media_type, child, top.runnable_platforms(),
                          chosen.platform)
 

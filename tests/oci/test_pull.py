@@ -22,6 +22,7 @@ from ligoenv.errors import (
     PlatformNotFound,
     RegistryError,
     UnsafeArchive,
+    UnsupportedImage,
     UsageError,
 )
 from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
@@ -43,6 +44,7 @@ from tests.support.images import (
     busybox_layer,
     files_layer,
     push_image,
+    push_nested_index,
     push_umoci_image,
 )
 from tests.support.registry import RegistryProcess
@@ -525,3 +527,14 @@ def in_child(function: Any) -> Any:
     os.waitpid(pid, 0)
     return payload["result"]
 
+
+def test_an_index_inside_an_index_is_a_permanent_named_error(
+        registry: RegistryProcess, client: RegistryClient, tmp_path: Path) -> None:
+    outer, inner = push_nested_index(registry.host, "tests/nested", "v1")
+    ref = Reference.parse(f"{registry.host}/tests/nested:v1")
+    with pytest.raises(UnsupportedImage) as caught:
+        pull(ref, tmp_path / "tree", platform=Platform("linux", "amd64"), client=client)
+    assert str(caught.value) == (f"{ref.display()}: index {outer.short} points at another index "
+                                 f"({inner.short}), which ligoenv does not support")
+    assert not caught.value.temporary
+    assert not (tmp_path / "tree").exists()

@@ -22,7 +22,7 @@ from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishing import RequestProcessor
 from ligoenv_server.queue import SqlQueue
 from ligoenv_server.worker import Worker, WorkerPool
-from tests.support.images import ARM64, build_busybox_image, push_image
+from tests.support.images import ARM64, build_busybox_image, push_image, push_nested_index
 from tests.support.indexfiles import read_index
 from tests.support.stack import server_config
 
@@ -159,6 +159,17 @@ def test_docker_hub_hears_only_the_final_outcome(config: ServerConfig,
                 callback=lambda r, state, text: calls.append(state))
     run_one(ok, queue, request(registry, "worker/hub", "v1", digest, callback_url=hub.callback_url))
     assert calls == ["success"]
+
+
+def test_an_index_inside_an_index_fails_at_once_naming_why(config: ServerConfig,
+                                                            registry: RegistryProcess) -> None:
+    outer, inner = push_nested_index(registry.host, "worker/nested", "v1")
+    queue = SqlQueue(config.queue.url, max_attempts=3)
+    worker = Worker(config, queue, RequestProcessor(config, DirectoryPublisher(config.publisher.root)))
+    job_id = run_one(worker, queue, request(registry, "worker/nested", "v1", outer))
+    job = queue.get(job_id)
+    assert job.state is JobState.FAILED  # permanent: not retried
+    assert f"index {outer.short} points at another index ({inner.short})" in (job.last_error or "")
 
 
 def test_pool_workers_have_distinct_ids(config: ServerConfig) -> None:

@@ -27,6 +27,7 @@ from ligoenv.oci.manifest import (
     parse_config,
 )
 from ligoenv.oci.platform import DEFAULT_PLATFORM, Platform
+from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import apply_layer
 from tests.support.registry import skopeo_digest, skopeo_push
@@ -230,3 +231,17 @@ def push_umoci_image(registry_host: str, repository: str, tag: str, workdir: Pat
 
 def _umoci(*args: str) -> None:
     subprocess.run(["umoci", *args], check=True, capture_output=True)
+
+
+def push_nested_index(registry_host: str, repository: str, tag: str) -> tuple[Digest, Digest]:
+    """An index whose linux/amd64 entry is itself an index (which the spec allows, and we refuse).
+
+    Returns (outer, inner) digests; `tag` names the outer one.
+    """
+    inner = push_image(registry_host, repository, f"{tag}-inner", [build_busybox_image(tag)])
+    with RegistryClient(registry_host, anonymous=True) as client:
+        inner_raw = client.fetch_manifest(Reference(registry_host, repository, None, inner)).raw
+        outer = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_INDEX, "digest": str(inner), "size": len(inner_raw),
+             "platform": {"os": "linux", "architecture": "amd64"}}]})
+        return client.push_manifest(repository, tag, outer, OCI_INDEX), inner
