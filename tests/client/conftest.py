@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +31,15 @@ def userenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in CLEARED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(work)
+    # Only the real bwrap on PATH: the runtimes this host happens to have must not count. Tests
+    # that want stand-ins put them on a PATH of their own (`standin_path`).
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "bubblewrap is not installed: run scripts/setup.sh"
+    (programs / "bwrap").symlink_to(bwrap)
     # DOCKER_HOST: the user has a Docker engine, so a docker stand-in on PATH counts for `auto`.
-    return {"HOME": str(home), "PATH": "/usr/bin:/bin", "LIGOENV_CACHE": str(tmp_path / "cache"),
+    return {"HOME": str(home), "PATH": str(programs), "LIGOENV_CACHE": str(tmp_path / "cache"),
             "LIGOENV_CONFIG": str(home / "ligoenv.toml"), "DOCKER_HOST": "unix:///standin/docker.sock"}
 
 

@@ -322,8 +322,8 @@ def test_doctor_reports_where_each_setting_came_from(cli: Cli, registry: Registr
     assert settings["runtime"] == {"value": "bwrap", "source": f"config file ({config})"}
     assert settings["insecure_registries"]["value"] == "registry.lab:5000"
     assert settings["lockfile"] == {"value": "ligoenv.lock", "source": "default"}
-    assert report["runtimes"]["bwrap"] == "/usr/bin/bwrap"
-    assert report["runtimes"]["apptainer"] is None
+    assert report["runtimes"] == {"apptainer": None, "singularity": None, "docker": None, "podman": None,
+                                  "bwrap": f"{cli.environ['PATH']}/bwrap"}
     assert report["auto_runtime"] == "bwrap" and report["unusable_runtimes"] == []
     assert report["registries"][registry.host] == "reachable (HTTP 200)"
     assert report["registries"]["127.0.0.1:9"].startswith("registry 127.0.0.1:9 is unreachable")
