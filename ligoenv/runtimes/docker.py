@@ -67,6 +67,11 @@ class Docker(Runtime):
 
 
 class Podman(Docker):
+    """Docker's command line, without a daemon: installed is ready."""
+
     name = "podman"
     install_hint = ("install Podman (https://podman.io/docs/installation) or Docker, "
                     "or choose another --runtime")
+
+    def ready(self, environ: Mapping[str, str]) -> bool:
+        return True

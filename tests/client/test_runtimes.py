@@ -201,6 +201,12 @@ def test_a_docker_client_without_an_engine_is_passed_over(tmp_path: Path,
     assert select_runtime("docker", which_in(path), {}).name == "docker"  # asked for by name
 
 
+def test_podman_needs_no_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ligoenv.runtimes.docker.ENGINE_SOCKETS", (str(tmp_path / "docker.sock"),))
+    path = standin_path(tmp_path, ("docker", "podman"), ("bwrap",))
+    assert select_runtime("auto", which_in(path), {}).name == "podman"  # docker has no engine here
+
+
 def test_nothing_to_run_with(tmp_path: Path) -> None:
     empty = str(tmp_path)
     with pytest.raises(RuntimeNotFound) as caught:
