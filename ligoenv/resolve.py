@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ligoenv.errors import NotFound, PlatformNotFound, PublishIndexError, UsageError
+from ligoenv.index.reader import absolute_location
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import MANIFEST_TYPES
@@ -92,7 +93,8 @@ class Resolver:
                  insecure_registries: tuple[str, ...] = (), timeout: float = 10.0,
                  warn: Callable[[str], None] = lambda _: None) -> None:
         self.lockfile = lockfile
-        self.index_location = index
+        # absolute, as a lockfile records it: it must mean the same from any directory
+        self.index_location = absolute_location(index) if index else None
         self.insecure_registries = insecure_registries
         self.timeout = timeout
         self.warn = warn  # one-line notes for the user, e.g. that the index is out of reach

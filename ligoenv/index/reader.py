@@ -245,12 +245,19 @@ class HttpIndexReader(IndexReader):
 
 def open_reader(location: str | Path) -> IndexReader:
     """A reader for a local directory (publish root, CVMFS mount) or an http(s) URL."""
-    text = str(location)
+    text = absolute_location(str(location))
     if text.startswith(("http://", "https://")):
         return HttpIndexReader(text)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    return LocalIndexReader(Path(text).expanduser())
+    return LocalIndexReader(Path(text))
+
+
+def absolute_location(location: str) -> str:
+    """`location` as it means the same from any directory (a lockfile records it): a URL as it
+    is, a path (or file:// URL) made absolute."""
+    if location.startswith(("http://", "https://")):
+        return location
+    path = location.removeprefix("file://")
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def load_repository(files: IndexFiles, registry: str, repository: str) -> RepositoryIndex | None:

@@ -155,6 +155,15 @@ def test_lock_is_deterministic_and_relocking_keeps_the_bytes(cli: Cli, images: d
     assert Path("ligoenv.lock").read_bytes() == first
 
 
+def test_lock_records_the_index_as_an_absolute_path(cli: Cli, images: dict[str, Pushed],
+                                                   tmp_path: Path) -> None:
+    stable = images["stable"]
+    write_index(tmp_path / "root", stable, [(stable.digest, T0)])
+    assert cli("lock", "--index", "../root", stable.ref) == 0  # from tmp_path/work
+    [env] = json.loads(Path("ligoenv.lock").read_text())["environments"].values()
+    assert env["source"] == f"index:{tmp_path / 'root'}"
+
+
 def test_lock_update_follows_a_moved_tag(cli: Cli, stopped_registry: RegistryProcess,
                                          capsys: Capture) -> None:
     host = stopped_registry.host
