@@ -81,6 +81,11 @@ class Reference:
         assert self.tag is not None
         return self.tag
 
+    @property
+    def in_repository(self) -> str:
+        """`repository:tag`, or `repository@sha256:...` when pinned: how messages name it."""
+        return in_repository(self.repository, self.reference)
+
     def with_digest(self, digest: Digest) -> Reference:
         return replace(self, digest=digest)
 
@@ -103,6 +108,12 @@ class Reference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+def in_repository(repository: str, reference: str) -> str:
+    """A tag or digest (what goes after `/manifests/`) written after its repository as a
+    reference writes it: `lab/app:v1`, `lab/app@sha256:...`."""
+    return f"{repository}@{reference}" if ":" in reference else f"{repository}:{reference}"
 
 
 def _split(text: str, original: str) -> tuple[str, str | None, Digest | None]:

@@ -24,7 +24,7 @@ from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.httptext import error_text
 from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
-from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
+from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, in_repository
 from ligoenv.oci.transport import Body, FileSlice, Pacer, RetryPolicy, Transport
 
 MAX_MANIFEST_BYTES = 4 << 20
@@ -79,7 +79,7 @@ class RegistryClient:
         response = self._request("HEAD", ref.repository, f"manifests/{ref.reference}",
                                  headers={"Accept": ACCEPT_HEADER})
         response.close()
-        self._expect(response, (200,), f"manifest {ref.repository}:{ref.reference}")
+        self._expect(response, (200,), f"manifest {ref.in_repository}")
         header = _header_digest(response)
         if header is None:
             return self.fetch_manifest(ref).digest
@@ -90,7 +90,7 @@ class RegistryClient:
     def fetch_manifest(self, ref: Reference) -> ImageManifest | ImageIndex:
         """GET a manifest or index; its digest is the hash of the exact bytes served."""
         self._check_registry(ref)
-        what = f"manifest {ref.repository}:{ref.reference}"
+        what = f"manifest {ref.in_repository}"
         response = self._request("GET", ref.repository, f"manifests/{ref.reference}",
                                  headers={"Accept": ACCEPT_HEADER}, stream=True)
         with contextlib.closing(response):
@@ -110,7 +110,7 @@ class RegistryClient:
         response = self._request("PUT", repository, f"manifests/{reference}", push=True, body=raw,
                                  headers={"Content-Type": media_type})
         response.close()
-        self._expect(response, (200, 201), f"manifest {repository}:{reference}")
+        self._expect(response, (200, 201), f"manifest {in_repository(repository, reference)}")
         header = _header_digest(response)
         if header is not None and header != digest:
             raise DigestMismatch(f"registry {self.registry} stored manifest {digest} as {header}")

@@ -100,6 +100,11 @@ def test_missing_manifest_names_repository_and_reference(registry: RegistryProce
     assert str(caught.value) == f"manifest lab/absent:v9 not found on registry {registry.host}"
     with pytest.raises(NotFound, match=r"manifest lab/absent:v9 not found .*(MANIFEST_UNKNOWN|NAME_UNKNOWN)"):
         client.fetch_manifest(ref_on(registry.host, "lab/absent:v9"))
+    absent = Digest.of_bytes(b"never pushed")
+    for ask in (client.resolve, client.fetch_manifest):
+        with pytest.raises(NotFound) as caught:
+            ask(ref_on(registry.host, f"lab/absent@{absent}"))
+        assert str(caught.value).startswith(f"manifest lab/absent@{absent} not found on registry")
 
 
 def test_tampered_manifest_is_refused(registry: RegistryProcess, client: RegistryClient, repo: str) -> None:
