@@ -19,7 +19,7 @@ from ligoenv.oci.digest import Digest
 V1 = 1
 V2 = 2
 RECORD_FIELDS = ("mediaType", "platforms", "platform", "config", "layers", "size", "path",
-                 "published")
+                 "published", "bind_points")
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,16 @@ class IndexParser:
             path=str(optional["path"]) if optional["path"] is not None else None,
             published=(self.time(optional["published"], f"{where}published")
                        if optional["published"] is not None else None),
+            bind_points=self.bind_points(value.get("bind_points"), f"{where}bind_points"),
             extra={k: v for k, v in value.items() if k not in RECORD_FIELDS and k not in HEADER},
         )
+
+    def bind_points(self, items: Any, where: str) -> tuple[str, ...] | None:
+        if items is None:
+            return None
+        if not isinstance(items, list) or not all(isinstance(i, str) and i.startswith("/") for i in items):
+            raise self.fail(where, "expected a list of absolute paths")
+        return tuple(items)
 
     # -- version 2 -----------------------------------------------------------------------
 

@@ -90,6 +90,8 @@ class DigestRecord:
     size: int | None = None
     path: str | None = None  # relative to the publish root, e.g. ".images/ab/abcd..."
     published: datetime | None = None
+    # the directories made in the tree for runtime binds (absolute); None: not recorded
+    bind_points: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -110,6 +112,8 @@ class DigestRecord:
             out["path"] = self.path
         if self.published is not None:
             out["published"] = format_time(self.published)
+        if self.bind_points is not None:
+            out["bind_points"] = list(self.bind_points)
         return out
 
 

@@ -99,3 +99,22 @@ def test_a_root_written_before_version_2_is_read_and_converted(tmp_path: Path) -
     assert [(e.digest, e.since) for e in again.history("nightly")[:-1]] == [
         (e.digest, e.since) for e in history]
     assert again.current("nightly") == digest("n") and again.current("v1") == top
+
+
+def test_a_records_bind_points_are_written_and_read_back(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    record = replace(manifest("a"), bind_points=("/cvmfs", "/gpfs/data"))
+    IndexWriter(tmp_path).plan_publish(REGISTRY, REPOSITORY, [record], "v1", record.digest, T0,
+                                       "cli").apply()
+    path = tmp_path / paths.record_file(REGISTRY, REPOSITORY, record.digest)
+    document = json.loads(path.read_text())
+    validate(document, "index-record", PublishIndexError, str(path))
+    assert document["bind_points"] == ["/cvmfs", "/gpfs/data"]
+    read = open_reader(tmp_path).get(REGISTRY, REPOSITORY).record(record.digest)
+    assert read is not None and read.bind_points == ("/cvmfs", "/gpfs/data") and read.extra == {}
+    assert manifest("b").to_json().get("bind_points") is None  # not recorded: absent, not empty
+    document["bind_points"] = ["relative"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(PublishIndexError, match="bind_points: expected a list of absolute paths"):
+        open_reader(tmp_path).get(REGISTRY, REPOSITORY).record(record.digest)
