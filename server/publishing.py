@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,9 @@ class RequestProcessor:
         metrics.unpacked(sum(layer.bytes_written for layer in pulled.layers), watch.seconds())
         name = str(platform or Platform.parse(str(pulled.platform)))  # configs say "Linux" too
         origin = Provenance.of(ref, digest, name, datetime.now(UTC))
-        complete_tree(tree, pulled.config, bind_points=bind_points, provenance=origin)
-        return StagedPlatform(name, digest, manifest_record(pulled.manifest, name), tree)
+        made = complete_tree(tree, pulled.config, bind_points=bind_points, provenance=origin)
+        record = replace(manifest_record(pulled.manifest, name), bind_points=made)
+        return StagedPlatform(name, digest, record, tree)
 
 
 def _config_platform(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> Platform:

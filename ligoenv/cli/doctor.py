@@ -121,7 +121,7 @@ def _trees(settings: Any, environ: Any) -> dict[str, Any]:
             continue
         if tree is None:
             continue
-        points = tree_report(answer, tree)["bind_points"] or []
+        points = tree_report(resolver, answer, tree)["bind_points"] or []
         missing = [dest for dest in _bind_destinations(environ)
                    if dest not in points and not (tree.path / dest.lstrip("/")).is_dir()]
         found[name] = {"path": str(tree.path), "bind_points": points, "binds_without_mount_point": missing}

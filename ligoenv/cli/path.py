@@ -53,7 +53,7 @@ def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: boo
     link = _platform_link(resolver, answer, tree, platform, for_host) \
         if (platform or for_host) and follows_tag else None
     if as_json:
-        print_json({**tree_report(answer, tree), "link": str(link) if link else None})
+        print_json({**tree_report(resolver, answer, tree), "link": str(link) if link else None})
     elif link is not None:
         out(str(link))
     else:
@@ -84,16 +84,34 @@ def _platform_link(resolver: "Resolver", answer: "Resolution", tree: "LocalTree"
     return link
 
 
-def tree_report(answer: "Resolution", tree: "LocalTree") -> dict[str, Any]:
-    """What `path --json` prints: where the tree is, what it is, and what it says about itself."""
+def tree_report(resolver: "Resolver", answer: "Resolution", tree: "LocalTree") -> dict[str, Any]:
+    """What `path --json` prints: where the tree is, what it is, and what it says about itself.
+
+    Bind points come from the tree's own provenance file, else from its index record (the
+    record keeps the list of the first publication; a tree published again says what it has now).
+    """
     from ligoenv.provenance import read_provenance
 
     provenance = read_provenance(tree.path)
     bind_points = provenance.get("bind_points") if provenance else None
+    if not isinstance(bind_points, list):
+        bind_points = _indexed_bind_points(resolver, answer, tree)
     return {"path": str(tree.path), "reference": str(answer.reference), "digest": str(answer.digest),
-            "manifest": str(tree.manifest), "platform": tree.platform,
-            "bind_points": bind_points if isinstance(bind_points, list) else None,
+            "manifest": str(tree.manifest), "platform": tree.platform, "bind_points": bind_points,
             "provenance": provenance}
+
+
+def _indexed_bind_points(resolver: "Resolver", answer: "Resolution", tree: "LocalTree") -> list[str] | None:
+    from ligoenv.errors import LigoenvError
+
+    if resolver.index is None:
+        return None
+    ref = answer.reference
+    try:
+        record = resolver.index.get(ref.registry, ref.repository).record(tree.manifest)
+    except LigoenvError:
+        return None
+    return list(record.bind_points) if record is not None and record.bind_points is not None else None
 
 
 def register(app: "typer.Typer") -> None:

@@ -107,3 +107,26 @@ def test_a_pulled_tree_says_where_it_came_from_and_path_json_shows_it(
     labels = json.loads((tree / LABELS).read_text())
     assert labels["org.ligoenv.manifest"] == str(old.digest)
     assert labels["org.opencontainers.image.version"] == "old"  # the image's own
+
+
+def test_path_json_falls_back_to_the_index_record_for_bind_points(
+        cli: Cli, images: dict[str, Pushed], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tree without a provenance file (published before there was one) has its index record."""
+    from dataclasses import replace
+
+    from ligoenv.index import RepositoryIndex
+    from ligoenv.index.writer import convert
+    from ligoenv.publishroot import PublishRoot
+    from tests.support.clientkit import records
+
+    old = images["old"]
+    root = tmp_path / "root"
+    index = RepositoryIndex.empty(old.registry, old.repository)
+    for record in records(old, PublishRoot(root), WHEN):
+        index.record_image(replace(record, bind_points=("/cvmfs", "/lustre")))
+        (root / str(record.path)).mkdir(parents=True)
+    index.move_tag(old.tag, old.digest, WHEN, "webhook:test")
+    convert(root, index).apply()
+    assert cli("path", "--json", "--index", str(root), old.ref) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["bind_points"], report["provenance"]) == (["/cvmfs", "/lustre"], None)

@@ -311,17 +311,23 @@ def test_trees_get_the_bind_points_configured_for_their_source(config: ServerCon
                      publisher=replace(config.publisher, bind_points=("/gpfs/data", "/project")))
     publisher = DirectoryPublisher(config.publisher.root)
     processor = RequestProcessor(config, publisher)
-    trees = {}
+    trees, digests = {}, {}
     for source, tag in (("distribution:local", "hook"), ("cli", "manual")):
         top = push_image(registry.host, "worker/binds", tag, build_busybox_image(f"binds-{tag}"))
         processor.process(replace(request(registry, "worker/binds", tag, top), source=source))
-        trees[source] = publisher.layout.image_dir(top)
+        trees[source], digests[source] = publisher.layout.image_dir(top), top
     hook, manual = trees["distribution:local"], trees["cli"]
     assert (hook / "ceph").is_dir() and not (hook / "gpfs").exists()  # the endpoint's own list
     assert (manual / "gpfs/data").is_dir() and (manual / "project").is_dir()
     assert not (manual / "ceph").exists() and not (manual / "cvmfs").exists()
     for tree in (hook, manual):  # what the runtimes mount is always there
         assert all((tree / name).is_dir() for name in ("dev", "proc", "sys", "tmp", "var/tmp", "home"))
+    # and the index records each tree's own list
+    index = read_index(publisher.layout.root, registry.host, "worker/binds")
+    assert index is not None
+    runtime = ("/dev", "/proc", "/sys", "/tmp", "/var/tmp", "/home")
+    assert index.digests[str(digests["distribution:local"])].bind_points == ("/ceph", *runtime)
+    assert index.digests[str(digests["cli"])].bind_points == ("/gpfs/data", "/project", *runtime)
 
 
 def test_each_published_tree_says_where_it_came_from(config: ServerConfig,
