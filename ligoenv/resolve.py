@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ligoenv.index import RepositoryView
     from ligoenv.index.reader import IndexReader
     from ligoenv.oci.registry import RegistryClient
+    from ligoenv.pins import PinSet
 
 
 T = TypeVar("T")
@@ -239,15 +240,37 @@ class Resolver:
         )
 
     def where_available(self, ref: Reference) -> str:
-        """Where the pinned `ref` can still be fetched: "index" or "registry"; NotFound if nowhere."""
+        """Where the pinned `ref` can still be fetched: "index" or "registry" (saying when the
+        publish root collected its tree, if it did); NotFound if nowhere."""
         digest = ref.digest
         assert digest is not None
         repo = self.repository_index(ref)
-        if repo is not None and self.ask_index(lambda: repo.record(digest) is not None, False):
+        record = self.ask_index(lambda: repo.record(digest), None) if repo is not None else None
+        if record is not None and record.collected is None:
             return "index"
-        with self.client(ref) as client:
-            client.resolve(ref.with_tag(None))  # a HEAD by digest; NotFound when it is gone
-        return "registry"
+        from ligoenv.index import format_time
+
+        collected = f"collected on {format_time(record.collected)}; " if record and record.collected else ""
+        try:
+            with self.client(ref) as client:
+                client.resolve(ref.with_tag(None))  # a HEAD by digest; NotFound when it is gone
+        except NotFound:
+            if collected:
+                raise NotFound(f"{ref}: {collected}gone from the registry too") from None
+            raise
+        return f"{collected}still in the registry" if collected else "registry"
+
+    def pins(self) -> PinSet:
+        """The pins of the index location (none when it has none, or is out of reach)."""
+        from ligoenv.pins import PinSet, read_pins
+
+        if not self.index_location or self._index_down:
+            return PinSet()
+        try:
+            return read_pins(str(self.index_location))
+        except PublishIndexError as error:
+            self.warn(f"pins not read: {error}")
+            return PinSet()
 
     def current(self, ref: Reference) -> Digest | None:
         """What `ref`'s tag points at now (index first); None when the tag no longer exists."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from .config import ServerConfig
 from .health import Check, ops_routes, publish_root_check, queue_check, registry_check
 from .metrics import QueueCollector
 from .model import EnqueueResult, JobSink, PublishRequest
+from .pinapi import pin_routes
 from .publishers.base import Publisher, make_publisher
 from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
@@ -88,6 +90,7 @@ def create_server_app(config: ServerConfig, *, queue: Queue | None = None, run_w
     routes: list[BaseRoute] = [
         *ops_routes(readiness_checks(config, queue, publishes=run_workers), queue_collectors(queue)),
         *read_routes(layout), *status_routes(layout, queue), *tag_history_routes(layout),
+        *pin_routes(layout, config.gc.pin_token, functools.cache(lambda: publisher_from(config))),
         Mount("/", app=create_relay_app(config, sink))]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -293,6 +293,92 @@ def sync_lists(lists: Annotated[list[str] | None, typer.Argument(
         typer.echo(report.summary())
     if report.failures:
         raise typer.Exit(1)
+
+
+@app.command()
+def gc(config: ConfigOption = None,
+       dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go and why; "
+                                             "remove nothing.")] = False,
+       as_json: Annotated[bool, typer.Option("--json", help="Every digest's verdict as JSON.")] = False
+       ) -> None:
+    """Remove image trees no tag, pin or [gc] rule keeps (the index keeps their history and
+    records when each was collected). Exits 1 when a remaining tree is incomplete."""
+    cfg = _config(config)
+    _logging(cfg)
+    from .app import publisher_from
+    from .gcpolicy import GcPolicy
+    from .gcrun import KILL_ENV, GarbageCollector, kill_point
+
+    policy = GcPolicy(grace=timedelta(days=cfg.gc.grace_days), keep_last=cfg.gc.keep_last,
+                      keep_tags=cfg.gc.keep_tags, max_trees=cfg.gc.max_trees)
+    collector = GarbageCollector(publisher_from(cfg), policy,
+                                 on_step=kill_point(os.environ.get(KILL_ENV)))
+    report = collector.run(dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        for verdict in report.plan.verdicts:
+            if verdict.collect:
+                typer.echo(f"{'would collect' if dry_run else 'collected'} {verdict.registry}/"
+                           f"{verdict.repository}@{verdict.digest.short}: {verdict.reason}")
+        for tree in report.plan.trees:
+            if not any(v.tree == tree for v in report.plan.verdicts):
+                typer.echo(f"{'would remove' if dry_run else 'removed'} {tree}: no index names it")
+        for problem in report.incomplete:
+            typer.echo(f"incomplete: {problem}", err=True)
+        typer.echo(report.summary())
+    if report.incomplete:
+        raise typer.Exit(1)
+
+
+LockfilesArg = Annotated[list[Path], typer.Argument(metavar="LOCKFILE...", help="Lockfiles "
+                                                    "(ligoenv lock) whose digests to pin.")]
+LabelOption = Annotated[str | None, typer.Option(help="Name of this set of pins (default: the "
+                                                 "lockfile's name and a hash of its digests).")]
+
+
+@app.command("pin")
+def pin_lockfiles(lockfiles: LockfilesArg, config: ConfigOption = None,
+                  why: Annotated[str, typer.Option(help="Why these digests must stay, e.g. the "
+                                                   "paper that cites them.")] = "",
+                  by: Annotated[str | None, typer.Option(help="Who pins (default: $USER).")] = None,
+                  label: LabelOption = None) -> None:
+    """Pin every digest of each lockfile (all platforms): garbage collection never removes them."""
+    if not why.strip():
+        raise UsageError("say why with --why (e.g. --why 'GWTC-4 paper, arXiv:2601.00001')")
+    _pin_command(lockfiles, config, label, why=why.strip(), by=by)
+
+
+@app.command("unpin")
+def unpin_lockfiles(lockfiles: LockfilesArg, config: ConfigOption = None,
+                    label: LabelOption = None) -> None:
+    """Remove the pins a `pin` of the same lockfiles (or --label) made."""
+    _pin_command(lockfiles, config, label, why=None, by=None)
+
+
+def _pin_command(lockfiles: list[Path], config: Path | None, label: str | None, *,
+                 why: str | None, by: str | None) -> None:
+    import getpass
+
+    from ligoenv.lockfile import read_lockfile
+
+    from .app import publisher_from
+    from .pinning import pin, unpin
+
+    cfg = _config(config)
+    _logging(cfg)
+    publisher = publisher_from(cfg)
+    for path in lockfiles:
+        lockfile = read_lockfile(path, strict=True)
+        if why is None:
+            used, changes = unpin(publisher, lockfile, path.name, label)
+        else:
+            used, changes = pin(publisher, lockfile, path.name, by=by or getpass.getuser(), why=why,
+                                at=datetime.now(UTC), label=label)
+        verb = "pinned" if why is not None else "unpinned"
+        for change in changes:
+            note = "" if change.changed else (" (already)" if why is not None else " (was not)")
+            typer.echo(f"{verb} {change.reference}{note} [{used}]")
 
 
 @app.command("check-config")

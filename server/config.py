@@ -181,6 +181,17 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class GcConfig:
+    """Garbage collection policy ([gc]); see ligoenv_server.gcpolicy.GcPolicy."""
+
+    grace_days: float = 30.0  # after a digest was last tagged
+    keep_last: int = 3  # newest digests of each tag kept
+    keep_tags: tuple[str, ...] = ()  # globs on tag or repository:tag: every digest kept
+    max_trees: int = 1000  # removed per run at most (bounds one CVMFS transaction)
+    pin_token: Secret | None = None  # bearer token POST /v1/pins needs; None: no pins by HTTP
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" | "json"
     level: str = "info"
@@ -197,6 +208,7 @@ class ServerConfig:
     log: LogConfig
     state_dir: Path
     sync: SyncConfig = SyncConfig()
+    gc: GcConfig = GcConfig()
 
     def registry_by_host(self, host: str) -> RegistryConfig | None:
         """The configured registry a publish request names (requests carry the host)."""
@@ -308,6 +320,7 @@ class _Builder:
                           file=self.path(document.get("log", {}).get("file"))),
             state_dir=state_dir,
             sync=self.sync(document.get("sync", {})),
+            gc=self.gc(document.get("gc", {})),
         )
 
     def check_osg_names(self, relay: RelayConfig, publisher: PublisherConfig) -> None:
@@ -523,6 +536,14 @@ class _Builder:
                                                               defaults.requests_per_second)),
                           concurrency=table.get("concurrency", defaults.concurrency),
                           max_tags=table.get("max_tags", defaults.max_tags))
+
+    def gc(self, table: dict[str, Any]) -> GcConfig:
+        defaults = GcConfig()
+        return GcConfig(grace_days=float(table.get("grace_days", defaults.grace_days)),
+                        keep_last=table.get("keep_last", defaults.keep_last),
+                        keep_tags=tuple(table.get("keep_tags", ())),
+                        max_trees=table.get("max_trees", defaults.max_trees),
+                        pin_token=self.secret("gc", table, "pin_token"))
 
     def platforms(self, where: str, items: list[str]) -> tuple[Platform, ...]:
         try:

@@ -28,11 +28,13 @@ def run(inv: Invocation, lockfile_path: str | None = None, *, index: str | None 
         raise NotFound(f"no lockfile {settings.lockfile}: create one with `ligoenv lock REF...`")
     resolver = make_resolver(settings, None)
     records = ArchiveRecords(settings.cache)
+    pins = resolver.pins()
     results, gone = [], []
     for name, env in sorted(lockfile.environments.items()):
         result = _check(resolver, records, name, env)
-        if result["available"] in ("index", "registry"):
+        if result["available"] not in (None, "archive"):  # the index, or the registry
             check_pins(name, env, resolver, settings.cache)
+        result["pinned"] = _pinned(pins, env)
         results.append(result)
         if result["available"] is None:
             gone.append(f"{name} ({env.pinned().pinned_str()})")
@@ -70,6 +72,13 @@ def _check(resolver: Any, records: ArchiveRecords, name: str, env: Any) -> dict[
             "tag": env.tag, "moved": moved, "current": str(current) if current else None}
 
 
+def _pinned(pins: Any, env: Any) -> list[dict[str, str]]:
+    """The pins that keep `env`'s digests in the publish root (the top-level digest's first)."""
+    digests = [env.digest, *(pin.manifest for pin in env.platforms.values())]
+    found = {(p.label, p.by): p for digest in digests for p in pins.of(digest)}
+    return [{"label": p.label, "by": p.by, "why": p.why} for p in found.values()]
+
+
 def _line(result: dict[str, Any]) -> str:
     if result["available"] is None:
         return f"gone   {result['name']}: {result['canonical']} is no longer available"
@@ -80,6 +89,9 @@ def _line(result: dict[str, Any]) -> str:
     if result["moved"]:
         now = result["current"] or "nothing (tag deleted)"
         line += f"; tag {result['tag']} has moved to {now}"
+    if result.get("pinned"):
+        first = result["pinned"][0]
+        line += f"; pinned: kept ({first['by']}: {first['why']})"
     return line
 
 

@@ -19,7 +19,7 @@ from ligoenv.oci.digest import Digest
 V1 = 1
 V2 = 2
 RECORD_FIELDS = ("mediaType", "platforms", "platform", "config", "layers", "size", "path",
-                 "published", "bind_points")
+                 "published", "bind_points", "collected")
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class IndexParser:
         where = "" if isinstance(value, dict) and "schemaVersion" in value else f"digests.{key}."
         platforms = self.get(value, "platforms", dict, where)
         optional = {name: value.get(name) for name in ("platform", "config", "size", "path",
-                                                       "published")}
+                                                       "published", "collected")}
         size = optional["size"]
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
             raise self.fail(f"{where}size", "expected an integer")
@@ -165,6 +165,8 @@ class IndexParser:
                        if optional["published"] is not None else None),
             bind_points=self.bind_points(value.get("bind_points"), f"{where}bind_points"),
             extra={k: v for k, v in value.items() if k not in RECORD_FIELDS and k not in HEADER},
+            collected=(self.time(optional["collected"], f"{where}collected")
+                       if optional["collected"] is not None else None),
         )
 
     def bind_points(self, items: Any, where: str) -> tuple[str, ...] | None:

@@ -93,10 +93,16 @@ class DigestRecord:
     # the directories made in the tree for runtime binds (absolute); None: not recorded
     bind_points: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    collected: datetime | None = None  # when garbage collection removed the tree at `path`
 
     @property
     def is_manifest(self) -> bool:
         return self.platform is not None
+
+    @property
+    def tree(self) -> str | None:
+        """`path` while the tree is there; None once it was collected."""
+        return None if self.collected is not None else self.path
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.extra, "mediaType": self.media_type,
@@ -114,6 +120,8 @@ class DigestRecord:
             out["published"] = format_time(self.published)
         if self.bind_points is not None:
             out["bind_points"] = list(self.bind_points)
+        if self.collected is not None:
+            out["collected"] = format_time(self.collected)
         return out
 
 
@@ -233,9 +241,9 @@ class RepositoryView(abc.ABC):
             manifest = self.platform_digest(digest, platform or Platform.host())
         except NotFound:
             record = self.record(digest)
-            return record.path if record is not None and platform is None else None
+            return record.tree if record is not None and platform is None else None
         record = self.record(manifest)
-        return record.path if record is not None else None
+        return record.tree if record is not None else None
 
 
 @dataclass
@@ -277,6 +285,24 @@ class RepositoryIndex(RepositoryView):
         self.digests.setdefault(str(record.digest), record)
         if record.published is not None:
             self._touch(record.published)
+
+    def mark_collected(self, digest: Digest, when: datetime) -> bool:
+        """Record that the tree of `digest` was removed at `when` (its history stays)."""
+        record = self.digests.get(str(digest))
+        if record is None or record.collected is not None:
+            return False
+        self.digests[str(digest)] = replace(record, collected=as_utc(when))
+        self._touch(when)
+        return True
+
+    def last_tagged(self, record: DigestRecord) -> datetime | None:
+        """When a tag last pointed at `record` (None: one does now); `published` if never."""
+        ends = [e.until for events in self.tags.values() for e in events if e.digest == record.digest]
+        if None in ends:
+            return None
+        if ends:
+            return max(e for e in ends if e is not None)
+        return record.published or datetime.min.replace(tzinfo=UTC)
 
     def move_tag(self, tag: str, digest: Digest, when: datetime, source: str) -> bool:
         """Record that `tag` points at `digest` from `when`; False when that was known already."""

@@ -224,7 +224,7 @@ class LocalIndexReader(IndexReader):
 
     def manifest_path(self, registry: str, repository: str, manifest: Digest) -> Path | None:
         record = self.get(registry, repository).record(manifest)
-        return self._tree(record.path if record is not None and record.is_manifest else None)
+        return self._tree(record.tree if record is not None and record.is_manifest else None)
 
     def _tree(self, relative: str | None) -> Path | None:
         # The path comes from a file: only ever follow it to an image inside this root.

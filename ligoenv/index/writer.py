@@ -156,12 +156,32 @@ class IndexWriter:
             return self._converted(legacy, tag)
         change = IndexChange(self.root, registry, repository)
         for record in records:
-            if stored.record(record.digest) is None:
+            old = stored.record(record.digest)
+            if old is None or old.collected is not None:  # published again: its tree is back
                 change.add(paths.record_file(registry, repository, record.digest),
                            record_json(registry, repository, record))
         if tag:
             self._event(change, stored, tag, digest, as_utc(when), source, PUSH)
         return self._marked(change, stored)
+
+    def plan_collected(self, registry: str, repository: str, digests: list[Digest],
+                       when: datetime) -> IndexChange:
+        """Record that garbage collection removed the trees of `digests` at `when`: their
+        records are rewritten with `collected` (the one change to a record after it is written;
+        a mirror caching records for long shows it late). Histories are untouched."""
+        stored = self.stored(registry, repository)
+        legacy = stored.legacy()
+        if legacy is not None:
+            for digest in digests:
+                legacy.mark_collected(digest, when)
+            return self._converted(legacy, None)
+        change = IndexChange(self.root, registry, repository)
+        for digest in digests:
+            record = stored.record(digest)
+            if record is not None and record.collected is None:
+                change.add(paths.record_file(registry, repository, digest),
+                           record_json(registry, repository, replace(record, collected=as_utc(when))))
+        return change
 
     def plan_untag(self, registry: str, repository: str, tag: str, when: datetime,
                    source: str) -> IndexChange:

@@ -7,17 +7,20 @@ The worker unpacks each platform image into `staging_dir()`, completes it, then 
 from __future__ import annotations
 
 import abc
+import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ligoenv.atomicfile import fsync_dir
 from ligoenv.errors import ConfigError, PublishError
 from ligoenv.index import DigestRecord, RepositoryView, paths
 from ligoenv.index.reader import StoredRepository
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from ligoenv.oci.platform import Platform
 
 BACKENDS = ("directory", "cvmfs")
+TRASH_DIR = ".ligoenv/trash"  # trees garbage collection took out, deleted after the run
+TREES_LOCK = ".ligoenv/locks/trees.lock"
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,48 @@ class Publisher(abc.ABC):
     def index_dir(self, registry: str, repository: str) -> Path:
         """The repository's index directory (what a CVMFS lease for its index covers)."""
         return self.layout.root / paths.repository_dir(registry, repository)
+
+    # -- root-wide changes: garbage collection and pins --------------------------------------
+
+    def hold_publishes(self) -> contextlib.AbstractContextManager[None]:
+        """Hold off every publish and untag meanwhile (they wait), so that a tree a publish is
+        reusing is never collected under it."""
+        return tree_lock(self.layout.root, exclusive=True)
+
+    def root_change(self) -> contextlib.AbstractContextManager[None]:
+        """Changes made inside are published together; a directory shows each as it is made
+        (garbage collection orders its steps so that every moment is consistent)."""
+        return contextlib.nullcontext()
+
+    def remove_tree(self, relative: str) -> None:
+        """Take the tree at `relative` out of the root at once: renamed into the trash, which
+        `empty_trash()` deletes (an interrupted delete never shows a partial tree)."""
+        source = self.layout.root / relative
+        if not source.is_dir():
+            return
+        trash = self.layout.root / TRASH_DIR
+        trash.mkdir(parents=True, exist_ok=True)
+        os.rename(source, trash / f"{source.name}-{secrets.token_hex(4)}")
+        fsync_dir(source.parent)
+        fsync_dir(trash)
+
+    def empty_trash(self) -> None:
+        trash = self.layout.root / TRASH_DIR
+        for entry in sorted(trash.iterdir()) if trash.is_dir() else []:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def tree_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """Publishes and untags hold this lock shared; garbage collection holds it exclusive."""
+    path = root / TREES_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass

@@ -8,9 +8,11 @@ without. The index and the links follow in their own short transaction(s).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,6 +125,26 @@ class CvmfsPublisher(Publisher):
                 yield
         finally:
             os.close(fd)
+
+    # -- root-wide changes ---------------------------------------------------------------
+
+    @contextmanager
+    def hold_publishes(self) -> Iterator[None]:
+        """Every transaction of this node waits: the node lock (a crashed one is aborted)."""
+        with self._node_lock():
+            self._recover()
+            yield
+
+    def root_change(self) -> contextlib.AbstractContextManager[None]:
+        """One transaction over the whole repository (with a gateway too): all or nothing."""
+        return self._transaction(None)
+
+    def remove_tree(self, relative: str) -> None:
+        # inside root_change(): clients see the tree until the transaction is published
+        shutil.rmtree(self.layout.root / relative, ignore_errors=True)
+
+    def empty_trash(self) -> None:
+        """Nothing to do: removals happen inside the transaction."""
 
     # -- steps ---------------------------------------------------------------------------
 

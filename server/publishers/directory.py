@@ -22,7 +22,15 @@ from ligoenv.index import paths
 from ligoenv.oci.digest import Digest
 from ligoenv.publishroot import PublishRoot
 
-from .base import Publisher, PublishOutcome, StagedImage, StagingArea, plan_publish, plan_untag
+from .base import (
+    Publisher,
+    PublishOutcome,
+    StagedImage,
+    StagingArea,
+    plan_publish,
+    plan_untag,
+    tree_lock,
+)
 from .seal import seal_tree
 
 Step = Callable[[str], None]
@@ -68,6 +76,10 @@ class DirectoryPublisher(Publisher):
             fcntl.flock(self._presence.fileno(), fcntl.LOCK_SH)
 
     def publish(self, image: StagedImage) -> PublishOutcome:
+        with tree_lock(self.layout.root, exclusive=False):  # garbage collection waits
+            return self._publish(image)
+
+    def _publish(self, image: StagedImage) -> PublishOutcome:
         try:
             self.check(image)
             new, reused = self._place_images(image)
@@ -91,7 +103,8 @@ class DirectoryPublisher(Publisher):
 
     def untag(self, registry: str, repository: str, tag: str, when: datetime,
               source: str) -> bool:
-        with self._repository_lock(registry, repository):
+        with tree_lock(self.layout.root, exclusive=False), \
+                self._repository_lock(registry, repository):
             plan = plan_untag(self.layout, registry, repository, tag, when, source)
             plan.write_index()
             plan.write_platform_links()

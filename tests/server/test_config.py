@@ -20,7 +20,8 @@ from ligoenv_server.config import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "server-config.example.toml"
 EXAMPLE_ENV = {name: f"value-of-{name}" for name in (
     "LIGOENV_GITLAB_TOKEN", "LIGOENV_IGWN_TOKEN", "LIGOENV_HUB_PATH_SECRET",
-    "LIGOENV_HARBOR_SECRET", "LIGOENV_CI_HMAC_SECRET", "LIGOENV_GITLAB_REGISTRY_TOKEN")}
+    "LIGOENV_HARBOR_SECRET", "LIGOENV_CI_HMAC_SECRET", "LIGOENV_GITLAB_REGISTRY_TOKEN",
+    "LIGOENV_PIN_TOKEN")}
 
 MINIMAL = """
 [registries.local]
@@ -69,6 +70,8 @@ def test_the_documented_example_parses() -> None:
         [("osg", Path("/etc/ligoenv/docker_images.txt"), False)]
     assert (config.sync.interval, config.sync.jitter, config.registries["dockerhub"].requests_per_second) \
         == (3600, 300, 10)
+    assert (config.gc.grace_days, config.gc.keep_last, config.gc.keep_tags) == (30, 3, ("v*", "release-*"))
+    assert config.gc.pin_token is not None and config.gc.pin_token.reveal() == "value-of-LIGOENV_PIN_TOKEN"
 
 
 def test_sync_lists_are_relative_to_the_config_and_named_once(tmp_path: Path) -> None:

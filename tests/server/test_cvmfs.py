@@ -313,3 +313,41 @@ def test_trees_are_sealed_before_they_are_copied_in(cvmfs: Cvmfs) -> None:
     pub.publish(image)
     published = pub.layout.image_dir(image.top_digest)
     assert oct((published / "opt").stat().st_mode & 0o777) == oct(0o755)
+
+
+def test_gc_removes_in_one_transaction_and_a_dry_run_in_none(cvmfs: Cvmfs) -> None:
+    from ligoenv_server.gcpolicy import GcPolicy
+    from ligoenv_server.gcrun import GarbageCollector
+
+    pub = cvmfs.publisher()
+    old = pub.publish(stage(pub, "v1"))
+    pub.publish(stage(pub, "v2", when=T0 + HOUR))  # v1 is untagged from then on
+    cvmfs.log()
+    policy = GcPolicy(grace=timedelta(0), keep_last=1)
+    later = T0 + 48 * HOUR
+    GarbageCollector(pub, policy, clock=lambda: later).run(dry_run=True)
+    assert cvmfs.log() == [["list"]]
+    report = GarbageCollector(pub, policy, clock=lambda: later).run()
+    assert cvmfs.log() == [["list"], ["transaction", REPO], ["publish", REPO]]
+    assert report.removed == [old.paths["linux/amd64"]] and report.incomplete == []
+    assert not (cvmfs.mount / old.paths["linux/amd64"]).exists()
+    index = read_index(cvmfs.mount, REGISTRY, REPOSITORY)
+    assert index is not None and index.digests[str(old.top_digest)].collected == later
+    assert not cvmfs.in_transaction()
+
+
+def test_gc_failure_is_aborted_and_leaves_everything(cvmfs: Cvmfs, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ligoenv_server.gcpolicy import GcPolicy
+    from ligoenv_server.gcrun import GarbageCollector
+
+    pub = cvmfs.publisher()
+    old = pub.publish(stage(pub, "v1"))
+    pub.publish(stage(pub, "v2", when=T0 + HOUR))
+    cvmfs.log()
+    monkeypatch.setenv("FAKE_CVMFS_FAIL", "publish")
+    with pytest.raises(PublishError, match=f"publish {REPO} failed"):
+        GarbageCollector(pub, GcPolicy(grace=timedelta(0), keep_last=1), clock=lambda: T0 + 48 * HOUR).run()
+    assert cvmfs.log() == [["list"], ["transaction", REPO], ["publish", REPO], ["abort", "-f", REPO]]
+    assert (cvmfs.mount / old.paths["linux/amd64"] / ".cvmfscatalog").exists()
+    index = read_index(cvmfs.mount, REGISTRY, REPOSITORY)
+    assert index is not None and index.digests[str(old.top_digest)].collected is None
