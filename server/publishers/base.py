@@ -174,9 +174,11 @@ class Publisher(abc.ABC):
         fsync_dir(trash)
 
     def empty_trash(self) -> None:
+        from ligoenv.oci.pull import remove_tree  # opens up directories an image made read-only
+
         trash = self.layout.root / TRASH_DIR
         for entry in sorted(trash.iterdir()) if trash.is_dir() else []:
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry)
 
 
 @contextlib.contextmanager

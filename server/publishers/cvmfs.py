@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,7 +140,9 @@ class CvmfsPublisher(Publisher):
 
     def remove_tree(self, relative: str) -> None:
         # inside root_change(): clients see the tree until the transaction is published
-        shutil.rmtree(self.layout.root / relative, ignore_errors=True)
+        from ligoenv.oci.pull import remove_tree  # opens up directories an image made read-only
+
+        remove_tree(self.layout.root / relative)
 
     def empty_trash(self) -> None:
         """Nothing to do: removals happen inside the transaction."""

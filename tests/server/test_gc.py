@@ -19,6 +19,8 @@ from ligoenv.index.files import LocalFiles
 from ligoenv.index.reader import load_repository
 from ligoenv.lockfile import Environment, Lockfile, PlatformPin, write_lockfile
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.reference import Reference
+from ligoenv.oci.registry import RegistryClient
 from ligoenv.pins import load_pins
 from ligoenv_server.app import publisher_from
 from ligoenv_server.config import ServerConfig, load_config
@@ -57,6 +59,10 @@ class Root:
         return digest
 
     def untag(self, repository: str, tag: str, when: datetime) -> None:
+        """Delete the tag upstream (its manifest, in this repository), then tell the publisher."""
+        with RegistryClient(self.registry.host, anonymous=True) as client:
+            client.delete_manifest(repository, client.resolve(
+                Reference(self.registry.host, repository, tag)))
         self.processor.process(PublishRequest(self.registry.host, repository, tag, None,
                                               "distribution:local", when, action=Action.UNTAG))
 
