@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from ligoenv import boundedjson
 from ligoenv.errors import PublishIndexError
 from ligoenv.index.model import DigestRecord, RepositoryIndex, TagEvent, as_utc, format_time
 from ligoenv.oci.digest import Digest
@@ -44,10 +45,11 @@ def dumps(data: Any) -> str:
 
 def loads(text: bytes | str, what: str) -> Any:
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as error:  # ValueError: also bad UTF-8, a 5,000-digit number
-        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-        raise PublishIndexError(f"{what}: not valid JSON ({reason})") from None
+        return boundedjson.loads(text)
+    except boundedjson.TooDeep:
+        raise PublishIndexError(f"{what}: not valid JSON (nested too deeply)") from None
+    except ValueError as error:  # also bad UTF-8, a 5,000-digit number
+        raise PublishIndexError(f"{what}: not valid JSON ({error})") from None
 
 
 def header(registry: str, repository: str, **more: Any) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from .. import boundedjson
+from ligoenv import boundedjson
+
 from ..config import EndpointKind
 
 DISTRIBUTION_TYPES = ("application/vnd.docker.distribution.events.v1+json",
