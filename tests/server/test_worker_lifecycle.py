@@ -73,7 +73,9 @@ def test_sigkill_during_unpack_leaves_nothing_visible_and_retry_completes(
     assert [t.name for t in trees] == [digest.hex]
     assert len(list((trees[0] / "data").iterdir())) == BIG_FILES
     assert (stack.root / stack.registry.host / "lvk/big:v1").resolve() == trees[0].resolve()
-    assert _job(stack, "lvk/big")["attempts"] == 2
+    # Taken again after the kill; on a machine loaded enough to delay heartbeats past the 5 s
+    # lease, once more, which is the lease doing its job.
+    assert _job(stack, "lvk/big")["attempts"] >= 2
     # The next start of a publisher clears what the killed worker left in staging.
     stack.stop_all()
     stack.start("worker")
