@@ -9,10 +9,11 @@ manifest bytes are pushed, so the digests a paper cites stay the same on the new
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from ligoenv.errors import ArchiveError, LigoenvError, UsageError
 from ligoenv.lockfile import Environment, Lockfile, parse_lockfile
 from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest, VerifyingReader
-from ligoenv.oci.layouttar import LayoutContents, read_layout_tar
+from ligoenv.oci.layouttar import LayoutContents, file_sha256, read_layout_tar
 from ligoenv.oci.manifest import ImageConfig, ImageIndex, ImageManifest, parse_config, parse_manifest
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
@@ -99,6 +100,15 @@ class _ArchivedBlobs:
 Blobs = _CachedBlobs | _ArchivedBlobs
 
 
+@contextlib.contextmanager
+def _checksum_beside(path: Path) -> Iterator[Future[Digest]]:
+    """The archive's own sha256, hashed on another thread while the restore reads and pushes."""
+    if not path.is_file():
+        raise ArchiveError(f"no archive at {path}")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ligoenv-checksum") as pool:
+        yield pool.submit(file_sha256, path)
+
+
 def read_archive(path: Path, blobs: Blobs) -> tuple[LayoutContents, Lockfile, list[RestoredEnvironment]]:
     """Verify every blob of the archive into `blobs`; check that each environment is whole in it."""
     contents = read_layout_tar(path, blobs.keep)
@@ -158,7 +168,9 @@ def restore_to_cache(path: Path, cache_root: Path, *, platform: Platform, record
     from ligoenv.runtimes.local import cache_path, install_tree
 
     cache = LayerCache(cache_root / "layers")
-    contents, lockfile, found = read_archive(path, _CachedBlobs(cache))
+    with _checksum_beside(path) as checksum:
+        contents, lockfile, found = read_archive(path, _CachedBlobs(cache))
+        sha256 = checksum.result()
     restored = []
     for item in found:
         image = next((i for i in item.images if platform.matches(Platform.parse(i.platform))), None)
@@ -170,9 +182,9 @@ def restore_to_cache(path: Path, cache_root: Path, *, platform: Platform, record
             tree = cache_path(cache_root, image.manifest.digest)
             if not tree.is_dir():
                 install_tree(tree, functools.partial(_unpack, cache, image), _origin(item, image))
-        _remember(records, item, path, contents.sha256)
+        _remember(records, item, path, sha256)
         restored.append(RestoredEnvironment(item.name, item.environment, item.top, item.images, tree))
-    return RestoreSummary(path, contents.sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+    return RestoreSummary(path, sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
 
 
 def _origin(item: RestoredEnvironment, image: ArchivedImage) -> Provenance:
@@ -199,26 +211,31 @@ def restore_to_registry(path: Path, target: str, *, client_for: ClientFor,
     before the index that names them, and the tag last.
     """
     blobs = _ArchivedBlobs(path)
-    contents, lockfile, found = read_archive(path, blobs)
-    restored = []
-    for item in found:
-        destination = rehosted(target, item.environment)
-        with client_for(destination) as client:
-            _push_blobs(client, destination.repository, blobs, item)
-            for image in item.images:
-                if image.manifest is not item.top:
-                    client.push_manifest(destination.repository, str(image.manifest.digest),
-                                         image.manifest.raw, image.manifest.media_type)
-            client.push_manifest(destination.repository, str(item.top.digest), item.top.raw,
+    with _checksum_beside(path) as checksum:
+        contents, lockfile, found = read_archive(path, blobs)
+        restored = [_push(item, target, client_for, blobs) for item in found]
+        sha256 = checksum.result()
+    for item in restored:
+        _remember(records, item, path, sha256)
+    return RestoreSummary(path, sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+
+
+def _push(item: RestoredEnvironment, target: str, client_for: ClientFor,
+          blobs: _ArchivedBlobs) -> RestoredEnvironment:
+    destination = rehosted(target, item.environment)
+    with client_for(destination) as client:
+        _push_blobs(client, destination.repository, blobs, item)
+        for image in item.images:
+            if image.manifest is not item.top:
+                client.push_manifest(destination.repository, str(image.manifest.digest),
+                                     image.manifest.raw, image.manifest.media_type)
+        client.push_manifest(destination.repository, str(item.top.digest), item.top.raw,
+                             item.top.media_type)
+        if destination.tag:
+            client.push_manifest(destination.repository, destination.tag, item.top.raw,
                                  item.top.media_type)
-            if destination.tag:
-                client.push_manifest(destination.repository, destination.tag, item.top.raw,
-                                     item.top.media_type)
-        _remember(records, item, path, contents.sha256)
-        pushed = f"{destination.name}@{item.top.digest}"
-        restored.append(RestoredEnvironment(item.name, item.environment, item.top, item.images,
-                                            pushed=pushed))
-    return RestoreSummary(path, contents.sha256, lockfile, contents.files[LOCKFILE_NAME], tuple(restored))
+    return RestoredEnvironment(item.name, item.environment, item.top, item.images,
+                               pushed=f"{destination.name}@{item.top.digest}")
 
 
 def _push_blobs(client: RegistryClient, repository: str, blobs: _ArchivedBlobs,

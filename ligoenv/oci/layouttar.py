@@ -148,6 +148,12 @@ def _fill_one(fd: int, offset: int, entry: BlobEntry, advance: Progress) -> None
         reader.drain()  # raises DigestMismatch unless all of it, and only it, was the blob
 
 
+def file_sha256(path: Path) -> Digest:
+    """The sha256 of a whole file (an archive's own checksum, to cite beside its lockfile)."""
+    with path.open("rb") as handle:
+        return _sha256_of(handle)
+
+
 def _sha256_of(handle: BinaryIO) -> Digest:
     handle.seek(0)
     digest = hashlib.sha256()
@@ -158,29 +164,10 @@ def _sha256_of(handle: BinaryIO) -> Digest:
 
 @dataclass(frozen=True)
 class LayoutContents:
-    """What a layout tar held: its small files, the blobs kept (digest -> size), its own sha256."""
+    """What a layout tar held: its small files, and the blobs kept (digest -> size)."""
 
     files: dict[str, bytes]
     blobs: dict[Digest, int]
-    sha256: Digest
-
-
-class _HashingFile:
-    """Hashes everything read through it, so the archive's checksum costs no second read."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.hash = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.hash.update(data)
-        return data
-
-    def finish(self) -> Digest:
-        while self.read(CHUNK):
-            pass
-        return Digest("sha256", self.hash.hexdigest())
 
 
 # Takes one blob: its digest, size, a verifying stream of its bytes (read by the sink or
@@ -197,19 +184,16 @@ def read_layout_tar(path: Path, keep_blob: BlobSink) -> LayoutContents:
     files: dict[str, bytes] = {}
     blobs: dict[Digest, int] = {}
     try:
-        with path.open("rb") as raw:
-            hashing = _HashingFile(raw)
-            with tarfile.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    _read_member(tar, member, files, blobs, keep_blob, path)
-            checksum = hashing.finish()
+        with tarfile.open(path, mode="r|") as tar:
+            for member in tar:
+                _read_member(tar, member, files, blobs, keep_blob, path)
     except FileNotFoundError:
         raise ArchiveError(f"no archive at {path}") from None
     except (tarfile.TarError, EOFError) as error:
         raise ArchiveError(f"{path} is not a readable tar archive ({error}): is it damaged?") from None
     if files.get(LAYOUT_FILE) is None or INDEX_FILE not in files:
         raise ArchiveError(f"{path} is not an OCI image layout archive (no {LAYOUT_FILE} or {INDEX_FILE})")
-    return LayoutContents(files, blobs, checksum)
+    return LayoutContents(files, blobs)
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict[str, bytes],
