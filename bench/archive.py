@@ -10,7 +10,7 @@ times in one run, interleaved, the median of --runs fresh processes each:
             vs `skopeo copy oci-archive:X.tar docker://REGISTRY/PREFIX/...`
   load      `ligoenv restore X.tar` into the local cache, unpacking the image (no peer)
 
-with each process's peak RSS (from wait4), to show that memory stays flat however large the layers.
+with each process's peak RSS (from GNU time), to show that memory stays flat however large the layers.
 
 Run: bash scripts/setup.sh && .venv/bin/python bench/archive.py [--runs 3]
 """
@@ -23,12 +23,20 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import VENV_BIN, WORK, LayerFile, fresh, generated_layer, run, write_layout
+from bench.common import (
+    VENV_BIN,
+    WORK,
+    LayerFile,
+    fresh,
+    generated_layer,
+    measured_process,
+    run,
+    write_layout,
+)
 from ligoenv_server.localregistry import RegistryProcess
 
 LIGOENV = str(VENV_BIN / "ligoenv")
@@ -52,15 +60,9 @@ def build_layers(work: Path) -> list[LayerFile]:
 
 
 def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """(seconds, peak RSS in MB) of one fresh process, the RSS from GNU time (not our own fork's)."""
-    report = WORK / "rss.txt"
-    start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *cmd], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.decode()}")
-    return elapsed, int(report.read_text().split()[-1]) // 1024
+    """(seconds, peak RSS in MB) of one fresh process."""
+    seconds, _, rss = measured_process(cmd, env)
+    return seconds, int(rss)
 
 
 def main() -> None:

@@ -39,6 +39,23 @@ def run(cmd: Sequence[str | Path], **kwargs: object) -> subprocess.CompletedProc
     return subprocess.run([str(c) for c in cmd], check=True, **kwargs)  # type: ignore[call-overload,no-any-return]
 
 
+def measured_process(cmd: Sequence[str | Path],
+                     env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one command, the CPU and RSS from GNU time.
+
+    Not from wait4(): a child's ru_maxrss counts what it held between fork and exec, which is
+    the whole benchmark process when that has just generated a multi-gigabyte image.
+    """
+    report = Path(os.environ.get("TMPDIR", "/tmp")) / f"ligoenv-bench-time-{os.getpid()}.txt"
+    start = time.perf_counter()
+    try:
+        run(["/usr/bin/time", "-f", "%U %S %M", "-o", report, *cmd], env=env, stdout=subprocess.DEVNULL)
+        user, system, rss_kb = report.read_text().split()[-3:]
+    finally:
+        report.unlink(missing_ok=True)
+    return time.perf_counter() - start, float(user) + float(system), int(rss_kb) / 1024
+
+
 def fresh(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)

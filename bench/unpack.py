@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from bench.common import (
     fresh,
     generated_layer,
     make_layer,
+    measured_process,
     run,
     tree_stats,
     write_layout,
@@ -139,13 +139,9 @@ def measured(cmds: list[list[str | Path]], env: dict[str, str] | None = None) ->
     """Run `cmds` one after the other; wall time, their CPU time and the largest peak RSS."""
     start, cpu, rss = time.perf_counter(), 0.0, 0.0
     for cmd in cmds:
-        process = subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode:
-            raise subprocess.CalledProcessError(process.returncode, cmd)
-        cpu += usage.ru_utime + usage.ru_stime
-        rss = max(rss, usage.ru_maxrss / 1024)
+        _, used, peak = measured_process(cmd, env)
+        cpu += used
+        rss = max(rss, peak)
     return Sample(time.perf_counter() - start, cpu, rss)
 
 
