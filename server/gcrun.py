@@ -27,6 +27,7 @@ from ligoenv.pins import load_pins
 from ligoenv.publishroot import IMAGES_DIR, remove_symlink
 from ligoenv.sandbox import RUNSCRIPT
 
+from . import metrics
 from .gcpolicy import GcPlan, GcPolicy, plan_gc, utc_now
 from .publishers.base import Publisher
 
@@ -94,6 +95,8 @@ class GarbageCollector:
             self._on_step("emptied")
         report.incomplete = self.check_trees()
         report.seconds = time.monotonic() - began
+        if not dry_run:
+            _count_outcomes(report)
         return report
 
     # -- steps ---------------------------------------------------------------------------
@@ -167,6 +170,15 @@ class GarbageCollector:
                 if missing:
                     bad.append(f"{index.name}@{record.digest.short}: {tree} lacks {', '.join(missing)}")
         return sorted(set(bad))
+
+
+def _count_outcomes(report: GcReport) -> None:
+    """ligoenv_gc_outcomes_total{result}: trees removed, digests kept, trees deferred or incomplete."""
+    counts = report.counters()
+    metrics.gc_outcome("removed", counts["collected"])
+    metrics.gc_outcome("kept", counts["kept"])
+    metrics.gc_outcome("deferred", counts["deferred"])
+    metrics.gc_outcome("incomplete", counts["incomplete"])
 
 
 def _is_digest_hex(name: str) -> bool:

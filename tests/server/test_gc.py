@@ -260,3 +260,20 @@ def test_verify_says_collected_and_pinned(root: Path, tmp_path: Path, registry: 
     lines = dict(line.split(":", 1) for line in done.stdout.strip().splitlines())
     assert lines["ok     d1"].endswith("(index); pinned: kept (alice: GWTC-4 paper)")
     assert lines["ok     e1"].endswith("(collected on 2026-06-01T00:00:00Z; still in the registry)")
+
+
+def test_outcomes_are_counted_for_metrics(root: Path, built: tuple[Path, dict[str, Digest]]) -> None:
+    from ligoenv_server import metrics
+    from tests.server.test_metrics import samples
+
+    def outcome(result: str) -> float:
+        return samples(metrics.exposition()).get(("ligoenv_gc_outcomes_total", (("result", result),)), 0)
+
+    before = {r: outcome(r) for r in ("removed", "kept", "deferred", "incomplete")}
+    collector(root).run(dry_run=True)  # a dry run counts nothing
+    report = collector(root).run()
+    counts = report.counters()
+    assert {r: outcome(r) - n for r, n in before.items()} == {
+        "removed": counts["collected"], "kept": counts["kept"], "deferred": counts["deferred"],
+        "incomplete": counts["incomplete"]}
+    assert counts["collected"] == 3
