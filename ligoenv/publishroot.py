@@ -2,7 +2,8 @@
 
 Layout (DESIGN.md): `.images/<xx>/<hex>/`, `<registry>/<repository>:<tag>` and
 `<registry>/<repository>@sha256:<hex>` relative symlinks; the index files are placed by
-`ligoenv.index.paths`.
+`ligoenv.index.paths`; internal: `.chains/<xx>/<hex>/`, one tree per layer chain (OCI ChainID)
+that images are cloned from.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 
 IMAGES_DIR = ".images"
+CHAINS_DIR = ".chains"  # one tree per layer chain (OCI ChainID); images are cloned from them
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,13 @@ class PublishRoot:
 
     def image_dir(self, digest: Digest) -> Path:
         return self.root / self.relative_image_path(digest)
+
+    def relative_chain_path(self, chain: Digest) -> str:
+        return f"{CHAINS_DIR}/{chain.hex[:2]}/{chain.hex}"
+
+    def chain_dir(self, chain: Digest) -> Path:
+        """The unpacked tree of the layer chain `chain` (internal: readers use image paths)."""
+        return self.root / self.relative_chain_path(chain)
 
     def tag_link(self, registry: str, repository: str, tag: str) -> Path:
         check_name(registry, repository, tag)

@@ -147,6 +147,10 @@ class PublisherConfig:
     bind_points: tuple[str, ...] = BIND_POINTS  # directories made in every tree for binds
     max_expansion_ratio: int = 2000  # a layer expanding more than this times its size is refused
     keep_ownership: bool = False  # True: published files keep the image's owners (root-run sites)
+    # Publish by layer chain (clone the parent chain's tree, apply one layer); off: unpack and
+    # publish each image whole (CVMFS: for gateway publishers on releases without template
+    # transactions through the gateway)
+    chains: bool = True
 
     @property
     def include_registry(self) -> bool:
@@ -500,7 +504,8 @@ class _Builder:
             bind_points=self.bind_points("publisher.bind_points",
                                          table.get("bind_points", list(BIND_POINTS))),
             max_expansion_ratio=table.get("max_expansion_ratio", 2000),
-            keep_ownership=table.get("keep_ownership", False))
+            keep_ownership=table.get("keep_ownership", False),
+            chains=table.get("chains", True))
 
     def worker(self, table: dict[str, Any], state_dir: Path) -> WorkerConfig:
         return WorkerConfig(cache_dir=self.path(table.get("cache_dir")) or state_dir / "cache",

@@ -17,9 +17,15 @@ from ligoenv.errors import ConfigError, LigoenvError, NotFound, PlatformNotFound
 from ligoenv.index import manifest_record
 from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.manifest import ImageIndex, ImageManifest, parse_config, platform_manifest
+from ligoenv.oci.manifest import (
+    ImageConfig,
+    ImageIndex,
+    ImageManifest,
+    parse_config,
+    platform_manifest,
+)
 from ligoenv.oci.platform import Platform
-from ligoenv.oci.pull import pull
+from ligoenv.oci.pull import fetch_config, pull
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
@@ -27,6 +33,7 @@ from ligoenv.provenance import Provenance
 from ligoenv.sandbox import complete_tree
 
 from . import metrics
+from .chains import build_chains, top_chain
 from .config import RegistryConfig, ServerConfig
 from .model import Action, PublishRequest, source_name
 from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
@@ -151,9 +158,17 @@ class RequestProcessor:
         manifest = top if isinstance(top, ImageManifest) else \
             platform_manifest(client.fetch_manifest(pinned), top.digest, str(ref))
         if self.publisher.has_image(digest):
-            name = str(platform or _config_platform(client, ref, manifest))
-            log.info("already published: only the tag moves", extra={"platform": name})
-            return StagedPlatform(name, digest, manifest_record(manifest, name), None)
+            return self._published(client, ref, manifest, platform)
+        if self.publisher.chains and manifest.layers:
+            config = fetch_config(client, ref, manifest)
+            watch = metrics.Stopwatch()
+            chain, written = build_chains(self.publisher, client, ref.repository, manifest, config,
+                                          self.cache, self._options)
+            metrics.unpacked(written, watch.seconds())
+            name = str(platform or _platform_of(config))
+            return StagedPlatform(name, digest, manifest_record(manifest, name, chain), None,
+                                  chain=chain, config=config, bind_points=bind_points,
+                                  provenance=Provenance.of(ref, digest, name, datetime.now(UTC)))
         staging = self.publisher.staging_dir()
         staging_dirs.append(staging)
         tree = staging / "tree"
@@ -167,9 +182,22 @@ class RequestProcessor:
         record = replace(manifest_record(pulled.manifest, name), bind_points=made)
         return StagedPlatform(name, digest, record, tree)
 
+    def _published(self, client: RegistryClient, ref: Reference, manifest: ImageManifest,
+                   platform: Platform | None) -> StagedPlatform:
+        """An image already published: its record, with the chain it was cloned from if any."""
+        chain = None
+        if self.publisher.chains or platform is None:
+            config = parse_config(client.fetch_blob(ref.repository, manifest.config),
+                                  manifest.config.digest)
+            platform = platform or _platform_of(config)
+            chain = top_chain(config) if self.publisher.chains else None
+            chain = chain if chain is not None and self.publisher.has_chain(chain) else None
+        name = str(platform)
+        log.info("already published: only the tag moves", extra={"platform": name})
+        return StagedPlatform(name, manifest.digest, manifest_record(manifest, name, chain), None)
 
-def _config_platform(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> Platform:
-    config = parse_config(client.fetch_blob(ref.repository, manifest.config), manifest.config.digest)
+
+def _platform_of(config: ImageConfig) -> Platform:
     return Platform.parse(f"{config.os or 'linux'}/{config.architecture or 'amd64'}")
 
 

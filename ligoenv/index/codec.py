@@ -20,7 +20,7 @@ from ligoenv.oci.digest import Digest
 V1 = 1
 V2 = 2
 RECORD_FIELDS = ("mediaType", "platforms", "platform", "config", "layers", "size", "path",
-                 "published", "bind_points", "collected")
+                 "published", "bind_points", "collected", "chain")
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class IndexParser:
         where = "" if isinstance(value, dict) and "schemaVersion" in value else f"digests.{key}."
         platforms = self.get(value, "platforms", dict, where)
         optional = {name: value.get(name) for name in ("platform", "config", "size", "path",
-                                                       "published", "collected")}
+                                                       "published", "collected", "chain")}
         size = optional["size"]
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
             raise self.fail(f"{where}size", "expected an integer")
@@ -169,6 +169,7 @@ class IndexParser:
             extra={k: v for k, v in value.items() if k not in RECORD_FIELDS and k not in HEADER},
             collected=(self.time(optional["collected"], f"{where}collected")
                        if optional["collected"] is not None else None),
+            chain=self.digest(optional["chain"], f"{where}chain") if optional["chain"] else None,
         )
 
     def bind_points(self, items: Any, where: str) -> tuple[str, ...] | None:

@@ -94,6 +94,7 @@ class DigestRecord:
     bind_points: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     collected: datetime | None = None  # when garbage collection removed the tree at `path`
+    chain: Digest | None = None  # the layer chain (OCI ChainID) the tree was cloned from
 
     @property
     def is_manifest(self) -> bool:
@@ -122,17 +123,20 @@ class DigestRecord:
             out["bind_points"] = list(self.bind_points)
         if self.collected is not None:
             out["collected"] = format_time(self.collected)
+        if self.chain is not None:
+            out["chain"] = str(self.chain)
         return out
 
 
-def manifest_record(manifest: ImageManifest, platform: Platform | str) -> DigestRecord:
+def manifest_record(manifest: ImageManifest, platform: Platform | str,
+                    chain: Digest | None = None) -> DigestRecord:
     """The record of one platform's manifest (path and published time are the publisher's)."""
     name = str(platform)
     return DigestRecord(digest=manifest.digest, media_type=manifest.media_type,
                         platforms={name: manifest.digest}, platform=name,
                         config=manifest.config.digest,
                         layers=tuple(layer.digest for layer in manifest.layers),
-                        size=manifest.total_size)
+                        size=manifest.total_size, chain=chain)
 
 
 def place_event(events: Sequence[TagEvent], digest: Digest | None, when: datetime) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -62,6 +63,17 @@ class Digest:
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
+
+
+def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
+    """The OCI ChainID of each layer prefix: equal ChainIDs mean equal unpacked trees.
+
+    `ChainID(L0) = DiffID(L0)`, `ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln))`.
+    """
+    chains: list[Digest] = []
+    for diff_id in diff_ids:
+        chains.append(Digest.of_bytes(f"{chains[-1]} {diff_id}".encode()) if chains else diff_id)
+    return chains
 
 
 class VerifyingReader:

@@ -91,7 +91,7 @@ def pull(ref: Reference, target: Path, *, platform: Platform | None = None,
     client = client or client_for(ref)
     try:
         resolved = resolve_image(client, ref, platform)
-        config = _fetch_config(client, ref, resolved.manifest)
+        config = fetch_config(client, ref, resolved.manifest)
         _check_platform(ref, config, platform, resolved)
         with _cache_or_temporary(cache, target.parent) as layer_cache:
             reports = _download_and_unpack(client, ref.repository, resolved.manifest.layers,
@@ -126,7 +126,8 @@ def _check_target(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _fetch_config(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> ImageConfig:
+def fetch_config(client: RegistryClient, ref: Reference, manifest: ImageManifest) -> ImageConfig:
+    """The image's config, checked: one diff_id per layer, every layer of a known media type."""
     config = parse_config(client.fetch_blob(ref.repository, manifest.config), manifest.config.digest)
     if len(config.diff_ids) != len(manifest.layers):
         raise RegistryError(f"{ref.display()}: image {manifest.digest.short} is malformed: its config "
@@ -174,16 +175,17 @@ def _download_and_unpack(client: RegistryClient, repository: str, layers: Sequen
                          options: UnpackOptions, progress: Progress | None) -> list[UnpackReport]:
     """Download what the cache lacks, then unpack; once more if a cached blob turns out corrupt."""
     try:
-        _download(client, repository, layers, cache, progress)
+        download_layers(client, repository, layers, cache, progress)
         return _unpack(cache, layers, diff_ids, target, options)
     except CorruptCacheEntry as corrupt:
         log.warning("%s: downloading it again", corrupt)
-    _download(client, repository, layers, cache, progress)
+    download_layers(client, repository, layers, cache, progress)
     return _unpack(cache, layers, diff_ids, target, options)
 
 
-def _download(client: RegistryClient, repository: str, layers: Sequence[Descriptor], cache: LayerCache,
-              progress: Progress | None) -> None:
+def download_layers(client: RegistryClient, repository: str, layers: Sequence[Descriptor],
+                    cache: LayerCache, progress: Progress | None = None) -> None:
+    """Download the layers the cache lacks, in parallel; the first failure stops the others."""
     unique = list({layer.digest: layer for layer in layers}.values())
     counter = _Counter(sum(layer.size for layer in unique), progress)
     counter.add(sum(layer.size for layer in unique if cache.has(layer)))

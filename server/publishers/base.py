@@ -29,13 +29,18 @@ from ligoenv.multiarch import PlatformLinks, plan_platform_links
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import INDEX_TYPES
 from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
+from ligoenv.sandbox import BIND_POINTS
 
 if TYPE_CHECKING:
+    from ligoenv.oci.manifest import ImageConfig
     from ligoenv.oci.platform import Platform
+    from ligoenv.provenance import Provenance
 
 BACKENDS = ("directory", "cvmfs")
 TRASH_DIR = ".ligoenv/trash"  # trees garbage collection took out, deleted after the run
 TREES_LOCK = ".ligoenv/locks/trees.lock"
+Fill = Callable[[Path], None]  # applies one layer to a chain's tree
+ChainStep = tuple[Digest, Fill]  # a chain to add: its ChainID and how to fill its tree
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,12 @@ class StagedPlatform:
     digest: Digest  # the manifest digest: the image directory's name
     record: DigestRecord  # e.g. ligoenv.index.manifest_record(manifest, platform)
     tree: Path | None  # a completed tree in staging_dir(); None when has_image(digest) said so
+    # or when the image is to be cloned from the published layer chain `chain` and completed
+    # for `config` (publishers with `chains`)
+    chain: Digest | None = None
+    config: ImageConfig | None = None
+    bind_points: tuple[str, ...] = BIND_POINTS  # what completing a clone of `chain` makes
+    provenance: Provenance | None = None  # where the tree came from, written by completion
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class Publisher(abc.ABC):
     layout: PublishRoot
     staging: StagingArea  # on the file system the images are moved from
     keep_ownership: bool = False  # seal_tree: keep the image's file owners (root-run sites)
+    chains: bool = False  # images are clones of layer chain trees (`add_chains`)
 
     def staging_dir(self) -> Path:
         """A new empty directory to unpack into (locked while this process lives)."""
@@ -127,6 +139,15 @@ class Publisher(abc.ABC):
                     f"{image.repository}:{image.tag} is published from {owner}: in the osg layout, "
                     f"links do not name the registry, so {image.registry} may not replace it "
                     "(publish each repository from one registry only)")
+
+    def has_chain(self, chain: Digest) -> bool:
+        """True when the tree of layer chain `chain` (an OCI ChainID) is published."""
+        return self.layout.chain_dir(chain).is_dir()
+
+    def add_chains(self, parent: Digest | None, steps: list[ChainStep]) -> None:
+        """Publish a chain tree per step, each a clone of the one before (the first of
+        `parent`'s tree, or empty) filled by its step. Each appears whole or not at all."""
+        raise PublishError(f"the {self.name} publisher does not publish layer chains")
 
     @abc.abstractmethod
     def publish(self, image: StagedImage) -> PublishOutcome:
@@ -356,6 +377,8 @@ class PublisherSettings(Protocol):
     def platforms(self) -> tuple[Platform, ...]: ...
     @property
     def keep_ownership(self) -> bool: ...
+    @property
+    def chains(self) -> bool: ...
 
 
 def make_publisher(config: PublisherSettings, *, staging_root: Path | None = None) -> Publisher:
@@ -369,7 +392,8 @@ def make_publisher(config: PublisherSettings, *, staging_root: Path | None = Non
         from .directory import DirectoryPublisher
 
         return DirectoryPublisher(Path(config.root), include_registry=include_registry,
-                                  keep_ownership=config.keep_ownership)
+                                  keep_ownership=config.keep_ownership,
+                                  chains=config.chains)
     if config.backend == "cvmfs":
         from .cvmfs import CvmfsPublisher
 
@@ -380,7 +404,8 @@ def make_publisher(config: PublisherSettings, *, staging_root: Path | None = Non
             config.repository, mount=Path(config.root),
             staging_root=staging_root or Path("/var/lib/ligoenv/staging"),
             cvmfs_server=config.cvmfs_server, gateway=config.gateway,
-            include_registry=include_registry, keep_ownership=config.keep_ownership)
+            include_registry=include_registry, keep_ownership=config.keep_ownership,
+            chains=config.chains)
     raise ConfigError(f"publisher.backend: unknown backend {config.backend!r}; "
                       f"choose one of {', '.join(BACKENDS)}")
 

@@ -1,9 +1,15 @@
 """Publish into a CernVM-FS repository: every change between `cvmfs_server transaction` and
 `publish`, and `abort -f` on any failure, so clients never see a partial image.
 
-Images are unpacked on local disk and copied in, one transaction per image subpath with a
-gateway (so several publisher nodes can work at once), or one for the whole repository
-without. The index and the links follow in their own short transaction(s).
+With layer chains (the default), each chain's tree is made in the repository by a template
+transaction (`transaction -T /<parent chain>=/<chain>`, which clones the parent's catalog
+entries without touching file data) followed by that chain's layer alone, and an image's tree
+likewise from its top chain plus the Apptainer files: a rebuild writes only its new layers into
+the repository. Without chains (for gateway publishers whose CVMFS release cannot open template
+transactions through the gateway), images are unpacked on local disk and copied in whole.
+Either way there is one transaction per subpath with a gateway (so several publisher nodes can
+work at once), or for the whole repository without; the index and the links follow in their own
+short transaction(s).
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ligoenv.errors import ConfigError, LigoenvError, PublishError
 from ligoenv.multiarch import MULTIARCH_DIR
+from ligoenv.oci.digest import Digest
 from ligoenv.publishroot import PublishRoot
+from ligoenv.sandbox import complete_tree
 
 from .base import (
+    ChainStep,
     MetadataPlan,
     Publisher,
     PublishOutcome,
@@ -51,6 +61,7 @@ class CvmfsPublisher(Publisher):
     def __init__(self, repository: str, *, mount: Path, staging_root: Path,
                  cvmfs_server: str = "cvmfs_server", gateway: bool = False,
                  include_registry: bool = True, keep_ownership: bool = False,
+                 chains: bool = True,
                  clock: Callable[[], datetime] | None = None,
                  timeout: float = 600.0, publish_timeout: float = 4 * 3600.0,
                  stale_after: timedelta = timedelta(0)) -> None:
@@ -58,6 +69,7 @@ class CvmfsPublisher(Publisher):
         self.layout = PublishRoot(mount, include_registry)
         self.gateway = gateway
         self.keep_ownership = keep_ownership
+        self.chains = chains
         self.cvmfs_server = cvmfs_server
         self.timeout = timeout
         self.publish_timeout = publish_timeout
@@ -71,7 +83,7 @@ class CvmfsPublisher(Publisher):
             self.check(image)
             with self._node_lock():
                 self._recover()
-                new = self._place_images(image)
+                image, new = self._place_images(image)
                 plan = self._publish_metadata(image)
         finally:
             for platform in image.platforms:
@@ -82,6 +94,26 @@ class CvmfsPublisher(Publisher):
             tuple(p.digest for p in image.platforms if p not in new),
             {p.platform: self.layout.relative_image_path(p.digest) for p in image.platforms},
             plan.index_path)
+
+    def add_chains(self, parent: Digest | None, steps: list[ChainStep]) -> None:
+        """One transaction per chain: a template clone of its parent (or an empty directory),
+        then its layer, then `.cvmfscatalog` (a nested catalog per chain, as DUCC makes)."""
+        with self._node_lock():
+            self._recover()
+            for chain, fill in steps:
+                tree = self.layout.chain_dir(chain)
+                if not self.has_chain(chain):
+                    source = self.layout.chain_dir(parent) if parent is not None else None
+                    with self._template_transaction(source, tree):
+                        if source is None:
+                            tree.mkdir(mode=0o755, parents=True)
+                            os.chmod(tree, 0o755)  # noqa: S103 (the root of a public tree)
+                        fill(tree)
+                        _nested_catalog(tree)
+                        # sealed before anything clones it: sealing a clone then changes
+                        # nothing it shares
+                        seal_tree(tree, keep_ownership=self.keep_ownership)
+                parent = chain
 
     def untag(self, registry: str, repository: str, tag: str, when: datetime,
               source: str) -> bool:
@@ -149,17 +181,41 @@ class CvmfsPublisher(Publisher):
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _place_images(self, image: StagedImage) -> list[StagedPlatform]:
-        """Copy each new tree into the repository; returns the platforms published now."""
-        new = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
-        if new and not self.gateway:
+    def _place_images(self, image: StagedImage) -> tuple[StagedImage, list[StagedPlatform]]:
+        """Copy each new staged tree into the repository, clone each new image of a chain;
+        returns the image (clones' records carry the bind points made) and the platforms
+        published now."""
+        copied = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
+        cloned = [p for p in image.platforms
+                  if p.tree is None and p.chain is not None and not self.has_image(p.digest)]
+        if copied and not self.gateway:
             with self._transaction(None):
-                for platform in new:
+                for platform in copied:
                     self._copy_in(platform)
-        for platform in new if self.gateway else []:
+        for platform in copied if self.gateway else []:
             with self._transaction(self._lease(self.layout.image_dir(platform.digest))):
                 self._copy_in(platform)
-        return new
+        made = {p.digest: self._clone_in(p) for p in cloned}
+        new = [p for p in image.platforms if p in copied or p in cloned]
+        platforms = tuple(replace(p, record=replace(p.record, bind_points=made[p.digest]))
+                          if p.digest in made else p for p in image.platforms)
+        image = replace(image, platforms=platforms)
+        return image, [p for p in image.platforms if p.digest in {n.digest for n in new}]
+
+    def _clone_in(self, platform: StagedPlatform) -> tuple[str, ...]:
+        """Clone the image from its chain and complete it; returns the bind points made."""
+        assert platform.chain is not None and platform.config is not None
+        if not self.has_chain(platform.chain):  # e.g. rolled back with a crashed transaction
+            raise PublishError(f"layer chain {platform.chain.short} of image "
+                               f"{platform.digest.short} is not in /cvmfs/{self.repository}: "
+                               "publish again to unpack it", temporary=True)
+        tree = self.layout.image_dir(platform.digest)
+        with self._template_transaction(self.layout.chain_dir(platform.chain), tree):
+            # new files only: the chain's stay as they are
+            made = complete_tree(tree, platform.config, bind_points=platform.bind_points,
+                                 provenance=platform.provenance)
+            seal_tree(tree, keep_ownership=self.keep_ownership)
+        return made
 
     def _publish_metadata(self, image: StagedImage) -> MetadataPlan:
         """Index, digest links and tag link; planned again inside each transaction, since
@@ -230,9 +286,23 @@ class CvmfsPublisher(Publisher):
         return str(relative) if relative.parts else None
 
     @contextmanager
-    def _transaction(self, subpath: str | None) -> Iterator[None]:
+    def _template_transaction(self, source: Path | None, target: Path) -> Iterator[None]:
+        """A transaction that may write `target` (absent), opened with `target` a clone of
+        `source` if any; a template needs the target's parent directory, made first if missing."""
+        if source is not None and not target.parent.is_dir():
+            with self._transaction(self._lease(target.parent) if self.gateway else None):
+                target.parent.mkdir(parents=True, exist_ok=True)
+        template = None
+        if source is not None:
+            template = (f"/{source.relative_to(self.layout.root)}="
+                        f"/{target.relative_to(self.layout.root)}")
+        with self._transaction(self._lease(target) if self.gateway else None, template):
+            yield
+
+    @contextmanager
+    def _transaction(self, subpath: str | None, template: str | None = None) -> Iterator[None]:
         target = f"{self.repository}/{subpath}" if subpath else self.repository
-        self._open(target)
+        self._open(target, template)
         try:
             yield
             self._cvmfs("publish", self.repository, timeout=self.publish_timeout)
@@ -243,10 +313,12 @@ class CvmfsPublisher(Publisher):
             raise PublishError(f"publishing to {self.repository} failed and was rolled back: "
                                f"{error}", temporary=True) from error
 
-    def _open(self, target: str) -> None:
-        result = self._cvmfs("transaction", target, check=False)
+    def _open(self, target: str, template: str | None = None) -> None:
+        options = ["-T", template] if template else []
+        result = self._cvmfs("transaction", *options, target, check=False)
         if result.returncode != 0:
-            raise PublishError(f"cvmfs_server transaction {target} failed: {_last_line(result)}",
+            command = " ".join(["transaction", *options, target])
+            raise PublishError(f"cvmfs_server {command} failed: {_last_line(result)}",
                                temporary=True)
 
     def _recover(self) -> None:
@@ -296,6 +368,16 @@ class CvmfsPublisher(Publisher):
             yield
         finally:
             os.close(fd)
+
+
+def _nested_catalog(tree: Path) -> None:
+    """Mark `tree` as a nested catalog, unless its parent chain's mark came with the clone."""
+    try:
+        fd = os.open(tree / ".cvmfscatalog", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        return
+    os.fchmod(fd, 0o644)
+    os.close(fd)
 
 
 def _last_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -1,8 +1,10 @@
 """Publish into a plain directory: stage, sync, rename into place, then index and tag link.
 
-The order makes every crash safe: a tree appears in `.images/` only by an atomic rename of a
-complete, synced tree; the index names a tree only after it is in place; the tag link moves
-last. Concurrent workers serialise their index updates with a lock per repository.
+The order makes every crash safe: a tree appears in `.images/` (or a layer chain's in
+`.chains/`) only by an atomic rename of a complete, synced tree; the index names a tree only
+after it is in place; the tag link moves last. Concurrent workers serialise their index updates
+with a lock per repository. Chain and image trees are hard-link (or reflink) clones of the chain
+below them, so a published tree is never modified afterwards.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,16 +24,20 @@ from ligoenv.errors import PublishError
 from ligoenv.index import paths
 from ligoenv.oci.digest import Digest
 from ligoenv.publishroot import PublishRoot
+from ligoenv.sandbox import complete_tree
 
 from .base import (
+    ChainStep,
     Publisher,
     PublishOutcome,
     StagedImage,
+    StagedPlatform,
     StagingArea,
     plan_publish,
     plan_untag,
     tree_lock,
 )
+from .clone import clone_method, clone_tree
 from .seal import seal_tree
 
 Step = Callable[[str], None]
@@ -45,16 +52,18 @@ class DirectoryPublisher(Publisher):
 
     name = "directory"
 
-    def __init__(self, root: Path, *, include_registry: bool = True,
+    def __init__(self, root: Path, *, include_registry: bool = True, chains: bool = True,
                  stale_after: timedelta = timedelta(0),
                  clock: Callable[[], datetime] | None = None, on_step: Step | None = None,
                  keep_ownership: bool = False) -> None:
         self.layout = PublishRoot(root, include_registry)
         self.keep_ownership = keep_ownership
+        self.chains = chains
         self._clock = clock or (lambda: datetime.now(UTC))
         self._on_step = on_step or (lambda step: None)
         self.staging = StagingArea(root / ".ligoenv" / "staging", stale_after, self._clock)
         self.staging.clean()  # trees left by a worker that crashed before publishing
+        self._clone_method = clone_method(self.staging.root) if chains else ""
         # Held shared while this publisher lives, so that `exclusive()` (index migrate) can
         # tell that a worker is publishing to this root.
         lock = root / paths.PUBLISHERS_LOCK
@@ -75,13 +84,44 @@ class DirectoryPublisher(Publisher):
         finally:
             fcntl.flock(self._presence.fileno(), fcntl.LOCK_SH)
 
+    def add_chains(self, parent: Digest | None, steps: list[ChainStep]) -> None:
+        """Each chain's tree is staged as a clone of the one before and filled; all are synced
+        once, then renamed into `.chains/` bottom up, so a chain is never there without its
+        parent."""
+        with tree_lock(self.layout.root, exclusive=False):  # garbage collection waits
+            self._add_chains(parent, steps)
+
+    def _add_chains(self, parent: Digest | None, steps: list[ChainStep]) -> None:
+        staged: list[tuple[Digest, Path]] = []
+        source = self.layout.chain_dir(parent) if parent is not None else None
+        try:
+            for chain, fill in steps:
+                tree = self.staging_dir() / "tree"
+                staged.append((chain, tree))
+                self._clone_or_empty(source, tree)
+                fill(tree)
+                # sealed before anything clones it: sealing a clone must find nothing to change
+                # in the inodes it shares
+                seal_tree(tree, keep_ownership=self.keep_ownership)
+                source = tree
+            _syncfs(self.layout.root)
+            self._on_step("chains-synced")
+            for chain, tree in staged:
+                # False: another worker published the same chain first (equal ChainIDs, equal trees)
+                _rename(tree, self.layout.chain_dir(chain))
+        finally:
+            for _chain, tree in staged:
+                self.discard(tree.parent)
+
     def publish(self, image: StagedImage) -> PublishOutcome:
         with tree_lock(self.layout.root, exclusive=False):  # garbage collection waits
             return self._publish(image)
 
     def _publish(self, image: StagedImage) -> PublishOutcome:
+        cloned: list[Path] = []
         try:
             self.check(image)
+            image = self._clone_images(image, cloned)
             new, reused = self._place_images(image)
             with self._repository_lock(image.registry, image.repository):
                 plan = plan_publish(self.layout, image, self._clock())
@@ -96,6 +136,8 @@ class DirectoryPublisher(Publisher):
             for platform in image.platforms:
                 if platform.tree is not None:
                     self.discard(platform.tree)  # what was not renamed into place
+            for staging in cloned:
+                self.discard(staging)
         return PublishOutcome(
             image.top_digest, image.tag, plan.tag_moved, tuple(new), tuple(reused),
             {p.platform: self.layout.relative_image_path(p.digest) for p in image.platforms},
@@ -110,6 +152,36 @@ class DirectoryPublisher(Publisher):
             plan.write_platform_links()
             plan.write_tag_link()
         return plan.index_changed
+
+    def _clone_images(self, image: StagedImage, cloned: list[Path]) -> StagedImage:
+        """Stage a completed clone of its top chain for each new platform image built from one."""
+        platforms = []
+        for platform in image.platforms:
+            if platform.tree is None and platform.chain is not None and not self.has_image(platform.digest):
+                platform = self._clone_image(platform, cloned)
+            platforms.append(platform)
+        return replace(image, platforms=tuple(platforms))
+
+    def _clone_image(self, platform: StagedPlatform, cloned: list[Path]) -> StagedPlatform:
+        assert platform.chain is not None and platform.config is not None
+        if not self.has_chain(platform.chain):
+            raise PublishError(f"layer chain {platform.chain.short} of image {platform.digest.short} "
+                               "is not published", temporary=True)
+        staging = self.staging_dir()
+        cloned.append(staging)
+        tree = staging / "tree"
+        clone_tree(self.layout.chain_dir(platform.chain), tree, self._clone_method)
+        # writes new inodes only: the chain stays as it is
+        made = complete_tree(tree, platform.config, bind_points=platform.bind_points,
+                             provenance=platform.provenance)
+        return replace(platform, tree=tree, record=replace(platform.record, bind_points=made))
+
+    def _clone_or_empty(self, source: Path | None, tree: Path) -> None:
+        if source is None:
+            tree.mkdir(mode=0o755)
+            os.chmod(tree, 0o755)  # noqa: S103  (the root directory of a public tree)
+        else:
+            clone_tree(source, tree, self._clone_method)
 
     def _place_images(self, image: StagedImage) -> tuple[list[Digest], list[Digest]]:
         """Rename each new tree into `.images/`; returns (new, already published) digests."""

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from ligoenv.errors import DigestMismatch, InvalidReference
-from ligoenv.oci.digest import Digest, VerifyingReader
+from ligoenv.oci.digest import Digest, VerifyingReader, chain_ids
 
 DATA = b"gravitational waves\n" * 1000
 GOOD = Digest.of_bytes(DATA)
@@ -99,3 +99,11 @@ def test_unknown_size_checks_the_digest_only() -> None:
 def test_sha512_reader() -> None:
     digest = Digest.of_bytes(DATA, "sha512")
     assert reader(DATA, digest).read() == DATA
+
+
+def test_chain_ids_follow_the_oci_definition() -> None:
+    a, b, c = (Digest.of_bytes(x) for x in (b"a", b"b", b"c"))
+    ab = Digest("sha256", hashlib.sha256(f"{a} {b}".encode()).hexdigest())
+    abc = Digest("sha256", hashlib.sha256(f"{ab} {c}".encode()).hexdigest())
+    assert chain_ids([a, b, c]) == [a, ab, abc]
+    assert chain_ids([]) == [] and chain_ids([b])[0] == b

@@ -257,6 +257,7 @@ class Settings:
     layout: str = "osg"
     platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
     keep_ownership: bool = True
+    chains: bool = True
 
 
 def test_make_publisher_cvmfs(cvmfs: Cvmfs) -> None:

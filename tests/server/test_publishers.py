@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from ligoenv.errors import ConfigError, NotFound, PublishError
 from ligoenv.index import open_index_reader
+from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
@@ -271,6 +273,7 @@ class Settings:
     layout: str = "registry"
     platforms: tuple[Platform, ...] = (Platform("linux", "amd64"),)
     keep_ownership: bool = False
+    chains: bool = True
 
 
 def test_make_publisher(tmp_path: Path) -> None:
@@ -328,3 +331,33 @@ def test_repository_names_never_collide_with_index_or_lock_files(tmp_path: Path,
     for repository, content in ((first, "x"), ("lab/app", "app2")):
         assert (tmp_path / REGISTRY / f"{repository}:nightly" / TAG_FILE).read_text() == content + "\n"
         assert read_index(tmp_path, REGISTRY, repository) is not None
+
+
+def test_layer_chains_appear_whole_or_not_at_all(tmp_path: Path) -> None:
+    c1, c2 = (Digest.of_bytes(name) for name in (b"chain 1", b"chain 2"))
+
+    def write(name: str) -> Callable[[Path], None]:
+        return lambda tree: (tree / name).write_text(name)
+
+    def fail(tree: Path) -> None:
+        (tree / "half").write_text("half")
+        raise Crash("layer")
+
+    def crash(step: str) -> None:
+        if step == "chains-synced":
+            raise Crash(step)
+
+    pub = publisher(tmp_path)
+    with pytest.raises(Crash):
+        pub.add_chains(None, [(c1, write("one")), (c2, fail)])
+    crashing = publisher(tmp_path, on_step=crash)
+    with pytest.raises(Crash):
+        crashing.add_chains(None, [(c1, write("one")), (c2, write("two"))])
+    assert not pub.has_chain(c1) and list(tmp_path.glob(".chains/*/*")) == []
+    assert [p for p in (tmp_path / ".ligoenv/staging").iterdir() if p.suffix != ".lock"] == []
+
+    pub.add_chains(None, [(c1, write("one"))])
+    pub.add_chains(c1, [(c2, write("two"))])
+    assert tree_files(pub.layout.chain_dir(c1)) == ["one"]
+    assert tree_files(pub.layout.chain_dir(c2)) == ["one", "two"]
+    assert (pub.layout.chain_dir(c2) / "one").samefile(pub.layout.chain_dir(c1) / "one")  # hard links

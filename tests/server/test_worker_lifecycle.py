@@ -39,13 +39,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def _unpacking(stack: Stack) -> bool:
-    """True once a worker is writing a tree into the staging area."""
+    """True once a worker is writing a tree (an image's or a layer chain's) into the staging area."""
     staging = stack.root / ".ligoenv" / "staging"
-    return any(len(list(p.glob("data/*"))) > 50 for p in staging.glob("stage-*/.tree.partial-*"))
+    return any(len(list(p.glob("data/*"))) > 50 for p in staging.glob("stage-*/*"))
 
 
-def _published_trees(stack: Stack) -> list[Path]:
-    return sorted(p for p in (stack.root / ".images").glob("*/*") if p.is_dir())
+def _published_trees(stack: Stack, area: str = ".images") -> list[Path]:
+    return sorted(p for p in (stack.root / area).glob("*/*") if p.is_dir())
 
 
 def _job(stack: Stack, repository: str) -> dict[str, object]:
@@ -64,6 +64,7 @@ def test_sigkill_during_unpack_leaves_nothing_visible_and_retry_completes(
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert _published_trees(stack) == []
+    assert _published_trees(stack, ".chains") == []  # an image's new chains appear together
     assert not (stack.root / stack.registry.host / "lvk/big:v1").exists()
     assert stack.index("lvk/big") is None
 
@@ -72,6 +73,13 @@ def test_sigkill_during_unpack_leaves_nothing_visible_and_retry_completes(
     trees = _published_trees(stack)
     assert [t.name for t in trees] == [digest.hex]
     assert len(list((trees[0] / "data").iterdir())) == BIG_FILES
+    index = stack.index("lvk/big")
+    assert index is not None
+    chain = index.digests[str(digest)].chain
+    assert chain is not None
+    assert len(_published_trees(stack, ".chains")) == 3  # busybox, the tag file, the big layer
+    top = stack.root / ".chains" / chain.hex[:2] / chain.hex
+    assert len(list((top / "data").iterdir())) == BIG_FILES and not (top / ".singularity.d").exists()
     assert (stack.root / stack.registry.host / "lvk/big:v1").resolve() == trees[0].resolve()
     # Taken again after the kill; on a machine loaded enough to delay heartbeats past the 5 s
     # lease, once more, which is the lease doing its job.

@@ -1,0 +1,89 @@
+"""Layer chains: publish an image's layers as chain trees (by OCI ChainID), only those missing.
+
+Chain n is chain n-1's tree with layer n applied; equal ChainIDs mean equal trees, so chains are
+shared by every image, tag and repository built on the same layers. A rebuild that changes its
+top layer downloads and applies that layer alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
+from ligoenv.oci.digest import Digest, chain_ids
+from ligoenv.oci.manifest import Descriptor, ImageConfig, ImageManifest, layer_compression
+from ligoenv.oci.pull import download_layers
+from ligoenv.oci.registry import RegistryClient
+from ligoenv.oci.unpack import UnpackOptions, apply_layer
+
+from .publishers.base import ChainStep, Fill, Publisher
+
+log = logging.getLogger("ligoenv.chains")
+
+
+def top_chain(config: ImageConfig) -> Digest | None:
+    """The ChainID of the image's whole layer stack; None for an image without layers."""
+    chains = chain_ids(config.diff_ids)
+    return chains[-1] if chains else None
+
+
+def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
+                 manifest: ImageManifest, config: ImageConfig, cache: LayerCache,
+                 options: UnpackOptions) -> tuple[Digest, int]:
+    """Publish the chains of `manifest` that are missing (downloading only their layers);
+    return the top chain's ID and the bytes its new layers wrote. A cached layer found corrupt
+    is downloaded once more."""
+    chains = chain_ids(config.diff_ids)
+    written = 0
+    for attempt in (1, 2):
+        start = _first_missing(publisher, chains)
+        if start == len(chains):
+            break
+        log.info("unpacking", extra={"manifest": str(manifest.digest),
+                                     "layers": len(chains) - start, "reused_chains": start})
+        download_layers(client, repository, manifest.layers[start:], cache)
+        layers = _Layers(cache, options)
+        steps: list[ChainStep] = [
+            (chains[i], layers.fill(manifest.layers[i], config.diff_ids[i]))
+            for i in range(start, len(chains))]
+        try:
+            publisher.add_chains(chains[start - 1] if start else None, steps)
+            written = layers.written
+            break
+        except CorruptCacheEntry as corrupt:
+            if attempt == 2:
+                raise
+            log.warning("%s: downloading it again", corrupt)
+    return chains[-1], written
+
+
+def _first_missing(publisher: Publisher, chains: list[Digest]) -> int:
+    """The index of the lowest chain to build: one above the highest chain published."""
+    for depth in range(len(chains), 0, -1):
+        if publisher.has_chain(chains[depth - 1]):
+            return depth
+    return 0
+
+
+class _Layers:
+    """Applies cached layers, counting what they expand to against the image's cap (the chains
+    found published were capped when they were built)."""
+
+    def __init__(self, cache: LayerCache, options: UnpackOptions) -> None:
+        self.cache = cache
+        self.options = options
+        self.expanded = 0
+        self.written = 0
+
+    def fill(self, layer: Descriptor, diff_id: Digest) -> Fill:
+        def apply(tree: Path) -> None:
+            # Read through the digest check: a changed cached blob must say so (and leave the
+            # cache) instead of being blamed on the image as a bad archive.
+            with self.cache.open(layer) as blob:
+                report = apply_layer(blob, layer_compression(layer.media_type), tree, self.options,
+                                     diff_id, expanded_before=self.expanded,
+                                     compressed_size=layer.size)
+            self.expanded += report.expanded_bytes
+            self.written += report.bytes_written
+        return apply

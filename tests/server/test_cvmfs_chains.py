@@ -1,0 +1,140 @@
+"""Layer chains on CVMFS: template transactions (`transaction -T /parent=/child`) against the
+stand-in cvmfs_server, whose command lines are asserted exactly and which counts the bytes each
+transaction writes."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ligoenv.errors import PublishError
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.layout import Entry, Layer
+from ligoenv.oci.manifest import layer_compression, parse_config
+from ligoenv.oci.unpack import apply_layer
+from ligoenv_server.publishers.base import StagedImage
+from ligoenv_server.publishers.cvmfs import CvmfsPublisher
+from tests.server import test_cvmfs
+from tests.server.test_cvmfs import REPO, Cvmfs
+from tests.support.images import build_busybox_image
+from tests.support.staging import stage
+from tests.support.trees import frozen_facts
+
+A = Digest("sha256", "aa" * 32)
+B = Digest("sha256", "bb" * 32)
+BIG = bytes(1 << 20)
+
+cvmfs = test_cvmfs.cvmfs  # the stand-in's fixture
+
+
+def applying(*entries: Entry) -> Callable[[Path], None]:
+    """A chain step's fill: the layer of `entries` applied to the chain's tree."""
+    layer = Layer.from_entries(entries)
+
+    def fill(tree: Path) -> None:
+        apply_layer(io.BytesIO(layer.blob), layer_compression(layer.media_type), tree)
+    return fill
+
+
+BASE = applying(Entry("etc", "dir", mode=0o755), Entry("etc/motd", data=b"base\n"),
+                Entry("etc/issue", data=b"debian\n", mode=0o644), Entry("big", data=BIG))
+REBUILD = applying(Entry("etc/motd", data=b"rebuilt\n"), Entry("etc/issue", data=b"debian\n", mode=0o600))
+
+
+def written(cvmfs: Cvmfs) -> list[dict[str, object]]:
+    path = cvmfs.state / "written"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def chain_image(pub: CvmfsPublisher, content: str, chain: Digest) -> StagedImage:
+    """`content`'s image as the worker hands it over with chains: no tree, its top chain."""
+    image = stage(pub, content)
+    platform = image.platforms[0]
+    assert platform.tree is not None
+    pub.discard(platform.tree)
+    raw = build_busybox_image(content).config_bytes()
+    config = parse_config(raw, Digest.of_bytes(raw))
+    return replace(image, platforms=(replace(platform, tree=None, chain=chain, config=config),))
+
+
+def test_chains_and_images_are_template_clones(cvmfs: Cvmfs) -> None:
+    pub = cvmfs.publisher()
+    pub.add_chains(None, [(A, BASE)])
+    parent = pub.layout.chain_dir(A)
+    before = frozen_facts(parent)
+    pub.add_chains(A, [(B, REBUILD)])
+    assert cvmfs.log() == [
+        ["list"], ["transaction", REPO], ["publish", REPO],
+        ["list"], ["transaction", REPO], ["publish", REPO],  # makes .chains/bb for the template
+        ["transaction", "-T", f"/.chains/aa/{A.hex}=/.chains/bb/{B.hex}", REPO], ["publish", REPO]]
+    assert frozen_facts(parent) == before  # the stand-in's clone shares inodes: none written through
+    child = pub.layout.chain_dir(B)
+    assert (child / "etc/motd").read_bytes() == b"rebuilt\n" and (child / "big").samefile(parent / "big")
+    assert (child / ".cvmfscatalog").is_file()  # a nested catalog per chain
+    # the rebuild's transaction wrote its layer only: a new motd and issue (its mode changed)
+    assert written(cvmfs)[-1] == {"path": "", "bytes": len(b"rebuilt\n") + len(b"debian\n"), "files": 2}
+
+    image = chain_image(pub, "v1", B)
+    digest = image.top_digest
+    outcome = pub.publish(image)
+    assert outcome.new_images == (digest,)
+    assert cvmfs.log() == [
+        ["list"], ["transaction", REPO], ["publish", REPO],
+        ["transaction", "-T", f"/.chains/bb/{B.hex}=/.images/{digest.hex[:2]}/{digest.hex}", REPO],
+        ["publish", REPO], ["transaction", REPO], ["publish", REPO]]
+    tree = cvmfs.mount / outcome.paths["linux/amd64"]
+    assert (tree / "etc/motd").read_bytes() == b"rebuilt\n" and (tree / ".singularity.d/runscript").is_file()
+    assert not (child / ".singularity.d").exists()
+    assert written(cvmfs)[-2]["bytes"] < 64 * 1024  # the Apptainer files, not the image again
+    assert not cvmfs.in_transaction()
+
+
+def test_gateway_leases_for_template_transactions(cvmfs: Cvmfs) -> None:
+    pub = cvmfs.publisher(gateway=True)
+    pub.add_chains(None, [(A, BASE), (B, REBUILD)])
+    assert cvmfs.log() == [
+        ["list"], ["transaction", f"{REPO}/.chains"], ["publish", REPO],
+        ["transaction", f"{REPO}/.chains/bb"], ["publish", REPO],
+        ["transaction", "-T", f"/.chains/aa/{A.hex}=/.chains/bb/{B.hex}", f"{REPO}/.chains/bb/{B.hex}"],
+        ["publish", REPO]]
+    assert written(cvmfs)[-1] == {"path": f".chains/bb/{B.hex}", "bytes": 15, "files": 2}
+
+
+def test_a_failed_layer_aborts_its_chain_and_keeps_the_parent(cvmfs: Cvmfs) -> None:
+    pub = cvmfs.publisher()
+    pub.add_chains(None, [(A, BASE)])
+    before = frozen_facts(pub.layout.chain_dir(A))
+    cvmfs.log()
+
+    def broken(tree: Path) -> None:
+        (tree / "etc/motd").unlink()
+        raise OSError("disk full")
+
+    with pytest.raises(PublishError, match="rolled back"):
+        pub.add_chains(A, [(B, broken)])
+    assert cvmfs.log()[-2:] == [
+        ["transaction", "-T", f"/.chains/aa/{A.hex}=/.chains/bb/{B.hex}", REPO], ["abort", "-f", REPO]]
+    assert not pub.has_chain(B) and frozen_facts(pub.layout.chain_dir(A)) == before
+    assert not cvmfs.in_transaction()
+
+
+def test_the_stand_in_refuses_impossible_templates(cvmfs: Cvmfs) -> None:
+    pub = cvmfs.publisher()
+    pub.add_chains(None, [(A, BASE)])
+    source = f"/.chains/aa/{A.hex}"
+    refusals = {
+        f"/.chains/aa/{'cc' * 32}=/.chains/aa/new": "does not exist",  # missing source
+        f"{source}={source}": "already exists",  # existing destination
+        f"{source}=/nowhere/new": "parent directory",
+    }
+    for template, message in refusals.items():
+        result = cvmfs.run("transaction", "-T", template, REPO)
+        assert result.returncode == 1 and message in result.stderr
+    outside = cvmfs.run("transaction", "-T", f"{source}=/.chains/aa/copy", f"{REPO}/.images")
+    assert outside.returncode == 1 and "outside the lease" in outside.stderr
+    assert not cvmfs.in_transaction()
