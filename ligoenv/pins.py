@@ -132,10 +132,10 @@ def read_pins(location: str) -> PinSet:
     """The pins at an index location: a publish root or CVMFS mount, or an HTTP mirror or
     server (`<url>/.ligoenv/pins.json`, read like its index files: bounded, whole or not at all)."""
     if location.startswith(("http://", "https://")):
-        from ligoenv.indexreader import HttpIndexReader
+        from ligoenv.index.files import HttpFiles
 
         url = f"{location.rstrip('/')}/{PINS_FILE}"
-        body = HttpIndexReader(location, max_bytes=MAX_PINS_BYTES)._fetch(url)
+        body = HttpFiles(location).read(PINS_FILE, max_bytes=MAX_PINS_BYTES)
         return parse_pins(body.decode("utf-8", errors="replace"), url) if body else PinSet()
     return load_pins(Path(location.removeprefix("file://")).expanduser())
 

@@ -51,3 +51,21 @@ def test_no_file_no_pins_and_a_bad_file_is_one_error(tmp_path: Path) -> None:
     (tmp_path / PINS_FILE).write_text('{"schemaVersion": 1, "pins": {"sha256:zz": []}}')
     with pytest.raises(PublishIndexError, match=r"pins\.sha256:zz"):
         load_pins(tmp_path)
+
+
+def test_pins_are_read_from_a_mirror_over_http() -> None:
+    from tests.support.httpstub import Reply, Stub
+
+    pins = PinSet()
+    pins.add(TOP, Pin("paper", "alice", WHEN, "GWTC-4", "lab/app@x"))
+    stub = Stub()
+    try:
+        stub.on("GET", f"/{PINS_FILE}", Reply(200, body=pins.dumps().encode()))
+        assert read_pins(f"http://{stub.host}") == pins
+        stub.on("GET", f"/{PINS_FILE}", Reply(404))
+        assert read_pins(f"http://{stub.host}/") == PinSet()
+        stub.on("GET", f"/{PINS_FILE}", Reply(503))
+        with pytest.raises(PublishIndexError, match="HTTP 503"):
+            read_pins(f"http://{stub.host}")
+    finally:
+        stub.stop()
