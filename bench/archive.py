@@ -37,7 +37,7 @@ from bench.common import (
     run,
     write_layout,
 )
-from ligoenv_server.localregistry import RegistryProcess
+from testbed.registry import RegistryProcess
 
 LIGOENV = str(VENV_BIN / "ligoenv")
 LAYER_SIZES = (40 << 20, 300 << 20, 120 << 20)  # about 460 MB uncompressed

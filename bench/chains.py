@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO, WORK, LayerFile, fresh, generated_layer, make_layer, run, write_layout
 from ligoenv.oci.digest import Digest
 from ligoenv_server.config import ServerConfig, default_config
-from ligoenv_server.localregistry import RegistryProcess
 from ligoenv_server.model import PublishRequest
+from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from ligoenv_server.publishing import RequestProcessor
+from testbed.registry import RegistryProcess
 
 FAKE_CVMFS = REPO / "tests" / "support" / "fake_cvmfs_server"
 CVMFS_REPO = "bench.example.org"

@@ -31,17 +31,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN, WORK, fresh, run
-from ligoenv.index import DigestRecord
-from ligoenv.index.writer import IndexWriter
+from ligoenv.client.resolve import Resolver
+from ligoenv.client.runtimes.base import Host
+from ligoenv.client.runtimes.launch import RunRequest, prepare
+from ligoenv.client.runtimes.select import select_runtime
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import Entry, Image, Layer, LayoutWriter
 from ligoenv.oci.manifest import OCI_MANIFEST
-from ligoenv.publishroot import PublishRoot
-from ligoenv.resolve import Resolver
-from ligoenv.runtimes.base import Host
-from ligoenv.runtimes.launch import RunRequest, prepare
-from ligoenv.runtimes.select import select_runtime
-from ligoenv_server.localregistry import RegistryProcess, skopeo_push
+from ligoenv.store.index import DigestRecord
+from ligoenv.store.index.writer import IndexWriter
+from ligoenv.store.publishroot import PublishRoot
+from testbed.ocibuild import Entry, Image, Layer, LayoutWriter
+from testbed.registry import RegistryProcess, skopeo_push
 
 LIGOENV = str(VENV_BIN / "ligoenv")
 HYPERFINE = "/usr/bin/hyperfine"
@@ -157,7 +157,7 @@ def report(work: Path, registry: RegistryProcess, runs: int) -> None:
 
 def bwrap_command(ref: str, cwd: Path, env: dict[str, str]) -> list[str]:
     """The argv `ligoenv run --runtime bwrap REF -- true` executes, built by the same code."""
-    from ligoenv.config import load_settings
+    from ligoenv.client.settings import load_settings
 
     settings = load_settings({}, env)
     request = RunRequest(reference=ref, command=("true",), cwd=str(cwd), runtime="bwrap",

@@ -39,9 +39,9 @@ from bench.common import WORK, LayerFile, fresh, generated_layer, image_blobs, p
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
-from ligoenv_server.localregistry import free_port
 from ligoenv_server.model import JobState
 from ligoenv_server.queue import SqlQueue
+from testbed.registry import free_port
 from tests.support.images import busybox_layer
 from tests.support.postgres import DATABASE, PostgresCluster
 from tests.support.stack import SECRET, SERVER, Stack, new_stack, server_config, wait_for

@@ -1,7 +1,7 @@
 """How the digest index scales with history: a repository with 10 years of 100 nightly tags
 (365,000 events and as many digest records) beside the same repository with one tag.
 
-The index is built with the project's own code (`ligoenv.index.writer.convert`: the files a
+The index is built with the project's own code (`ligoenv.store.index.writer.convert`: the files a
 publisher would write, written here without fsync to save time). Then, interleaved, each
 operation runs as a fresh process several times against both repositories and the medians are
 compared:
@@ -33,10 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN, WORK
-from ligoenv.index import DigestRecord, RepositoryIndex, TagEvent, format_time
-from ligoenv.index.writer import IndexChange, convert
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
+from ligoenv.store.index import DigestRecord, RepositoryIndex, TagEvent, format_time
+from ligoenv.store.index.writer import IndexChange, convert
 
 REGISTRY = "registry.example.org"
 LONG, SHORT = "bench/long", "bench/short"
@@ -103,7 +103,7 @@ def build(root: Path, years: int, tags: int) -> None:
 
 def publish_child(root: str, repository: str, number: str) -> None:
     """One tag move through the directory publisher (run as its own process)."""
-    from ligoenv.index.reader import open_reader
+    from ligoenv.store.index.reader import open_reader
     from ligoenv_server.publishers.base import StagedImage, StagedPlatform
     from ligoenv_server.publishers.directory import DirectoryPublisher
 
@@ -141,7 +141,7 @@ def read_api(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     code = ("import uvicorn, sys\nfrom pathlib import Path\n"
             "from starlette.applications import Starlette\n"
-            "from ligoenv.publishroot import PublishRoot\n"
+            "from ligoenv.store.publishroot import PublishRoot\n"
             "from ligoenv_server.readapi import read_routes\n"
             f"app = Starlette(routes=read_routes(PublishRoot(Path({str(root)!r}))))\n"
             f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')\n")

@@ -22,17 +22,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN
-from ligoenv.index import DigestRecord, RepositoryIndex
-from ligoenv.index.writer import convert
-from ligoenv.oci.layout import Entry, Image, Layer
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.index import DigestRecord, RepositoryIndex
+from ligoenv.store.index.writer import convert
+from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.config import load_config
-from ligoenv_server.localregistry import RegistryProcess
 from ligoenv_server.sync import Syncer
 from ligoenv_server.synclists import read_list
 from ligoenv_server.synctimer import publisher_tags
+from testbed.ocibuild import Entry, Image, Layer
+from testbed.registry import RegistryProcess
 
 REPOSITORY = "bench/sync"
 

@@ -51,7 +51,7 @@ from bench.common import (
     tree_stats,
     write_layout,
 )
-from ligoenv_server.localregistry import RegistryProcess
+from testbed.registry import RegistryProcess
 
 
 def build_rootfs(work: Path) -> Path:

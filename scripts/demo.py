@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
 sys.path.insert(0, str(REPO))
 
-from ligoenv.index.reader import LocalIndexReader  # noqa: E402
-from ligoenv.oci.layout import Entry, Image, Layer, LayoutWriter  # noqa: E402
-from ligoenv_server.localregistry import RegistryProcess, free_port  # noqa: E402
+from ligoenv.store.index.reader import LocalIndexReader  # noqa: E402
+from testbed.ocibuild import Entry, Image, Layer, LayoutWriter  # noqa: E402
+from testbed.registry import RegistryProcess, free_port  # noqa: E402
 
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 REPOSITORY = "lvk/analysis"

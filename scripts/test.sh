@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
-ruff check ligoenv server tests bench scripts
+ruff check ligoenv server testbed tests bench scripts
 echo "== mypy"
-mypy ligoenv server
+mypy ligoenv server testbed
 echo "== pytest"
 pytest "$@"

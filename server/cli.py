@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ligoenv.errors import ConfigError, LigoenvError, UsageError
+from ligoenv.oci.errors import LigoenvError, UsageError
+from ligoenv.store.errors import ConfigError
 
 from .config import (
     CONFIG_ENV,
@@ -106,7 +107,7 @@ def serve(config: ConfigOption = None,
     """Relay, queue and worker in one process (the embedded defaults need no config file)."""
     cfg = _serve_config(config, host, port, state_dir, registry)
     _logging(cfg)
-    from .app import create_server_app
+    from .roles import create_server_app
 
     _say_where(cfg)
     _uvicorn(create_server_app(cfg, drain_seconds=drain_timeout), cfg.relay.host, cfg.relay.port,
@@ -118,7 +119,7 @@ def relay(config: ConfigOption = None) -> None:
     """Only the relay (and the read API): webhooks in, jobs to the configured queue."""
     cfg = _listening_config(_config(config))
     _logging(cfg)
-    from .app import create_server_app
+    from .roles import create_server_app
 
     _uvicorn(create_server_app(cfg, run_workers=False), cfg.relay.host, cfg.relay.port,
              _limits(cfg))
@@ -153,8 +154,8 @@ def worker(config: ConfigOption = None,
     released to the queue after --drain-timeout)."""
     cfg = _config(config)
     _logging(cfg)
-    from .app import publisher_from, queue_collectors, queue_from, readiness_checks
     from .opslistener import OpsListener
+    from .roles import publisher_from, queue_collectors, queue_from, readiness_checks
     from .worker import WorkerPool
 
     if concurrency:
@@ -202,7 +203,7 @@ def publish(reference: Annotated[str, typer.Argument(help="Image to publish, e.g
     request = PublishRequest(registry=ref.registry, repository=ref.repository, tag=ref.tag,
                              digest=str(ref.digest) if ref.digest else None, source="cli",
                              received_at=datetime.now(UTC), action=Action.PUBLISH)
-    from .app import publisher_from, queue_from
+    from .roles import publisher_from, queue_from
 
     if enqueue:
         queue = queue_from(cfg)
@@ -211,7 +212,7 @@ def publish(reference: Annotated[str, typer.Argument(help="Image to publish, e.g
         _print({"job_id": result.job_id, "created": result.created}, as_json,
                f"job {result.job_id} {'queued' if result.created else 'already pending'}")
         return
-    from .publishing import RequestProcessor
+    from .pipeline import RequestProcessor
 
     outcome = RequestProcessor(cfg, publisher_from(cfg)).process(request)
     _print(outcome, as_json, _describe(outcome))
@@ -223,7 +224,7 @@ def jobs(config: ConfigOption = None,
          limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List jobs (newest first) with their state, attempts and last error."""
-    from .app import queue_from
+    from .roles import queue_from
 
     queue = queue_from(_config(config))
     found = queue.list(state=state, limit=limit)
@@ -243,7 +244,7 @@ def jobs(config: ConfigOption = None,
 def retry(job_id: Annotated[int, typer.Argument(help="A failed job's id (see `jobs`).")],
           config: ConfigOption = None) -> None:
     """Requeue a failed job (its attempts start again)."""
-    from .app import queue_from
+    from .roles import queue_from
 
     queue = queue_from(_config(config))
     job = queue.retry(job_id)
@@ -269,7 +270,7 @@ def sync_lists(lists: Annotated[list[str] | None, typer.Argument(
     missed). Exits 1 when an entry failed; the others are still done."""
     cfg = _config(config)
     _logging(cfg)
-    from .app import queue_from
+    from .roles import queue_from
     from .sync import Syncer
     from .synctimer import choose_lists, open_lists, publisher_tags
 
@@ -305,9 +306,9 @@ def gc(config: ConfigOption = None,
     records when each was collected). Exits 1 when a remaining tree is incomplete."""
     cfg = _config(config)
     _logging(cfg)
-    from .app import publisher_from
     from .gcpolicy import GcPolicy
     from .gcrun import KILL_ENV, GarbageCollector, kill_point
+    from .roles import publisher_from
 
     policy = GcPolicy(grace=timedelta(days=cfg.gc.grace_days), keep_last=cfg.gc.keep_last,
                       keep_tags=cfg.gc.keep_tags, max_trees=cfg.gc.max_trees)
@@ -360,10 +361,10 @@ def _pin_command(lockfiles: list[Path], config: Path | None, label: str | None, 
                  why: str | None, by: str | None) -> None:
     import getpass
 
-    from ligoenv.lockfile import read_lockfile
+    from ligoenv.store.lockfile import read_lockfile
 
-    from .app import publisher_from
     from .pinning import pin, unpin
+    from .roles import publisher_from
 
     cfg = _config(config)
     _logging(cfg)
@@ -414,9 +415,9 @@ def index_migrate(config: ConfigOption = None,
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Convert the publish root's index to version 2, in place: per repository atomically,
     resumable, a no-op when done. Refuses while a worker is publishing to the root."""
-    from ligoenv.index.migrate import migrate_root
+    from ligoenv.store.index.migrate import migrate_root
 
-    from .app import publisher_from
+    from .roles import publisher_from
 
     cfg = _config(config)
     publisher = publisher_from(cfg)

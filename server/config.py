@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ligoenv.errors import ConfigError, InvalidReference
+from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.sandbox import BIND_POINTS, normal_bind_point
+from ligoenv.store.apptainer import BIND_POINTS, normal_bind_point
+from ligoenv.store.errors import ConfigError
 
 from .configerrors import config_schema_errors
 from .model import source_name

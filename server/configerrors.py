@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ligoenv.schemas import field_path, validator
+from ligoenv.store.schemas import field_path, validator
 
 _SECRET_KEYS = {"secret", "password", "token"}
 

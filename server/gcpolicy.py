@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ligoenv.index import DigestRecord, RepositoryIndex, format_time
 from ligoenv.oci.digest import Digest
-from ligoenv.pins import PinSet
+from ligoenv.store.index import DigestRecord, RepositoryIndex, format_time
+from ligoenv.store.pins import PinSet
 
 
 @dataclass(frozen=True)

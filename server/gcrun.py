@@ -18,14 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ligoenv.index import RepositoryIndex, paths
-from ligoenv.index.files import LocalFiles
-from ligoenv.index.reader import list_repositories, load_repository
-from ligoenv.index.writer import IndexWriter
 from ligoenv.oci.digest import Digest
-from ligoenv.pins import load_pins
-from ligoenv.publishroot import IMAGES_DIR, remove_symlink
-from ligoenv.sandbox import RUNSCRIPT
+from ligoenv.store.apptainer import RUNSCRIPT
+from ligoenv.store.index import RepositoryIndex, paths
+from ligoenv.store.index.files import LocalFiles
+from ligoenv.store.index.reader import list_repositories, load_repository
+from ligoenv.store.index.writer import IndexWriter
+from ligoenv.store.pins import load_pins
+from ligoenv.store.publishroot import IMAGES_DIR, remove_symlink
 
 from . import metrics
 from .gcpolicy import GcPlan, GcPolicy, plan_gc, utc_now
@@ -34,7 +34,7 @@ from .publishers.base import Publisher
 log = logging.getLogger("ligoenv.gc")
 KILL_ENV = "LIGOENV_TEST_GC_KILL_AFTER"  # tests only: SIGKILL this process after a named step
 Step = Callable[[str], None]
-# What every published tree has (ligoenv.sandbox.complete_tree): checked, not assumed.
+# What every published tree has (ligoenv.store.apptainer.complete_tree): checked, not assumed.
 TREE_PARTS = (".singularity.d", RUNSCRIPT, ".cvmfscatalog")
 
 

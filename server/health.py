@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv.errors import AuthError, LigoenvError
+from ligoenv.oci.errors import AuthError, LigoenvError
 
 from . import metrics
 from .config import RegistryConfig
@@ -65,7 +65,7 @@ def publish_root_check(root: Path, *, writable: bool) -> Check:
 
 def registry_check(registry: RegistryConfig) -> Check:
     def probe() -> str | None:
-        from .publishing import registry_client
+        from .pipeline import registry_client
 
         try:
             with registry_client(registry, timeout=REGISTRY_TIMEOUT, retries=0) as client:

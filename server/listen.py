@@ -21,7 +21,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ligoenv.errors import ConfigError
+from ligoenv.store.errors import ConfigError
 
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_HEADER_TIMEOUT = 10.0

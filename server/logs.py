@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ligoenv.errors import ConfigError
+from ligoenv.store.errors import ConfigError
 
 from .config import AuthType, LogConfig, Secret, ServerConfig
 

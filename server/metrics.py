@@ -21,7 +21,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ligoenv.errors import ConfigError, LigoenvError
+from ligoenv.oci.errors import LigoenvError
+from ligoenv.store.errors import ConfigError
 
 from .model import QueueSummary
 

@@ -18,15 +18,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv.errors import LigoenvError
-from ligoenv.lockfile import parse_lockfile
-from ligoenv.pins import PINS_FILE
-from ligoenv.publishroot import PublishRoot
+from ligoenv.oci.errors import LigoenvError
+from ligoenv.store.lockfile import parse_lockfile
+from ligoenv.store.pins import PINS_FILE
+from ligoenv.store.publishroot import PublishRoot
 
 from .config import Secret
 from .pinning import pin
 from .publishers.base import Publisher
-from .relay.body import parse_json, read_capped
+from .relay.payload import parse_json, read_capped
 
 MAX_PIN_BODY = 1 << 20
 

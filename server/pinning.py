@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ligoenv.atomicfile import write_atomic
-from ligoenv.errors import PublishIndexError
-from ligoenv.lockfile import Lockfile
+from ligoenv.oci.atomicfile import write_atomic
 from ligoenv.oci.digest import Digest
-from ligoenv.pins import PINS_FILE, Pin, PinSet, default_label, load_pins, lockfile_digests
-from ligoenv.schemas import validate
+from ligoenv.store.errors import PublishIndexError
+from ligoenv.store.lockfile import Lockfile
+from ligoenv.store.pins import PINS_FILE, Pin, PinSet, default_label, load_pins, lockfile_digests
+from ligoenv.store.schemas import validate
 
 from .publishers.base import Publisher
 

@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv.errors import LigoenvError, NotFound, UsageError
-from ligoenv.index import format_time, parse_time, paths
-from ligoenv.index.reader import LocalIndexReader, list_repositories
+from ligoenv.oci.errors import LigoenvError, NotFound, UsageError
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.index import format_time, parse_time, paths
+from ligoenv.store.index.reader import LocalIndexReader, list_repositories
+from ligoenv.store.publishroot import PublishRoot
 
 INDEX_PREFIX = f"/{paths.INDEX_DIR}/"
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -1,6 +1,6 @@
 """`GET /v1/status?ref=REF[&platform=OS/ARCH]`: is an image published yet, and if not, why?
 
-Answers from the publish root (see ligoenv.published) and, where the process has a queue,
+Answers from the publish root (see ligoenv.store.published) and, where the process has a queue,
 from the newest jobs about the repository, so `ligoenv wait` can stop at once with the
 server's own error when publishing failed.
 """
@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv.errors import LigoenvError, UsageError
-from ligoenv.index.reader import LocalIndexReader
+from ligoenv.oci.errors import LigoenvError, UsageError
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.published import publication
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.index.reader import LocalIndexReader
+from ligoenv.store.published import publication
+from ligoenv.store.publishroot import PublishRoot
 
 from .model import Job, JobState
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from ligoenv.errors import LigoenvError, NotFound, RegistryUnavailable
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import LigoenvError, NotFound, RegistryUnavailable
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 
@@ -315,7 +315,7 @@ class _CountingLimiter(RateLimiter):
 
 def paced_client(registry: RegistryConfig, limiter: RateLimiter) -> RegistryClient:
     """A client for a configured registry whose every request goes through `limiter`."""
-    from .publishing import registry_client
+    from .pipeline import registry_client
 
     return registry_client(registry, pacer=limiter)
 

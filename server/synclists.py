@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ligoenv.errors import ConfigError, InvalidReference
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.reference import Reference
+from ligoenv.store.errors import ConfigError
 
 FORMATS = ("auto", "osg", "ducc")
 MAX_LIST_BYTES = 8 << 20

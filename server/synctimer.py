@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ligoenv.errors import ConfigError, LigoenvError
+from ligoenv.oci.errors import LigoenvError
+from ligoenv.store.errors import ConfigError
 
 from .config import ServerConfig, SyncListConfig
 from .model import JobSink
@@ -60,7 +61,7 @@ def choose_lists(config: ServerConfig, given: Sequence[str], *,
 
 
 def publisher_tags(config: ServerConfig) -> PublishedTags:
-    from .app import publisher_from
+    from .roles import publisher_from
 
     return PublishedTags(publisher_from(config).read_index)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from ligoenv.errors import NotFound
-from ligoenv.index import RepositoryView
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import NotFound
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
+from ligoenv.store.index import RepositoryView
 
 from .model import PublishRequest
 

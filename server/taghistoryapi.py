@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv.errors import InvalidReference, LigoenvError
-from ligoenv.index import RepositoryView, TagEvent, format_time, parse_time
-from ligoenv.index.reader import LocalIndexReader
+from ligoenv.oci.errors import InvalidReference, LigoenvError
 from ligoenv.oci.manifest import OCI_INDEX
 from ligoenv.oci.reference import Reference
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.index import RepositoryView, TagEvent, format_time, parse_time
+from ligoenv.store.index.reader import LocalIndexReader
+from ligoenv.store.publishroot import PublishRoot
 
 PREFIX = "org.ligoenv.tag."
 MAX_PAGE = 1000

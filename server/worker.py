@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ligoenv.errors import LigoenvError, RegistryError
+from ligoenv.oci.errors import LigoenvError, RegistryError
 
 from . import metrics
 from .config import ServerConfig
 from .logs import job_context
 from .model import Job, JobSource, PublishRequest
+from .pipeline import LeaseLost, RequestProcessor
 from .publishers.base import Publisher
-from .publishing import LeaseLost, RequestProcessor
 
 log = logging.getLogger("ligoenv.worker")
 DEFAULT_DRAIN_SECONDS = 120.0  # on SIGTERM, then the jobs in hand are released

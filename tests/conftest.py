@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.registry import RegistryProcess
 from tests.support.httpstub import Silent, Stub
-from tests.support.registry import RegistryProcess
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +22,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProce
 @pytest.fixture(autouse=True)
 def no_site_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's site config file is looked for under an empty directory, never in /etc."""
-    import ligoenv.config
+    import ligoenv.client.settings
 
     empty = tmp_path_factory.getbasetemp() / "no-site-config"
-    monkeypatch.setattr(ligoenv.config, "SITE_CONFIG", empty / "etc" / "config.toml")
+    monkeypatch.setattr(ligoenv.client.settings, "SITE_CONFIG", empty / "etc" / "config.toml")
     monkeypatch.setenv("XDG_CONFIG_DIRS", str(empty / "xdg"))
     monkeypatch.delenv("LIGOENV_SITE_CONFIG", raising=False)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ligoenv.boundedjson import MAX_DEPTH, TooDeep, loads, nesting_depth
+from ligoenv.store.boundedjson import MAX_DEPTH, TooDeep, loads, nesting_depth
 
 
 @pytest.mark.parametrize(("text", "depth"), [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv import multiarch
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store import multiarch
+from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from tests.support.images import TAG_FILE
 from tests.support.staging import REGISTRY, REPOSITORY, T0, stage

@@ -20,7 +20,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
     for schema in ("lockfile", "index", "job", "server-config", "webhooks/distribution",
                    "webhooks/dockerhub", "webhooks/harbor", "webhooks/generic"):
         assert f"ligoenv/schemafiles/{schema}.schema.json" in names
-    assert "ligoenv/schemas.py" in names and "ligoenv_server/cli.py" in names
+    assert "ligoenv/store/schemas.py" in names and "ligoenv_server/cli.py" in names
     metadata = next(n for n in names if n.endswith("entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "ligoenv = ligoenv.cli.main:main" in entry_points

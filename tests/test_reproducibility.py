@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.index import format_time
-from ligoenv.index.writer import convert
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
+from ligoenv.store.index import format_time
+from ligoenv.store.index.writer import convert
 from tests.support.images import build_busybox_image, push_image
 from tests.support.indexfiles import read_index
 from tests.support.stack import Stack, new_stack, wait_for

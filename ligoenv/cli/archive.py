@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, print_json
-from ligoenv.errors import NotFound
+from ligoenv.oci.errors import NotFound
 
 if TYPE_CHECKING:
     import typer
@@ -20,10 +20,10 @@ Blobs come from the local cache when it has them, else from the registry.
 
 def run(inv: Invocation, lockfile_path: str | None, output: str, *, platforms: list[str],
         index: str | None = None, as_json: bool = False) -> int:
-    from ligoenv.archive import archive_lockfile
-    from ligoenv.archive_records import ArchiveRecords
     from ligoenv.cli.common import parse_platform
     from ligoenv.cli.progress import progress_bar
+    from ligoenv.client.archive import archive_lockfile
+    from ligoenv.client.archive_records import ArchiveRecords
     from ligoenv.oci.cache import LayerCache
 
     settings = inv.settings(lockfile=lockfile_path, index=index)

@@ -4,9 +4,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from ligoenv.archive_records import ArchiveRecord, ArchiveRecords
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, out
-from ligoenv.errors import NotFound
+from ligoenv.client.archive_records import ArchiveRecord, ArchiveRecords
+from ligoenv.oci.errors import NotFound
 
 if TYPE_CHECKING:
     import typer
@@ -70,7 +70,7 @@ def _latex(text: str) -> str:
 
 
 def _day(env: Any) -> str:
-    from ligoenv.index import format_time
+    from ligoenv.store.index import format_time
 
     return format_time(env.resolved, whole_seconds=True)
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ligoenv.config import Settings, load_settings
+from ligoenv.client.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from ligoenv.lockfile import Lockfile
+    from ligoenv.client.resolve import Resolver
+    from ligoenv.client.runtimes.base import Executor, Host
     from ligoenv.oci.platform import Platform
-    from ligoenv.resolve import Resolver
-    from ligoenv.runtimes.base import Executor, Host
+    from ligoenv.store.lockfile import Lockfile
 
 
 @dataclass
@@ -51,7 +51,7 @@ def invocation(obj: object) -> Invocation:
 
 def load_lockfile(settings: Settings, *, strict: bool = False) -> Lockfile | None:
     """The lockfile in effect; None when only the default name applies and no such file exists."""
-    from ligoenv.lockfile import read_lockfile
+    from ligoenv.store.lockfile import read_lockfile
 
     path = settings.lockfile
     if not settings.lockfile_explicit and not path.exists():
@@ -60,7 +60,7 @@ def load_lockfile(settings: Settings, *, strict: bool = False) -> Lockfile | Non
 
 
 def make_resolver(settings: Settings, lockfile: Lockfile | None) -> Resolver:
-    from ligoenv.resolve import Resolver
+    from ligoenv.client.resolve import Resolver
 
     return Resolver(lockfile=lockfile, index=settings.index,
                     insecure_registries=settings.insecure_registries, warn=note)
@@ -73,8 +73,8 @@ def parse_platform(text: str | None) -> Platform | None:
 
 
 def parse_when(text: str) -> datetime:
-    """A time on the command line (see ligoenv.index.parse_time)."""
-    from ligoenv.index import parse_time
+    """A time on the command line (see ligoenv.store.index.parse_time)."""
+    from ligoenv.store.index import parse_time
 
     return parse_time(text)
 

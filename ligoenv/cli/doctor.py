@@ -4,7 +4,7 @@ import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, out, print_json
-from ligoenv.errors import LigoenvError
+from ligoenv.oci.errors import LigoenvError
 
 if TYPE_CHECKING:
     import typer
@@ -18,7 +18,7 @@ its value came from (command line, environment, your config file, the site's con
 
 def run(inv: Invocation, *, registries: list[str] | None = None, index: str | None = None,
         as_json: bool = False) -> int:
-    from ligoenv.config import OPTIONS
+    from ligoenv.client.settings import OPTIONS
 
     settings = inv.settings(index=index)
     report: dict[str, Any] = {
@@ -54,7 +54,7 @@ def _index(location: str | None) -> str:
     if not location:
         return "none configured (set LIGOENV_INDEX or index in the config file)"
     if location.startswith(("http://", "https://")):
-        from ligoenv.index import open_index_reader
+        from ligoenv.store.index import open_index_reader
 
         try:
             open_index_reader(location).get("docker.io", "library/ligoenv-doctor-probe")
@@ -71,7 +71,7 @@ def _index(location: str | None) -> str:
 
 
 def _registry(host: str, insecure: tuple[str, ...]) -> str:
-    from ligoenv.errors import AuthError
+    from ligoenv.oci.errors import AuthError
     from ligoenv.oci.reference import Reference
     from ligoenv.oci.registry import client_for
 
@@ -101,8 +101,8 @@ def _trees(settings: Any, environ: Any) -> dict[str, Any]:
     binds asked for in APPTAINER_BIND/SINGULARITY_BIND that have no directory to go onto."""
     from ligoenv.cli.common import make_resolver
     from ligoenv.cli.path import tree_report
+    from ligoenv.client.runtimes.local import published_tree
     from ligoenv.oci.platform import Platform
-    from ligoenv.runtimes.local import published_tree
 
     try:
         lockfile = load_lockfile(settings)
@@ -149,8 +149,8 @@ def _text(value: Any) -> str:
 def _runtimes(inv: Invocation) -> dict[str, Any]:
     """Where each runtime is, which ones `auto` cannot use (a docker client with no engine),
     and which one `auto` picks."""
-    from ligoenv.errors import RuntimeNotFound
-    from ligoenv.runtimes.select import RUNTIMES, runtime_named, select_runtime
+    from ligoenv.client.runtimes.select import RUNTIMES, runtime_named, select_runtime
+    from ligoenv.store.errors import RuntimeNotFound
 
     unusable = [name for name in RUNTIMES if inv.which(name)
                 and not runtime_named(name, inv.which).ready(inv.environ)]

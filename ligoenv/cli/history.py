@@ -11,7 +11,7 @@ from ligoenv.cli.common import (
     print_json,
     table,
 )
-from ligoenv.errors import NotFound, UsageError
+from ligoenv.oci.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     import typer
@@ -27,8 +27,8 @@ oldest FROM shown as the next --before. Only the history segments needed are rea
 def run(inv: Invocation, text: str, *, index: str | None = None, lock: str | None = None,
         as_json: bool = False, limit: int | None = None, since: str | None = None,
         before: str | None = None) -> int:
-    from ligoenv.index import format_time, open_index_reader
     from ligoenv.oci.reference import Reference
+    from ligoenv.store.index import format_time, open_index_reader
 
     settings = inv.settings(index=index, lockfile=lock)
     lockfile = load_lockfile(settings)

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from ligoenv.cli.common import Invocation, invocation, make_resolver, note, out, parse_platform
-from ligoenv.errors import UsageError
+from ligoenv.oci.errors import UsageError
 
 if TYPE_CHECKING:
     import typer
@@ -20,7 +20,7 @@ pins keep their times, so re-locking the same inputs leaves the file byte for by
 
 def run(inv: Invocation, args: list[str], *, output: str | None = None, names: list[str] | None = None,
         platforms: list[str] | None = None, update: bool = False, index: str | None = None) -> int:
-    from ligoenv.lockfile import assign_names, merged, read_lockfile, write_lockfile
+    from ligoenv.store.lockfile import assign_names, merged, read_lockfile, write_lockfile
 
     settings = inv.settings(lockfile=output, index=index)
     path = settings.lockfile

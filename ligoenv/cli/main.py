@@ -10,7 +10,7 @@ from typing import Any
 
 from ligoenv import __version__
 from ligoenv.cli.common import Invocation
-from ligoenv.errors import LigoenvError
+from ligoenv.oci.errors import LigoenvError
 
 SUBCOMMANDS = ("resolve", "lock", "verify", "run", "pull", "history", "path", "doctor", "cite",
                "archive", "restore", "wait")

@@ -12,13 +12,14 @@ from ligoenv.cli.common import (
     parse_platform,
     print_json,
 )
-from ligoenv.errors import NotFound, PublishIndexError, UsageError
+from ligoenv.oci.errors import NotFound, UsageError
+from ligoenv.store.errors import PublishIndexError
 
 if TYPE_CHECKING:
     import typer
 
-    from ligoenv.resolve import Resolution, Resolver
-    from ligoenv.runtimes.local import LocalTree
+    from ligoenv.client.resolve import Resolution, Resolver
+    from ligoenv.client.runtimes.local import LocalTree
 
 HELP = """Print the path of REF's unpacked tree in the publish index (a CVMFS mount or publish root),
 for the platform of this machine. It never moves: it is named by digest.
@@ -36,8 +37,8 @@ onto) and its provenance (/.ligoenv/provenance.json: where and when it was publi
 
 def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: bool = False,
         lock: str | None = None, index: str | None = None, as_json: bool = False) -> int:
+    from ligoenv.client.runtimes.local import published_tree
     from ligoenv.oci.platform import Platform
-    from ligoenv.runtimes.local import published_tree
 
     if platform and for_host:
         raise UsageError("give --platform or --for-host, not both")
@@ -64,8 +65,8 @@ def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: boo
 def _platform_link(resolver: "Resolver", answer: "Resolution", tree: "LocalTree",
                    platform: str | None, for_host: bool) -> Path:
     """The tag's link under .multiarch/, once checked to lead where the index says it does."""
-    from ligoenv import multiarch
-    from ligoenv.index.reader import LocalIndexReader
+    from ligoenv.store import multiarch
+    from ligoenv.store.index.reader import LocalIndexReader
 
     reader = resolver.index
     if not isinstance(reader, LocalIndexReader):
@@ -90,7 +91,7 @@ def tree_report(resolver: "Resolver", answer: "Resolution", tree: "LocalTree") -
     Bind points come from the tree's own provenance file, else from its index record (the
     record keeps the list of the first publication; a tree published again says what it has now).
     """
-    from ligoenv.provenance import read_provenance
+    from ligoenv.store.provenance import read_provenance
 
     provenance = read_provenance(tree.path)
     bind_points = provenance.get("bind_points") if provenance else None
@@ -102,7 +103,7 @@ def tree_report(resolver: "Resolver", answer: "Resolution", tree: "LocalTree") -
 
 
 def _indexed_bind_points(resolver: "Resolver", answer: "Resolution", tree: "LocalTree") -> list[str] | None:
-    from ligoenv.errors import LigoenvError
+    from ligoenv.oci.errors import LigoenvError
 
     if resolver.index is None:
         return None

@@ -26,8 +26,8 @@ names a directory. Prints the path of the tree.
 def run(inv: Invocation, ref: str, *, output: str | None = None, platform: str | None = None,
         lock: str | None = None, index: str | None = None) -> int:
     from ligoenv.cli.progress import progress_bar
+    from ligoenv.client.runtimes.local import cached_tree, pull_tree
     from ligoenv.oci.platform import Platform
-    from ligoenv.runtimes.local import cached_tree, pull_tree
 
     settings = inv.settings(lockfile=lock, index=index)
     resolver = make_resolver(settings, load_lockfile(settings))

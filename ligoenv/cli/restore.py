@@ -8,7 +8,7 @@ from ligoenv.cli.common import Invocation, invocation, note, out, print_json
 if TYPE_CHECKING:
     import typer
 
-    from ligoenv.restore import RestoreSummary
+    from ligoenv.client.restore import RestoreSummary
 
 HELP = """Verify every blob of an archive written by `ligoenv archive` (a damaged or altered archive is
 refused, naming the blob), then either load it into the local cache, unpacking this machine's
@@ -22,10 +22,10 @@ is there already.
 
 def run(inv: Invocation, archive: str, *, to: str | None = None, lockfile: str | None = None,
         platform: str | None = None, as_json: bool = False) -> int:
-    from ligoenv.archive_records import ArchiveRecords
     from ligoenv.cli.common import make_resolver, parse_platform
+    from ligoenv.client.archive_records import ArchiveRecords
+    from ligoenv.client.restore import restore_to_cache, restore_to_registry, write_restored_lockfile
     from ligoenv.oci.platform import Platform
-    from ligoenv.restore import restore_to_cache, restore_to_registry, write_restored_lockfile
 
     settings = inv.settings()
     path = Path(archive).absolute()

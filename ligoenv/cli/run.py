@@ -13,7 +13,7 @@ from ligoenv.cli.common import (
     parse_platform,
     split_args,
 )
-from ligoenv.errors import UsageError
+from ligoenv.oci.errors import UsageError
 
 if TYPE_CHECKING:
     import typer
@@ -31,8 +31,8 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
         runtime: str | None = None, binds: list[str] | None = None, gpu: bool = False,
         env: list[str] | None = None, cleanenv: bool = False, platform: str | None = None,
         pwd: str | None = None, index: str | None = None, separator_at: int | None = None) -> int:
-    from ligoenv.runtimes.base import Bind, Host, parse_env
-    from ligoenv.runtimes.launch import RunRequest, prepare
+    from ligoenv.client.runtimes.base import Bind, Host, parse_env
+    from ligoenv.client.runtimes.launch import RunRequest, prepare
 
     settings = inv.settings(lockfile=lock, index=index, runtime=runtime)
     lockfile = load_lockfile(settings)

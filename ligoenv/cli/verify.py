@@ -2,10 +2,10 @@
 
 from typing import TYPE_CHECKING, Any
 
-from ligoenv.archive_records import ArchiveRecords
 from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, out, print_json
-from ligoenv.errors import NotFound, RegistryError
-from ligoenv.lockpins import check_pins
+from ligoenv.client.archive_records import ArchiveRecords
+from ligoenv.client.lockpins import check_pins
+from ligoenv.oci.errors import NotFound, RegistryError
 
 if TYPE_CHECKING:
     import typer

@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING, Annotated
 
 from ligoenv.cli.common import Invocation, invocation, make_resolver, note, out, parse_platform
-from ligoenv.errors import UsageError
+from ligoenv.oci.errors import UsageError
 
 if TYPE_CHECKING:
     import typer
@@ -20,8 +20,8 @@ push, `ligoenv wait`, then submit jobs that use the published path.
 
 def run(inv: Invocation, ref_text: str, *, timeout: str = "10m", index: str | None = None,
         platform: str | None = None) -> int:
+    from ligoenv.client.waiter import parse_duration, wait_published
     from ligoenv.oci.reference import Reference
-    from ligoenv.waiter import parse_duration, wait_published
 
     settings = inv.settings(index=index)
     if not settings.index:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ligoenv.errors import AuthError
+from ligoenv.oci.errors import AuthError
 from ligoenv.oci.reference import DOCKER_HUB
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"

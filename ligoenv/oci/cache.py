@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ligoenv.errors import DigestMismatch
 from ligoenv.oci.digest import Digest, Readable, VerifyingReader
+from ligoenv.oci.errors import DigestMismatch
 from ligoenv.oci.manifest import Descriptor
 
 if TYPE_CHECKING:  # a cache that is only read needs no HTTP client (`run --lock` stays fast)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ligoenv.errors import DigestMismatch, InvalidReference
+from ligoenv.oci.errors import DigestMismatch, InvalidReference
 
 if TYPE_CHECKING:
     from hashlib import _Hash

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ligoenv.errors import ArchiveError, DigestMismatch
 from ligoenv.oci.digest import Digest, VerifyingReader
+from ligoenv.oci.errors import ArchiveError, DigestMismatch
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'

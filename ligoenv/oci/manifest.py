@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError, UnsupportedImage
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import DigestMismatch, PlatformNotFound, RegistryError, UnsupportedImage
 from ligoenv.oci.platform import Platform
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform as _host
 from dataclasses import dataclass
 
-from ligoenv.errors import InvalidReference
+from ligoenv.oci.errors import InvalidReference
 
 _ARCH_ALIASES = {
     "x86_64": "amd64",

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ligoenv.errors import PlatformNotFound, RegistryError, UsageError
 from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import PlatformNotFound, RegistryError, UsageError
 from ligoenv.oci.manifest import (
     Descriptor,
     ImageConfig,

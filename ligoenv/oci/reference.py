@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from ligoenv.errors import InvalidReference
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import InvalidReference
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"

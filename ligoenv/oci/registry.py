@@ -18,11 +18,11 @@ from types import TracebackType
 
 import requests
 
-from ligoenv.atomicfile import fsync_dir
-from ligoenv.errors import DigestMismatch, InvalidReference, LigoenvError, NotFound, RegistryError
+from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
-from ligoenv.oci.httptext import error_text
+from ligoenv.oci.errors import DigestMismatch, InvalidReference, LigoenvError, NotFound, RegistryError
+from ligoenv.oci.httperrors import error_text
 from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
 from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, in_repository
 from ligoenv.oci.transport import Body, FileSlice, Pacer, RetryPolicy, Transport

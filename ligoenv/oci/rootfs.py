@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ligoenv.errors import LigoenvError, UnsafeArchive
+from ligoenv.oci.errors import LigoenvError, UnsafeArchive
 from ligoenv.oci.filepool import MAX_FILE, FilePool
 from ligoenv.oci.tarstream import DEVICE_TYPES, HARDLINK, REGULAR_TYPES, TarEntry
 

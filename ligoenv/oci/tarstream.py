@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from zlib import adler32
 
-from ligoenv.errors import UnsafeArchive
+from ligoenv.oci.errors import UnsafeArchive
 
 BLOCK = 512
 MAX_HEADER_BYTES = 1 << 20  # one pax or GNU long-name header

@@ -21,11 +21,11 @@ import requests
 from oras.auth.token import TokenAuth
 from oras.auth.utils import parse_auth_header
 
-from ligoenv import __version__
-from ligoenv.errors import AuthError, RegistryError, RegistryUnavailable
 from ligoenv.oci.auth import Credentials
-from ligoenv.oci.body import AnswerTooSlow, BodyStream, Clock, attempt_deadline, preload, read_upto
-from ligoenv.oci.httptext import error_text, reason, retry_after, url_path, without_query
+from ligoenv.oci.errors import AuthError, RegistryError, RegistryUnavailable
+from ligoenv.oci.httperrors import error_text, reason, retry_after, url_path, without_query
+from ligoenv.oci.responsebody import AnswerTooSlow, BodyStream, Clock, attempt_deadline, preload, read_upto
+from ligoenv.oci.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any, cast
 
 from isal import isal_zlib  # ISA-L's inflate: about twice zlib's speed, the same API
 
-from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, Readable
+from ligoenv.oci.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.rootfs import RatioCap, RootfsWriter
 from ligoenv.oci.tarstream import TarEntry, TarReader
 

@@ -20,21 +20,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ligoenv.atomicfile import fsync_dir
-from ligoenv.errors import ConfigError, PublishError
-from ligoenv.index import DigestRecord, RepositoryView, paths
-from ligoenv.index.reader import StoredRepository
-from ligoenv.index.writer import IndexChange, IndexWriter
-from ligoenv.multiarch import PlatformLinks, plan_platform_links
+from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import INDEX_TYPES
-from ligoenv.publishroot import PublishRoot, remove_symlink, replace_symlink
-from ligoenv.sandbox import BIND_POINTS
+from ligoenv.store.apptainer import BIND_POINTS
+from ligoenv.store.errors import ConfigError, PublishError
+from ligoenv.store.index import DigestRecord, RepositoryView, paths
+from ligoenv.store.index.reader import StoredRepository
+from ligoenv.store.index.writer import IndexChange, IndexWriter
+from ligoenv.store.multiarch import PlatformLinks, plan_platform_links
+from ligoenv.store.publishroot import PublishRoot, remove_symlink, replace_symlink
 
 if TYPE_CHECKING:
     from ligoenv.oci.manifest import ImageConfig
     from ligoenv.oci.platform import Platform
-    from ligoenv.provenance import Provenance
+    from ligoenv.store.provenance import Provenance
 
 BACKENDS = ("directory", "cvmfs")
 TRASH_DIR = ".ligoenv/trash"  # trees garbage collection took out, deleted after the run
@@ -49,7 +49,7 @@ class StagedPlatform:
 
     platform: str  # "linux/amd64"
     digest: Digest  # the manifest digest: the image directory's name
-    record: DigestRecord  # e.g. ligoenv.index.manifest_record(manifest, platform)
+    record: DigestRecord  # e.g. ligoenv.store.index.manifest_record(manifest, platform)
     tree: Path | None  # a completed tree in staging_dir(); None when has_image(digest) said so
     # or when the image is to be cloned from the published layer chain `chain` and completed
     # for `config` (publishers with `chains`)
@@ -349,7 +349,7 @@ def _changed(links: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
 
 
 def _canonical_platform(name: str) -> str | None:
-    from ligoenv.errors import InvalidReference
+    from ligoenv.oci.errors import InvalidReference
     from ligoenv.oci.platform import Platform
 
     try:

@@ -25,11 +25,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ligoenv.errors import ConfigError, LigoenvError, PublishError
-from ligoenv.multiarch import MULTIARCH_DIR
 from ligoenv.oci.digest import Digest
-from ligoenv.publishroot import PublishRoot
-from ligoenv.sandbox import complete_tree
+from ligoenv.oci.errors import LigoenvError
+from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.errors import ConfigError, PublishError
+from ligoenv.store.multiarch import MULTIARCH_DIR
+from ligoenv.store.publishroot import PublishRoot
 
 from .base import (
     ChainStep,

@@ -19,12 +19,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ligoenv.atomicfile import fsync_dir
-from ligoenv.errors import PublishError
-from ligoenv.index import paths
+from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.digest import Digest
-from ligoenv.publishroot import PublishRoot
-from ligoenv.sandbox import complete_tree
+from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.errors import PublishError
+from ligoenv.store.index import paths
+from ligoenv.store.publishroot import PublishRoot
 
 from .base import (
     ChainStep,

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from ligoenv.errors import PublishError
+from ligoenv.store.errors import PublishError
 
 _WRITE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 

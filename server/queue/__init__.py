@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ligoenv.errors import ConfigError
+from ligoenv.store.errors import ConfigError
 
 from .backoff import Backoff
 from .client import HttpQueueClient

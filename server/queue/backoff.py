@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ligoenv.errors import ConfigError
+from ligoenv.store.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
+from ligoenv.oci.errors import NotFound, UsageError
+from ligoenv.store.errors import ConfigError, QueueUnavailable
 
 from ..model import EnqueueResult, Job, JobState, PublishRequest
 from .urls import redact_url

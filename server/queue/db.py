@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ligoenv.errors import ConfigError, QueueUnavailable
+from ligoenv.store.errors import ConfigError, QueueUnavailable
 
 from .tables import metadata
 from .urls import redact_url

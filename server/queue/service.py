@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ligoenv import boundedjson
-from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
-from ligoenv.schemas import load_schema, strict_validator_class
+from ligoenv.oci.errors import NotFound, UsageError
+from ligoenv.store import boundedjson
+from ligoenv.store.errors import ConfigError, QueueUnavailable
+from ligoenv.store.schemas import load_schema, strict_validator_class
 
 from ..health import ops_routes, queue_check
 from ..metrics import QueueCollector

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
+from ligoenv.oci.errors import NotFound, UsageError
+from ligoenv.store.errors import ConfigError, QueueUnavailable
 
 from ..model import EnqueueResult, Job, JobState, PublishRequest, QueueSummary
 from .backoff import Backoff

@@ -1,5 +1,5 @@
 """The relay: authenticated, schema-checked webhook endpoints that feed the queue."""
 
-from .app import create_relay_app
+from .routes import create_relay_app
 
 __all__ = ["create_relay_app"]

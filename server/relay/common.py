@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
-from ligoenv.errors import InvalidReference
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.reference import Reference
 
 from ..config import EndpointConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ligoenv.errors import InvalidReference
+from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.manifest import ALL_MANIFEST_TYPES
 
 from ..config import EndpointConfig

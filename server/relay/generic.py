@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ligoenv.errors import InvalidReference, UsageError
+from ligoenv.oci.errors import InvalidReference, UsageError
 from ligoenv.oci.reference import Reference
 
 from ..config import EndpointConfig

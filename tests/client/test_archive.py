@@ -13,9 +13,9 @@ import pytest
 
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
+from testbed.registry import RegistryProcess
 from tests.support.clientkit import Cli, Pushed, pushed
 from tests.support.images import build_busybox_image, build_multiplatform_images, push_image
-from tests.support.registry import RegistryProcess
 
 
 @pytest.fixture()
@@ -164,7 +164,7 @@ def test_a_multiplatform_restore_unpacks_the_hosts_image(cli: Cli, registry: Reg
     trees = Path(userenv["LIGOENV_CACHE"]) / "images"
     assert sorted(p.name for p in trees.iterdir()) == [image.platforms["linux/arm64"].hex]
     # the restored tree names the registry digests it was locked at, as a pulled one does
-    from ligoenv.provenance import read_provenance
+    from ligoenv.store.provenance import read_provenance
 
     origin = read_provenance(trees / image.platforms["linux/arm64"].hex)
     assert origin is not None

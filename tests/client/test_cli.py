@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from ligoenv.cli.main import run as cli_run
-from ligoenv.config import load_settings
-from ligoenv.errors import ConfigError, LockfileError
+from ligoenv.client.settings import load_settings
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
+from ligoenv.store.errors import ConfigError, LockfileError
+from testbed.registry import RegistryProcess, free_port
 from tests.support.clientkit import Cli, Pushed, pushed, write_index
 from tests.support.images import build_busybox_image, push_image
-from tests.support.registry import RegistryProcess, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.registry import RegistryProcess
 from tests.support.clientkit import Pushed, pushed, standin_calls, standin_path, write_index
 from tests.support.images import build_busybox_image, push_image
-from tests.support.registry import RegistryProcess
 
 LIGOENV = str(Path(sys.executable).parent / "ligoenv")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_errors_are_one_line_unless_debugging(userenv: dict[str, str]) -> None:
                            "control or re-create it with `ligoenv lock`\n")
     debug = ligoenv(userenv, "--debug", "resolve", "lalsuite")
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert "ligoenv.errors.LockfileError" in debug.stderr
+    assert "ligoenv.store.errors.LockfileError" in debug.stderr
     usage = ligoenv(userenv, "run", "--gpu=maybe", "x")
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1 and "Traceback" not in usage.stderr
     Path("ligoenv.lock").unlink()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.oci.layout import Entry, Layer
-from ligoenv.runtimes.base import Host
+from ligoenv.client.runtimes.base import Host
+from testbed.ocibuild import Entry, Layer
+from testbed.registry import RegistryProcess
 from tests.support.clientkit import Cli, Pushed, pushed, standin_calls, standin_path, write_index
 from tests.support.images import build_busybox_image, push_image
-from tests.support.registry import RegistryProcess
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MAC = Host("Darwin", "arm64")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import ligoenv.config
-from ligoenv.config import load_settings
+import ligoenv.client.settings
+from ligoenv.client.settings import load_settings
 from tests.support.clientkit import Cli
 
 Capture = pytest.CaptureFixture[str]
@@ -24,7 +24,8 @@ def test_every_layer_in_order(tmp_path: Path) -> None:
     environ = {"LIGOENV_SITE_CONFIG": str(site), "LIGOENV_CONFIG": str(user),
                "LIGOENV_CACHE": "/env/cache"}
     settings = load_settings({"lockfile": "cli.lock"}, environ)
-    assert {name: (settings.get(name), settings.source_of(name)) for name in ligoenv.config.OPTIONS} == {
+    options = ligoenv.client.settings.OPTIONS
+    assert {name: (settings.get(name), settings.source_of(name)) for name in options} == {
         "lockfile": ("cli.lock", "command line"),
         "cache": ("/env/cache", "environment (LIGOENV_CACHE)"),
         "runtime": ("docker", f"config file ({user})"),
@@ -37,7 +38,7 @@ def test_every_layer_in_order(tmp_path: Path) -> None:
 def test_where_the_site_file_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     etc = tmp_path / "etc" / "ligoenv" / "config.toml"
     xdg = tmp_path / "xdg"
-    monkeypatch.setattr(ligoenv.config, "SITE_CONFIG", etc)
+    monkeypatch.setattr(ligoenv.client.settings, "SITE_CONFIG", etc)
     monkeypatch.setenv("XDG_CONFIG_DIRS", f"{tmp_path / 'none'}:{xdg}")
     assert load_settings({}, {}).site_file is None
 
@@ -71,7 +72,7 @@ def test_a_broken_site_file_is_one_warning_and_counts_for_nothing(
     assert len(settings.warnings) == 1
     assert reason in settings.warnings[0] and str(site) in settings.warnings[0]
     assert settings.warnings[0].endswith("; ignoring the site config file")
-    assert {settings.source_of(name) for name in ligoenv.config.OPTIONS} == {"default"}
+    assert {settings.source_of(name) for name in ligoenv.client.settings.OPTIONS} == {"default"}
 
 
 def test_doctor_names_the_site_file(cli: Cli, tmp_path: Path, capsys: Capture) -> None:

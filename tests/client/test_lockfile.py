@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import LockfileError, NotFound, PlatformNotFound, UsageError
-from ligoenv.lockfile import (
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import NotFound, PlatformNotFound, UsageError
+from ligoenv.oci.platform import Platform
+from ligoenv.oci.reference import Reference
+from ligoenv.store.errors import LockfileError
+from ligoenv.store.lockfile import (
     Environment,
     Lockfile,
     PlatformPin,
@@ -23,10 +27,7 @@ from ligoenv.lockfile import (
     read_lockfile,
     write_lockfile,
 )
-from ligoenv.oci.digest import Digest
-from ligoenv.oci.platform import Platform
-from ligoenv.oci.reference import Reference
-from ligoenv.schemas import schema_errors
+from ligoenv.store.schemas import schema_errors
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import UsageError
-from ligoenv.runtimes.base import Bind
-from ligoenv.runtimes.mountpoints import MountPoint, check_binds, inspect, make
+from ligoenv.client.runtimes.base import Bind
+from ligoenv.client.runtimes.mountpoints import MountPoint, check_binds, inspect, make
+from ligoenv.oci.errors import UsageError
 
 
 @pytest.fixture()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import PublishIndexError
-from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
-from ligoenv.pins import PINS_FILE, Pin, PinSet, default_label, load_pins, lockfile_digests, read_pins
-from ligoenv.schemas import schema_errors
+from ligoenv.store.errors import PublishIndexError
+from ligoenv.store.lockfile import Environment, Lockfile, PlatformPin
+from ligoenv.store.pins import PINS_FILE, Pin, PinSet, default_label, load_pins, lockfile_digests, read_pins
+from ligoenv.store.schemas import schema_errors
 
 TOP, AMD, ARM = (Digest("sha256", c * 64) for c in "abc")
 WHEN = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -12,8 +12,8 @@ import pytest
 from ligoenv import __version__
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
-from ligoenv.provenance import PROVENANCE_FILE, Provenance, read_provenance
-from ligoenv.sandbox import LABELS, complete_tree
+from ligoenv.store.apptainer import LABELS, complete_tree
+from ligoenv.store.provenance import PROVENANCE_FILE, Provenance, read_provenance
 from tests.support.clientkit import Cli, Pushed, write_index
 from tests.support.images import build_busybox_image, unpack_image
 
@@ -114,9 +114,9 @@ def test_path_json_falls_back_to_the_index_record_for_bind_points(
     """A tree without a provenance file (published before there was one) has its index record."""
     from dataclasses import replace
 
-    from ligoenv.index import RepositoryIndex
-    from ligoenv.index.writer import convert
-    from ligoenv.publishroot import PublishRoot
+    from ligoenv.store.index import RepositoryIndex
+    from ligoenv.store.index.writer import convert
+    from ligoenv.store.publishroot import PublishRoot
     from tests.support.clientkit import records
 
     old = images["old"]

@@ -8,26 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import (
-    HistoryTooShort,
-    NotFound,
-    PlatformNotFound,
-    PublishIndexError,
-    RegistryUnavailable,
-    UsageError,
-)
-from ligoenv.index import paths
-from ligoenv.lockfile import Environment, Lockfile, PlatformPin
+from ligoenv.client.resolve import Resolver
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import NotFound, PlatformNotFound, RegistryUnavailable, UsageError
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
-from ligoenv.resolve import Resolver
+from ligoenv.store.errors import HistoryTooShort, PublishIndexError
+from ligoenv.store.index import paths
+from ligoenv.store.lockfile import Environment, Lockfile, PlatformPin
+from testbed.registry import RegistryProcess, free_port
 from tests.support.clientkit import Pushed, pushed, write_index
 from tests.support.httpstub import Reply, Stub
 from tests.support.images import build_busybox_image, push_image
-from tests.support.registry import RegistryProcess, free_port
 
 pytestmark = pytest.mark.usefixtures("userenv")
 
@@ -198,7 +192,7 @@ def test_a_trickling_mirror_is_passed_over_and_the_registry_answers(
     stable = images["stable"]
     path = f"/{paths.pointer_file(stable.registry, stable.repository, stable.tag)}"
     stub.on("GET", path, Reply(200, {}, b"{" + b" " * 10_000, trickle=0.05))
-    monkeypatch.setattr("ligoenv.index.files.READ_DEADLINE", 0.3)  # 15 s in use
+    monkeypatch.setattr("ligoenv.store.index.files.READ_DEADLINE", 0.3)  # 15 s in use
     notes: list[str] = []
     resolver = Resolver(index=f"http://{stub.host}", warn=notes.append)
     assert resolver.resolve(stable.ref).source == "registry"

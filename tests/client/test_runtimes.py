@@ -10,18 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import RuntimeNotFound, UsageError
+from ligoenv.client.runtimes.apptainer import Apptainer, Singularity
+from ligoenv.client.runtimes.base import Bind, Host, RunPlan, parse_env, run_command
+from ligoenv.client.runtimes.bwrap import Bwrap
+from ligoenv.client.runtimes.docker import Docker, Podman
+from ligoenv.client.runtimes.local import tree_command, tree_env
+from ligoenv.client.runtimes.select import select_runtime
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import UsageError
 from ligoenv.oci.manifest import ImageConfig
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.runtimes.apptainer import Apptainer, Singularity
-from ligoenv.runtimes.base import Bind, Host, RunPlan, parse_env, run_command
-from ligoenv.runtimes.bwrap import Bwrap
-from ligoenv.runtimes.docker import Docker, Podman
-from ligoenv.runtimes.local import tree_command, tree_env
-from ligoenv.runtimes.select import select_runtime
-from ligoenv.sandbox import complete_tree
+from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.errors import RuntimeNotFound
 from tests.support.clientkit import standin_path
 
 DIGEST = Digest.of_bytes(b"top")
@@ -193,7 +194,7 @@ def test_auto_selection_order(tmp_path: Path) -> None:
 def test_a_docker_client_without_an_engine_is_passed_over(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     path = standin_path(tmp_path, ("docker",), ("bwrap",))
-    monkeypatch.setattr("ligoenv.runtimes.docker.ENGINE_SOCKETS", (str(tmp_path / "docker.sock"),))
+    monkeypatch.setattr("ligoenv.client.runtimes.docker.ENGINE_SOCKETS", (str(tmp_path / "docker.sock"),))
     assert select_runtime("auto", which_in(path), {}).name == "bwrap"
     assert select_runtime("auto", which_in(path), {"DOCKER_HOST": "tcp://127.0.0.1:2375"}).name == "docker"
     (tmp_path / "docker.sock").touch()
@@ -202,7 +203,7 @@ def test_a_docker_client_without_an_engine_is_passed_over(tmp_path: Path,
 
 
 def test_podman_needs_no_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ligoenv.runtimes.docker.ENGINE_SOCKETS", (str(tmp_path / "docker.sock"),))
+    monkeypatch.setattr("ligoenv.client.runtimes.docker.ENGINE_SOCKETS", (str(tmp_path / "docker.sock"),))
     path = standin_path(tmp_path, ("docker", "podman"), ("bwrap",))
     assert select_runtime("auto", which_in(path), {}).name == "podman"  # docker has no engine here
 

@@ -16,8 +16,8 @@ import pytest
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
-from ligoenv.sandbox import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
-from ligoenv.singularityd import ROOT_LINKS
+from ligoenv.store.apptainer import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
+from ligoenv.store.singularityd import ROOT_LINKS
 from tests.support.trees import frozen_facts
 
 APPTAINER_SET = (

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.oci.layout import Entry, Layer
-from ligoenv.sandbox import complete_tree
-from ligoenv.singularityd import ACTIONS, env_script, runscript
+from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.singularityd import ACTIONS, env_script, runscript
+from testbed.ocibuild import Entry, Layer
 from tests.support.images import build_busybox_image, unpack_image
 
 ODD_ENV = {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ligoenv.client.waiter import parse_duration
 from ligoenv.oci.digest import Digest
-from ligoenv.waiter import parse_duration
 from tests.support.images import build_busybox_image, files_layer, push_image
 from tests.support.stack import Stack, new_stack
 

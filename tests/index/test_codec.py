@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import PublishIndexError
-from ligoenv.index import paths
-from ligoenv.index.codec import IndexParser
-from ligoenv.index.files import LocalFiles
-from ligoenv.index.reader import StoredRepository, open_reader
-from ligoenv.index.writer import IndexWriter, convert
-from ligoenv.schemas import validate
+from ligoenv.store.errors import PublishIndexError
+from ligoenv.store.index import paths
+from ligoenv.store.index.codec import IndexParser
+from ligoenv.store.index.files import LocalFiles
+from ligoenv.store.index.reader import StoredRepository, open_reader
+from ligoenv.store.index.writer import IndexWriter, convert
+from ligoenv.store.schemas import validate
 from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, v1_json
 
 OLD_ROOT = Path(__file__).resolve().parents[1] / "data" / "index-v1"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import PublishIndexError
-from ligoenv.index import paths
-from ligoenv.index.files import LocalFiles
-from ligoenv.index.migrate import migrate_root, version_1_files
-from ligoenv.index.reader import load_repository, open_reader
-from ligoenv.index.writer import convert
+from ligoenv.store.errors import PublishIndexError
+from ligoenv.store.index import paths
+from ligoenv.store.index.files import LocalFiles
+from ligoenv.store.index.migrate import migrate_root, version_1_files
+from ligoenv.store.index.reader import load_repository, open_reader
+from ligoenv.store.index.writer import convert
 from tests.support.indexfiles import REGISTRY, REPOSITORY, read_index, sample, save_v1, snapshot
 
 OLD_ROOT = Path(__file__).resolve().parents[1] / "data" / "index-v1"

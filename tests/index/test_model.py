@@ -7,9 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ligoenv.errors import HistoryTooShort, NotFound, PlatformNotFound
-from ligoenv.index import RepositoryIndex, format_time
-from ligoenv.index.model import place_event, select_events
+from ligoenv.oci.errors import NotFound, PlatformNotFound
+from ligoenv.store.errors import HistoryTooShort
+from ligoenv.store.index import RepositoryIndex, format_time
+from ligoenv.store.index.model import place_event, select_events
 from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, multi, sample
 
 

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import HistoryTooShort, NotFound, PublishIndexError
-from ligoenv.index import open_index_reader, paths
-from ligoenv.index.reader import HttpIndexReader
-from ligoenv.index.writer import IndexWriter, convert
-from ligoenv.publishroot import PublishRoot
+from ligoenv.oci.errors import NotFound
+from ligoenv.store.errors import HistoryTooShort, PublishIndexError
+from ligoenv.store.index import open_index_reader, paths
+from ligoenv.store.index.reader import HttpIndexReader
+from ligoenv.store.index.writer import IndexWriter, convert
+from ligoenv.store.publishroot import PublishRoot
+from testbed.registry import free_port
 from tests.support.httpstub import Reply, Stub
 from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
-from tests.support.registry import free_port
 
 SEGMENT = 4
 DAYS = 14  # four segments of history for `daily`
@@ -115,7 +116,7 @@ def test_local_reads_import_neither_requests_nor_jsonschema(tmp_path: Path) -> N
     root = published_root(tmp_path)
     code = (
         "import sys\n"
-        "from ligoenv.index import open_index_reader\n"
+        "from ligoenv.store.index import open_index_reader\n"
         f"reader = open_index_reader({str(root)!r})\n"
         f"index = reader.get({REGISTRY!r}, {REPOSITORY!r})\n"
         "assert index.current('nightly') is not None\n"

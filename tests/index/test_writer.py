@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import PublishIndexError
-from ligoenv.index import TagEvent, paths
-from ligoenv.index.files import LocalFiles
-from ligoenv.index.reader import StoredRepository
-from ligoenv.index.writer import IndexChange, IndexWriter, convert
 from ligoenv.oci.digest import Digest
+from ligoenv.store.errors import PublishIndexError
+from ligoenv.store.index import TagEvent, paths
+from ligoenv.store.index.files import LocalFiles
+from ligoenv.store.index.reader import StoredRepository
+from ligoenv.store.index.writer import IndexChange, IndexWriter, convert
 from tests.support.indexfiles import (
     DAY,
     REGISTRY,

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from ligoenv.oci.registry import RegistryClient
-from tests.support.registry import RegistryProcess
+from testbed.registry import RegistryProcess
 from tests.support.tokenserver import TokenServer
 
 USER, PASSWORD = "alice", "s3cret-pass"

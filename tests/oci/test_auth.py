@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import AuthError, RegistryUnavailable
 from ligoenv.oci.auth import Credentials, find_credentials
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import AuthError, RegistryUnavailable
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient

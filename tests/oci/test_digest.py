@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, InvalidReference
 from ligoenv.oci.digest import Digest, VerifyingReader, chain_ids
+from ligoenv.oci.errors import DigestMismatch, InvalidReference
 
 DATA = b"gravitational waves\n" * 1000
 GOOD = Digest.of_bytes(DATA)

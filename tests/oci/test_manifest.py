@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, PlatformNotFound, RegistryError
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import LAYER_ZSTD
+from ligoenv.oci.errors import DigestMismatch, PlatformNotFound, RegistryError
 from ligoenv.oci.manifest import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -22,6 +21,7 @@ from ligoenv.oci.manifest import (
     parse_manifest,
 )
 from ligoenv.oci.platform import Platform
+from testbed.ocibuild import LAYER_ZSTD
 from tests.support.images import build_busybox_image, docker_manifest_bytes, index_bytes
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import (
+from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
+from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import (
     DigestMismatch,
     LigoenvError,
     NotFound,
@@ -25,15 +27,14 @@ from ligoenv.errors import (
     UnsupportedImage,
     UsageError,
 )
-from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
-from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
 from ligoenv.oci.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.pull import pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
+from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
+from testbed.registry import RegistryProcess
 from tests.oci.conftest import blob_file
 from tests.support import hostile
 from tests.support.httpstub import Reply, Stub
@@ -47,7 +48,6 @@ from tests.support.images import (
     push_nested_index,
     push_umoci_image,
 )
-from tests.support.registry import RegistryProcess
 
 
 class CountingClient(RegistryClient):

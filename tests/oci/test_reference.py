@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ligoenv.errors import InvalidReference
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.reference import Reference
 
 HEX = "0123456789abcdef" * 4

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, NotFound, RegistryError, RegistryUnavailable
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import Image
+from ligoenv.oci.errors import DigestMismatch, NotFound, RegistryError, RegistryUnavailable
 from ligoenv.oci.manifest import (
     ALL_MANIFEST_TYPES,
     DOCKER_LIST,
@@ -29,6 +28,8 @@ from ligoenv.oci.manifest import (
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import DownloadCancelled, RegistryClient, client_for
 from ligoenv.oci.transport import RetryPolicy, Transport, is_loopback, plain_http
+from testbed.ocibuild import Image
+from testbed.registry import RegistryProcess, free_port
 from tests.oci.conftest import Sleeps, blob_file
 from tests.support.httpstub import Reply, Silent, Stub
 from tests.support.images import (
@@ -38,7 +39,6 @@ from tests.support.images import (
     push_image,
     push_umoci_image,
 )
-from tests.support.registry import RegistryProcess, free_port
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",

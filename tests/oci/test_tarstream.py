@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import UnsafeArchive
-from ligoenv.oci.layout import Entry, tar_bytes
+from ligoenv.oci.errors import UnsafeArchive
 from ligoenv.oci.tarstream import TarReader
+from testbed.ocibuild import Entry, tar_bytes
 from tests.support import hostile
 
 

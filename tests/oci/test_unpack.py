@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.digest import Digest, VerifyingReader
-from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Layer, tar_bytes
+from ligoenv.oci.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.manifest import layer_compression
 from ligoenv.oci.rootfs import process_umask
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
+from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Layer, tar_bytes
 from tests.support import hostile
 
 T0 = 1_600_000_000

@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import UnsafeArchive
-from ligoenv.oci.layout import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, LayoutWriter
+from ligoenv.oci.errors import UnsafeArchive
 from ligoenv.oci.manifest import layer_compression
 from ligoenv.oci.unpack import UnpackOptions, apply_layer
+from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, LayoutWriter
 from tests.support.trees import frozen_facts
 
 pytestmark = pytest.mark.skipif(shutil.which("umoci") is None, reason="needs umoci")

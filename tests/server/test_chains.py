@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from ligoenv.oci.digest import Digest, chain_ids
-from ligoenv.oci.layout import Entry, Image, Layer
 from ligoenv.oci.manifest import parse_config
-from ligoenv.sandbox import complete_tree
+from ligoenv.store.apptainer import complete_tree
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import PublishRequest
+from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.seal import seal_tree
-from ligoenv_server.publishing import RequestProcessor
+from testbed.ocibuild import Entry, Image, Layer
+from testbed.registry import RegistryProcess, free_port
 from tests.oci.test_unpack_conformance import MIDDLE, T, describe, rewritten_image, umoci_tree
 from tests.server import test_cvmfs
 from tests.server.test_cvmfs import Cvmfs

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from ligoenv_server.config import load_config
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import JobState
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.queue import SqlQueue
+from testbed.registry import RegistryProcess, free_port
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import SERVER, server_config
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv_server.localregistry import free_port
 from ligoenv_server.model import JobState
 from ligoenv_server.queue.sql import SqlQueue
+from testbed.registry import free_port
 from tests.support.images import build_busybox_image, push_image
 from tests.support.postgres import PostgresCluster
 from tests.support.stack import SERVER, wait_for

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import ConfigError
 from ligoenv.oci.platform import Platform
+from ligoenv.store.errors import ConfigError
 from ligoenv_server.config import (
     AuthType,
     EndpointKind,

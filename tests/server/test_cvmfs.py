@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import ConfigError, PublishError
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
+from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from tests.support.images import TAG_FILE

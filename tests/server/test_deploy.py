@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ligoenv_server.localregistry import RegistryProcess, free_port
+from testbed.registry import RegistryProcess, free_port
 from tests.support.postgres import PostgresCluster
 from tests.support.stack import wait_for
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
-from ligoenv.index import open_index_reader
-from ligoenv.oci.layout import LayoutWriter
+from ligoenv.store.index import open_index_reader
+from testbed.ocibuild import LayoutWriter
+from testbed.registry import skopeo_digest, skopeo_push
 from tests.support.images import build_busybox_image, build_multiplatform_images, push_image
-from tests.support.registry import skopeo_digest, skopeo_push
 from tests.support.stack import SECRET, Stack, new_stack, wait_for
 
 

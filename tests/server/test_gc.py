@@ -15,22 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.index.files import LocalFiles
-from ligoenv.index.reader import load_repository
-from ligoenv.lockfile import Environment, Lockfile, PlatformPin, write_lockfile
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
-from ligoenv.pins import load_pins
-from ligoenv_server.app import publisher_from
+from ligoenv.store.index.files import LocalFiles
+from ligoenv.store.index.reader import load_repository
+from ligoenv.store.lockfile import Environment, Lockfile, PlatformPin, write_lockfile
+from ligoenv.store.pins import load_pins
 from ligoenv_server.config import ServerConfig, load_config
 from ligoenv_server.gcpolicy import GcPolicy
 from ligoenv_server.gcrun import KILL_ENV, TREE_PARTS, GarbageCollector, kill_point
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import Action, PublishRequest
 from ligoenv_server.pinning import pin
+from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from ligoenv_server.publishing import RequestProcessor
+from ligoenv_server.roles import publisher_from
+from testbed.registry import RegistryProcess, free_port
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import SERVER, server_config
 

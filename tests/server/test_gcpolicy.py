@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ligoenv.index import DigestRecord, RepositoryIndex
 from ligoenv.oci.digest import Digest
-from ligoenv.pins import Pin, PinSet
+from ligoenv.store.index import DigestRecord, RepositoryIndex
+from ligoenv.store.pins import Pin, PinSet
 from ligoenv_server.gcpolicy import GcPolicy, plan_gc
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv_server.app import create_server_app
 from ligoenv_server.config import RegistryConfig, ServerConfig, load_config
 from ligoenv_server.health import publish_root_check, queue_check, readiness, registry_check
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.queue import HttpQueueClient
 from ligoenv_server.queue.sql import SqlQueue
+from ligoenv_server.roles import create_server_app
+from testbed.registry import RegistryProcess, free_port
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ligoenv_server.localregistry import free_port
+from testbed.registry import free_port
 from tests.support.relay import DISTRIBUTION_V1, fixture_bytes
 from tests.support.stack import SECRET, SERVER, server_config, wait_for
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ligoenv.errors import ConfigError, QueueUnavailable, RegistryUnavailable, UnsafeArchive
+from ligoenv.oci.errors import RegistryUnavailable, UnsafeArchive
+from ligoenv.store.errors import ConfigError, QueueUnavailable
 from ligoenv_server import metrics
 from ligoenv_server.model import PublishRequest, QueueSummary
 from ligoenv_server.queue.sql import SqlQueue

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ligoenv_server.localregistry import free_port
+from testbed.registry import free_port
 from tests.server.test_metrics import samples
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import SECRET, Stack, new_stack, server_config, wait_for

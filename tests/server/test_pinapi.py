@@ -8,10 +8,10 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from ligoenv.lockfile import Environment, Lockfile, PlatformPin
 from ligoenv.oci.digest import Digest
-from ligoenv.pins import load_pins
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.lockfile import Environment, Lockfile, PlatformPin
+from ligoenv.store.pins import load_pins
+from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.config import Secret
 from ligoenv_server.pinapi import pin_routes
 from ligoenv_server.publishers.directory import DirectoryPublisher

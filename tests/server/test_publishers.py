@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import ConfigError, NotFound, PublishError
-from ligoenv.index import open_index_reader
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import NotFound
 from ligoenv.oci.platform import Platform
+from ligoenv.store.errors import ConfigError, PublishError
+from ligoenv.store.index import open_index_reader
 from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from tests.support.images import TAG_FILE

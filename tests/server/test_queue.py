@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
+from ligoenv.oci.errors import NotFound, UsageError
+from ligoenv.store.errors import ConfigError, QueueUnavailable
 from ligoenv_server.model import Job, JobState, PublishRequest
 from ligoenv_server.queue import HttpQueueClient, open_queue
 from ligoenv_server.queue.backoff import Backoff
@@ -263,7 +264,7 @@ def test_sqlite_locked_too_long_is_queue_unavailable(tmp_path: Path, publish_req
 @pytest.mark.postgres
 def test_postgres_down_is_queue_unavailable_without_the_password(
         postgres_cluster: PostgresCluster, publish_request: Build) -> None:
-    from tests.support.registry import free_port
+    from testbed.registry import free_port
 
     url = f"postgresql+psycopg://ligoenv:s3cret-pw@127.0.0.1:{free_port()}/queue"
     with pytest.raises(QueueUnavailable) as raised:

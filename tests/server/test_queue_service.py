@@ -14,12 +14,13 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from ligoenv.errors import ConfigError, NotFound, QueueUnavailable, UsageError
-from ligoenv.schemas import schema_errors
+from ligoenv.oci.errors import NotFound, UsageError
+from ligoenv.store.errors import ConfigError, QueueUnavailable
+from ligoenv.store.schemas import schema_errors
 from ligoenv_server.model import JobSink, JobSource, JobState, PublishRequest
 from ligoenv_server.queue import HttpQueueClient, SqlQueue
 from ligoenv_server.queue.service import create_queue_app
-from tests.support.registry import free_port
+from testbed.registry import free_port
 from tests.support.relay import answering
 
 TOKEN = "queue-token-0123456789"

@@ -10,9 +10,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from ligoenv.index import format_time, paths
-from ligoenv.index.writer import IndexWriter
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.index import format_time, paths
+from ligoenv.store.index.writer import IndexWriter
+from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.readapi import read_routes
 from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
 

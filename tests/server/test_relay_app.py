@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv.errors import QueueUnavailable, UsageError
+from ligoenv.oci.errors import UsageError
+from ligoenv.store.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig
 from ligoenv_server.logs import JsonFormatter
 from ligoenv_server.model import Action, EnqueueResult, PublishRequest

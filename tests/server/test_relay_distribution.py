@@ -13,13 +13,13 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from ligoenv.oci.layout import Entry, Image, Layer, LayoutWriter
 from ligoenv.oci.platform import Platform
 from ligoenv_server.config import ServerConfig
 from ligoenv_server.model import Action, PublishRequest
 from ligoenv_server.queue.sql import SqlQueue
 from ligoenv_server.relay import create_relay_app
-from tests.support.registry import RegistryProcess, free_port, skopeo_digest, skopeo_push
+from testbed.ocibuild import Entry, Image, Layer, LayoutWriter
+from testbed.registry import RegistryProcess, free_port, skopeo_digest, skopeo_push
 from tests.support.relay import (
     CONFIG,
     DISTRIBUTION_V1,

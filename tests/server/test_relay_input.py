@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv.boundedjson import MAX_DEPTH
-from ligoenv.schemas import schema_errors
+from ligoenv.store.boundedjson import MAX_DEPTH
+from ligoenv.store.schemas import schema_errors
 from ligoenv_server.relay.auth import sign
 from tests.support.relay import CI_SECRET, DISTRIBUTION_V1, MemorySink, fixture_json, to_body
 

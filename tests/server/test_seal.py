@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.oci.layout import Entry, Layer
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import PublishRequest
+from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.seal import seal_tree
-from ligoenv_server.publishing import RequestProcessor
+from testbed.ocibuild import Entry, Layer
+from testbed.registry import RegistryProcess, free_port
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import server_config
 from tests.support.staging import T0, stage

@@ -15,15 +15,15 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
 from ligoenv_server import metrics
-from ligoenv_server.app import publisher_from
 from ligoenv_server.config import ServerConfig, SyncListConfig, load_config
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import Action, JobState, PublishRequest
-from ligoenv_server.publishing import RequestProcessor
+from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.queue import SqlQueue
+from ligoenv_server.roles import publisher_from
 from ligoenv_server.sync import Syncer, SyncReport
 from ligoenv_server.synclists import ImageList, parse_osg
 from ligoenv_server.synctimer import SyncTimer, publisher_tags
+from testbed.registry import RegistryProcess, free_port
 from tests.server.test_metrics import samples
 from tests.support.images import build_busybox_image, push_image
 from tests.support.indexfiles import read_index

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.errors import ConfigError, InvalidReference
+from ligoenv.oci.errors import InvalidReference
+from ligoenv.store.errors import ConfigError
 from ligoenv_server.synclists import ListProblem, parse_entry, parse_osg, read_list
 
 DIGEST = "sha256:" + "ab" * 32

@@ -9,11 +9,11 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from ligoenv.index import DigestRecord, RepositoryIndex
-from ligoenv.index.writer import convert
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
-from ligoenv.publishroot import PublishRoot
+from ligoenv.store.index import DigestRecord, RepositoryIndex
+from ligoenv.store.index.writer import convert
+from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.taghistoryapi import tag_history_routes
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

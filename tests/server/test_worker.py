@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from ligoenv.errors import QueueUnavailable, RegistryUnavailable, UnsafeArchive
 from ligoenv.oci.digest import Digest
+from ligoenv.oci.errors import RegistryUnavailable, UnsafeArchive
 from ligoenv.oci.platform import Platform
+from ligoenv.store.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.localregistry import RegistryProcess, free_port
 from ligoenv_server.model import Action, JobState, PublishRequest
+from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from ligoenv_server.publishing import RequestProcessor
 from ligoenv_server.queue import SqlQueue
 from ligoenv_server.worker import Worker, WorkerPool
+from testbed.registry import RegistryProcess, free_port
 from tests.support.images import ARM64, build_busybox_image, push_image, push_nested_index
 from tests.support.indexfiles import read_index
 from tests.support.stack import server_config
@@ -231,10 +232,10 @@ def test_a_replayed_push_of_a_manifest_deleted_since_is_skipped(config: ServerCo
 
 def test_an_index_nested_in_an_index_is_a_permanent_named_failure(config: ServerConfig,
                                                                   registry: RegistryProcess) -> None:
-    from ligoenv.errors import RegistryError
-    from ligoenv.oci.layout import canonical_json
+    from ligoenv.oci.errors import RegistryError
     from ligoenv.oci.manifest import OCI_INDEX
     from ligoenv.oci.registry import RegistryClient
+    from testbed.ocibuild import canonical_json
     from tests.support.images import build_multiplatform_images, index_bytes
 
     inner_images = build_multiplatform_images("nested")
@@ -271,7 +272,7 @@ def test_a_layer_of_absurd_expansion_ratio_is_refused_by_default(config: ServerC
                                                                  registry: RegistryProcess) -> None:
     import gzip
 
-    from ligoenv.oci.layout import LAYER_GZIP, Image, Layer
+    from testbed.ocibuild import LAYER_GZIP, Image, Layer
     from tests.support import hostile
     from tests.support.images import busybox_layer
 
@@ -333,7 +334,7 @@ def test_trees_get_the_bind_points_configured_for_their_source(config: ServerCon
 def test_each_published_tree_says_where_it_came_from(config: ServerConfig,
                                                      registry: RegistryProcess) -> None:
     from ligoenv import __version__
-    from ligoenv.provenance import read_provenance
+    from ligoenv.store.provenance import read_provenance
     from tests.support.images import build_multiplatform_images
 
     both = (Platform.parse("linux/amd64"), Platform.parse("linux/arm64"))

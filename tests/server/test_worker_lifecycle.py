@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.oci.layout import LAYER_GZIP, Entry, Layer
+from testbed.ocibuild import LAYER_GZIP, Entry, Layer
 from tests.support.images import build_busybox_image, push_image
 from tests.support.postgres import PostgresCluster
 from tests.support.stack import Stack, new_stack, wait_for

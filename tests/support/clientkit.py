@@ -14,14 +14,14 @@ from pathlib import Path
 from ligoenv.cli.common import Invocation
 from ligoenv.cli.main import run as cli_run
 from ligoenv.cli.main import typer_main
-from ligoenv.errors import LigoenvError
-from ligoenv.index import DigestRecord, RepositoryIndex
-from ligoenv.index.writer import convert
+from ligoenv.client.runtimes.base import Host, run_command
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import Image
+from ligoenv.oci.errors import LigoenvError
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
-from ligoenv.publishroot import PublishRoot
-from ligoenv.runtimes.base import Host, run_command
+from ligoenv.store.index import DigestRecord, RepositoryIndex
+from ligoenv.store.index.writer import convert
+from ligoenv.store.publishroot import PublishRoot
+from testbed.ocibuild import Image
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 RUNTIME_NAMES = ("apptainer", "singularity", "docker", "podman")

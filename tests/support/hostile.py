@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zstandard
 
-from ligoenv.oci.layout import Entry, tar_bytes
+from testbed.ocibuild import Entry, tar_bytes
 
 MiB = 1 << 20
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from ligoenv.oci.auth import Credentials
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import LAYER_GZIP, LAYER_ZSTD, Entry, Image, Layer, canonical_json
 from ligoenv.oci.manifest import (
     DOCKER_CONFIG,
     DOCKER_LIST,
@@ -30,7 +29,8 @@ from ligoenv.oci.platform import DEFAULT_PLATFORM, Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import apply_layer
-from tests.support.registry import skopeo_digest, skopeo_push
+from testbed.ocibuild import LAYER_GZIP, LAYER_ZSTD, Entry, Image, Layer, canonical_json
+from testbed.registry import skopeo_digest, skopeo_push
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "ls", "cat", "echo", "env", "true", "false", "id", "pwd", "test", "mkdir", "rm",

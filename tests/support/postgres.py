@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.registry import free_port
+from testbed.registry import free_port
 
 DATABASE = "ligoenv_test"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from ligoenv.errors import QueueUnavailable
+from ligoenv.store.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig, load_config
 from ligoenv_server.model import EnqueueResult, JobSink, PublishRequest
 from ligoenv_server.queue.sql import SqlQueue

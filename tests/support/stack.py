@@ -15,10 +15,10 @@ from typing import Any
 
 import requests
 
-from ligoenv.index import RepositoryIndex
-from ligoenv.index.files import LocalFiles
-from ligoenv.index.reader import load_repository
-from ligoenv_server.localregistry import RegistryProcess, free_port
+from ligoenv.store.index import RepositoryIndex
+from ligoenv.store.index.files import LocalFiles
+from ligoenv.store.index.reader import load_repository
+from testbed.registry import RegistryProcess, free_port
 
 SERVER = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ligoenv-server"
 SECRET = "e2e-webhook-secret"

@@ -6,13 +6,13 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ligoenv.index import manifest_record
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.layout import Image, canonical_json
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST, ImageManifest, parse_config, parse_manifest
 from ligoenv.oci.platform import Platform
-from ligoenv.sandbox import complete_tree
+from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.index import manifest_record
 from ligoenv_server.publishers.base import Publisher, StagedImage, StagedPlatform
+from testbed.ocibuild import Image, canonical_json
 from tests.support.images import TAG_FILE, build_busybox_image
 
 REGISTRY = "127.0.0.1:5000"
