@@ -104,8 +104,8 @@ def build(root: Path, years: int, tags: int) -> None:
 def publish_child(root: str, repository: str, number: str) -> None:
     """One tag move through the directory publisher (run as its own process)."""
     from ligoenv.store.index.reader import open_reader
-    from ligoenv_server.publishers.base import StagedImage, StagedPlatform
     from ligoenv_server.publishers.directory import DirectoryPublisher
+    from ligoenv_server.publishers.staged import StagedImage, StagedPlatform
 
     # A move to a digest the tag is not on now, at the current time: always a real tag move,
     # however many times the benchmark has run against this index.

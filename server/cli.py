@@ -155,7 +155,8 @@ def worker(config: ConfigOption = None,
     cfg = _config(config)
     _logging(cfg)
     from .opslistener import OpsListener
-    from .roles import publisher_from, queue_collectors, queue_from, readiness_checks
+    from .publishers.factory import publisher_from
+    from .roles import queue_collectors, queue_from, readiness_checks
     from .worker import WorkerPool
 
     if concurrency:
@@ -203,7 +204,8 @@ def publish(reference: Annotated[str, typer.Argument(help="Image to publish, e.g
     request = PublishRequest(registry=ref.registry, repository=ref.repository, tag=ref.tag,
                              digest=str(ref.digest) if ref.digest else None, source="cli",
                              received_at=datetime.now(UTC), action=Action.PUBLISH)
-    from .roles import publisher_from, queue_from
+    from .publishers.factory import publisher_from
+    from .roles import queue_from
 
     if enqueue:
         queue = queue_from(cfg)
@@ -308,7 +310,7 @@ def gc(config: ConfigOption = None,
     _logging(cfg)
     from .gcpolicy import GcPolicy
     from .gcrun import KILL_ENV, GarbageCollector, kill_point
-    from .roles import publisher_from
+    from .publishers.factory import publisher_from
 
     policy = GcPolicy(grace=timedelta(days=cfg.gc.grace_days), keep_last=cfg.gc.keep_last,
                       keep_tags=cfg.gc.keep_tags, max_trees=cfg.gc.max_trees)
@@ -364,7 +366,7 @@ def _pin_command(lockfiles: list[Path], config: Path | None, label: str | None, 
     from ligoenv.store.lockfile import read_lockfile
 
     from .pinning import pin, unpin
-    from .roles import publisher_from
+    from .publishers.factory import publisher_from
 
     cfg = _config(config)
     _logging(cfg)
@@ -417,7 +419,7 @@ def index_migrate(config: ConfigOption = None,
     resumable, a no-op when done. Refuses while a worker is publishing to the root."""
     from ligoenv.store.index.migrate import migrate_root
 
-    from .roles import publisher_from
+    from .publishers.factory import publisher_from
 
     cfg = _config(config)
     publisher = publisher_from(cfg)

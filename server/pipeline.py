@@ -37,7 +37,8 @@ from . import metrics
 from .chains import build_chains, top_chain
 from .config import RegistryConfig, ServerConfig
 from .model import Action, PublishRequest, source_name
-from .publishers.base import Publisher, PublishOutcome, StagedImage, StagedPlatform
+from .publishers.base import Publisher
+from .publishers.staged import PublishOutcome, StagedImage, StagedPlatform
 from .tagevents import may_move_tag, registry_tag
 
 log = logging.getLogger("ligoenv.publishing")

@@ -20,7 +20,7 @@ from .health import Check, ops_routes, publish_root_check, queue_check, registry
 from .metrics import QueueCollector
 from .model import EnqueueResult, JobSink, PublishRequest
 from .pinapi import pin_routes
-from .publishers.base import Publisher, make_publisher
+from .publishers.factory import publisher_from
 from .queue import HttpQueueClient, SqlQueue, open_queue
 from .readapi import read_routes
 from .relay.routes import create_relay_app
@@ -37,10 +37,6 @@ def queue_from(config: ServerConfig) -> Queue:
     token = config.queue.token.reveal() if config.queue.token is not None else None
     return open_queue(config.queue.url, token=token, max_attempts=config.queue.max_attempts,
                       lease_seconds=config.queue.lease_seconds)
-
-
-def publisher_from(config: ServerConfig) -> Publisher:
-    return make_publisher(config.publisher, staging_root=config.state_dir / "staging")
 
 
 def readiness_checks(config: ServerConfig, queue: Queue, *, publishes: bool) -> list[Check]:

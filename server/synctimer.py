@@ -61,7 +61,7 @@ def choose_lists(config: ServerConfig, given: Sequence[str], *,
 
 
 def publisher_tags(config: ServerConfig) -> PublishedTags:
-    from .roles import publisher_from
+    from .publishers.factory import publisher_from
 
     return PublishedTags(publisher_from(config).read_index)
 

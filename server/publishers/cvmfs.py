@@ -32,18 +32,11 @@ from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv.store.multiarch import MULTIARCH_DIR
 from ligoenv.store.publishroot import PublishRoot
 
-from .base import (
-    ChainStep,
-    MetadataPlan,
-    Publisher,
-    PublishOutcome,
-    StagedImage,
-    StagedPlatform,
-    StagingArea,
-    plan_publish,
-    plan_untag,
-)
+from .base import ChainStep, Publisher
+from .metadata import MetadataPlan, plan_publish, plan_untag
 from .seal import seal_tree
+from .staged import PublishOutcome, StagedImage, StagedPlatform
+from .staging import StagingArea
 
 log = logging.getLogger(__name__)
 

@@ -26,19 +26,12 @@ from ligoenv.store.errors import PublishError
 from ligoenv.store.index import paths
 from ligoenv.store.publishroot import PublishRoot
 
-from .base import (
-    ChainStep,
-    Publisher,
-    PublishOutcome,
-    StagedImage,
-    StagedPlatform,
-    StagingArea,
-    plan_publish,
-    plan_untag,
-    tree_lock,
-)
+from .base import ChainStep, Publisher, tree_lock
 from .clone import clone_method, clone_tree
+from .metadata import plan_publish, plan_untag
 from .seal import seal_tree
+from .staged import PublishOutcome, StagedImage, StagedPlatform
+from .staging import StagingArea
 
 Step = Callable[[str], None]
 

@@ -18,8 +18,8 @@ import pytest
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.platform import Platform
 from ligoenv.store.errors import ConfigError, PublishError
-from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
+from ligoenv_server.publishers.factory import make_publisher
 from tests.support.images import TAG_FILE
 from tests.support.indexfiles import read_index
 from tests.support.staging import REGISTRY, REPOSITORY, T0, stage

@@ -16,8 +16,8 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import layer_compression, parse_config
 from ligoenv.oci.unpack import apply_layer
 from ligoenv.store.errors import PublishError
-from ligoenv_server.publishers.base import StagedImage
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
+from ligoenv_server.publishers.staged import StagedImage
 from testbed.ocibuild import Entry, Layer
 from tests.server import test_cvmfs
 from tests.server.test_cvmfs import REPO, Cvmfs

@@ -29,7 +29,7 @@ from ligoenv_server.model import Action, PublishRequest
 from ligoenv_server.pinning import pin
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from ligoenv_server.roles import publisher_from
+from ligoenv_server.publishers.factory import publisher_from
 from testbed.registry import RegistryProcess, free_port
 from tests.support.images import build_busybox_image, push_image
 from tests.support.stack import SERVER, server_config

@@ -17,8 +17,8 @@ from ligoenv.oci.errors import NotFound
 from ligoenv.oci.platform import Platform
 from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv.store.index import open_index_reader
-from ligoenv_server.publishers.base import make_publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
+from ligoenv_server.publishers.factory import make_publisher
 from tests.support.images import TAG_FILE
 from tests.support.indexfiles import read_index, snapshot
 from tests.support.staging import REGISTRY, REPOSITORY, T0, stage, tree_files

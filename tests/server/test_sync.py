@@ -18,8 +18,8 @@ from ligoenv_server import metrics
 from ligoenv_server.config import ServerConfig, SyncListConfig, load_config
 from ligoenv_server.model import Action, JobState, PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
+from ligoenv_server.publishers.factory import publisher_from
 from ligoenv_server.queue import SqlQueue
-from ligoenv_server.roles import publisher_from
 from ligoenv_server.sync import Syncer, SyncReport
 from ligoenv_server.synclists import ImageList, parse_osg
 from ligoenv_server.synctimer import SyncTimer, publisher_tags

@@ -11,7 +11,8 @@ from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST, ImageManifest, parse_c
 from ligoenv.oci.platform import Platform
 from ligoenv.store.apptainer import complete_tree
 from ligoenv.store.index import manifest_record
-from ligoenv_server.publishers.base import Publisher, StagedImage, StagedPlatform
+from ligoenv_server.publishers.base import Publisher
+from ligoenv_server.publishers.staged import StagedImage, StagedPlatform
 from testbed.ocibuild import Image, canonical_json
 from tests.support.images import TAG_FILE, build_busybox_image
 
