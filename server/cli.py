@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ligoenv.oci.errors import LigoenvError, UsageError
+from ligoenv.oci.hosts import is_loopback
 from ligoenv.store.errors import ConfigError
 
 from .config import (
@@ -23,7 +24,6 @@ from .config import (
     ServerConfig,
     default_config,
     default_state_dir,
-    is_loopback,
     load_config,
 )
 from .model import Action, JobState, PublishRequest

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
 import os
 import re
 import tomllib
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ligoenv.oci.errors import InvalidReference
+from ligoenv.oci.hosts import is_loopback
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.store.apptainer import BIND_POINTS, normal_bind_point
@@ -279,15 +279,6 @@ def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     import platformdirs
 
     return platformdirs.user_state_path("ligoenv-server")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class _Builder:

@@ -6,7 +6,6 @@ challenges, retries, timeouts and error messages are ours. Nothing here logs a s
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from oras.auth.utils import parse_auth_header
 
 from ligoenv.oci.auth import Credentials
 from ligoenv.oci.errors import AuthError, RegistryError, RegistryUnavailable
+from ligoenv.oci.hosts import hostname, is_loopback, plain_http
 from ligoenv.oci.httperrors import error_text, reason, retry_after, url_path, without_query
 from ligoenv.oci.responsebody import AnswerTooSlow, BodyStream, Clock, attempt_deadline, preload, read_upto
 from ligoenv.oci.version import __version__
@@ -81,33 +81,6 @@ class Pacer(Protocol):
     def pause(self, seconds: float) -> None:
         """The registry asked us to slow down (429, or 503 with Retry-After): hold every
         request for `seconds`, not only the one that was refused."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost`, 127.0.0.0/8 and ::1, with or without a port.
-
-    Only what is loopback without asking DNS: `*.localhost` may resolve to any address.
-    """
-    name = hostname(host)
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def hostname(host: str) -> str:
-    """`host[:port]` or `[v6]:port` without the port and brackets, in lower case."""
-    name = host.lower()
-    if name.startswith("["):
-        return name[1:].split("]", 1)[0]
-    return name.split(":", 1)[0] if name.count(":") == 1 else name
-
-
-def plain_http(host: str, insecure: bool | None) -> bool:
-    """Plain HTTP only when the caller says so, or (by default) for a loopback registry."""
-    return is_loopback(host) if insecure is None else insecure
 
 
 class _Retry(Exception):

@@ -15,6 +15,7 @@ import pytest
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import DigestMismatch, NotFound, RegistryError, RegistryUnavailable
+from ligoenv.oci.hosts import is_loopback, plain_http
 from ligoenv.oci.manifest import (
     ALL_MANIFEST_TYPES,
     DOCKER_LIST,
@@ -27,7 +28,7 @@ from ligoenv.oci.manifest import (
 )
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import DownloadCancelled, RegistryClient, client_for
-from ligoenv.oci.transport import RetryPolicy, Transport, is_loopback, plain_http
+from ligoenv.oci.transport import RetryPolicy, Transport
 from testbed.ocibuild import Image
 from testbed.registry import RegistryProcess, free_port
 from tests.oci.conftest import Sleeps, blob_file
