@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN, WORK, fresh, run
+from ligoenv.client.launch import prepare
 from ligoenv.client.resolve import Resolver
-from ligoenv.client.runtimes.base import Host
-from ligoenv.client.runtimes.launch import RunRequest, prepare
+from ligoenv.client.runtimes.base import Host, RunRequest
 from ligoenv.client.runtimes.select import select_runtime
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST

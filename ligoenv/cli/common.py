@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from ligoenv.store.lockfile import Lockfile
 
 
+# Help texts of options several commands share (the typer declarations in options.py and the
+# option tables of the fast-path commands).
+PLATFORM_HELP = "[default: this machine's]"
+INDEX_HELP = "publish index: a publish root, CVMFS mount or http(s) mirror"
+
+
 @dataclass
 class Invocation:
     """The world a command runs in. Tests pass their own; the console script uses the real one."""

@@ -101,7 +101,7 @@ def _trees(settings: Any, environ: Any) -> dict[str, Any]:
     binds asked for in APPTAINER_BIND/SINGULARITY_BIND that have no directory to go onto."""
     from ligoenv.cli.common import make_resolver
     from ligoenv.cli.path import tree_report
-    from ligoenv.client.runtimes.local import published_tree
+    from ligoenv.client.trees import published_tree
     from ligoenv.oci.platform import Platform
 
     try:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import typer
 
     from ligoenv.client.resolve import Resolution, Resolver
-    from ligoenv.client.runtimes.local import LocalTree
+    from ligoenv.client.trees import LocalTree
 
 HELP = """Print the path of REF's unpacked tree in the publish index (a CVMFS mount or publish root),
 for the platform of this machine. It never moves: it is named by digest.
@@ -37,7 +37,7 @@ onto) and its provenance (/.ligoenv/provenance.json: where and when it was publi
 
 def run(inv: Invocation, ref: str, *, platform: str | None = None, for_host: bool = False,
         lock: str | None = None, index: str | None = None, as_json: bool = False) -> int:
-    from ligoenv.client.runtimes.local import published_tree
+    from ligoenv.client.trees import published_tree
     from ligoenv.oci.platform import Platform
 
     if platform and for_host:

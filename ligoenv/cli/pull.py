@@ -26,7 +26,7 @@ names a directory. Prints the path of the tree.
 def run(inv: Invocation, ref: str, *, output: str | None = None, platform: str | None = None,
         lock: str | None = None, index: str | None = None) -> int:
     from ligoenv.cli.progress import progress_bar
-    from ligoenv.client.runtimes.local import cached_tree, pull_tree
+    from ligoenv.client.trees import cached_tree, pull_tree
     from ligoenv.oci.platform import Platform
 
     settings = inv.settings(lockfile=lock, index=index)

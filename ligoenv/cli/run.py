@@ -5,6 +5,8 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 from ligoenv.cli.common import (
+    INDEX_HELP,
+    PLATFORM_HELP,
     Invocation,
     invocation,
     load_lockfile,
@@ -13,6 +15,7 @@ from ligoenv.cli.common import (
     parse_platform,
     split_args,
 )
+from ligoenv.cli.optiontable import CommandOption, switches, typer_parameters, valued, values
 from ligoenv.oci.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,17 +34,16 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
         runtime: str | None = None, binds: list[str] | None = None, gpu: bool = False,
         env: list[str] | None = None, cleanenv: bool = False, platform: str | None = None,
         pwd: str | None = None, index: str | None = None, separator_at: int | None = None) -> int:
-    from ligoenv.client.runtimes.base import Bind, Host, parse_env
-    from ligoenv.client.runtimes.launch import RunRequest, prepare
+    from ligoenv.client.launch import prepare
+    from ligoenv.client.runtimes.base import Bind, Host, RunRequest, parse_env
 
     settings = inv.settings(lockfile=lock, index=index, runtime=runtime)
     lockfile = load_lockfile(settings)
     reference, command = _split(args, separator_at, lock is not None, lockfile)
-    if lock is not None and lockfile is not None:
-        lockfile.environment(reference)  # with --lock, a name of that file: NotFound lists them
     request = RunRequest(
         reference=reference, command=tuple(command), cwd=os.getcwd(), runtime=settings.runtime,
-        platform=parse_platform(platform), binds=tuple(Bind.parse(b) for b in binds or []),
+        platform=parse_platform(platform), locked=lock is not None,
+        binds=tuple(Bind.parse(b) for b in binds or []),
         env=tuple(parse_env(e) for e in env or []), gpu=gpu, cleanenv=cleanenv, workdir=pwd,
         stdin_open=_stdin_open(), tty=sys.stdin.isatty() and sys.stdout.isatty(),
         stdin_tty=sys.stdin.isatty(),
@@ -50,15 +52,25 @@ def run(inv: Invocation, args: list[str], *, lock: str | None = None,
     resolver = make_resolver(settings, lockfile)
     chosen, plan = prepare(request, resolver, settings.cache, inv.which, _progress(), note,
                            inv.environ)
-    argv = chosen.command(plan)
-    if inv.debug:
-        note("running " + " ".join(argv))
-    executor = inv.executor or chosen.execute
-    return executor(argv, chosen.environment(plan, inv.environ))
+    return chosen.run(plan, inv.environ, executor=inv.executor, announce=note if inv.debug else None)
 
 
-VALUED = ("--lock", "--runtime", "-B", "--bind", "--env", "--platform", "--pwd", "--index")
-FLAGS = ("--gpu", "--cleanenv")
+OPTIONS = (
+    CommandOption("lock", ("--lock",), "run an environment of this lockfile", "FILE"),
+    CommandOption("runtime", ("--runtime",), "[default: auto]",
+                  "auto|apptainer|singularity|docker|podman|bwrap"),
+    CommandOption("binds", ("-B", "--bind"), "bind a host path (repeatable)", "SRC[:DST[:ro]]",
+                  repeatable=True),
+    CommandOption("gpu", ("--gpu",), "give the container the NVIDIA GPUs", switch=True),
+    CommandOption("env", ("--env",), "set K=V in the container (repeatable)", "K=V", repeatable=True),
+    CommandOption("cleanenv", ("--cleanenv",), "do not pass the host environment", switch=True),
+    CommandOption("platform", ("--platform",), PLATFORM_HELP, "OS/ARCH"),
+    CommandOption("pwd", ("--pwd",), "working directory in the container [default: the current one]",
+                  "DIR"),
+    CommandOption("index", ("--index",), INDEX_HELP, "LOCATION"),
+)
+VALUED = valued(OPTIONS)
+FLAGS = switches(OPTIONS)
 
 
 def mark_command(args: list[str]) -> list[str]:
@@ -91,10 +103,7 @@ def fast_path(args: list[str], inv: Invocation) -> int | None:
         return None
     after = split.after_separator
     positional = split.positional + (after or [])
-    return run(inv, positional, lock=split.last("--lock"), runtime=split.last("--runtime"),
-               binds=split.every("-B", "--bind"), gpu="--gpu" in split.options,
-               env=split.every("--env"), cleanenv="--cleanenv" in split.options,
-               platform=split.last("--platform"), pwd=split.last("--pwd"), index=split.last("--index"),
+    return run(inv, positional, **values(OPTIONS, split),
                separator_at=None if after is None else len(split.positional))
 
 
@@ -134,38 +143,27 @@ def _progress() -> Any:
 
 
 def register(app: "typer.Typer") -> None:
+    import inspect
+
     import typer
 
-    from ligoenv.cli import options
-
-    @app.command("run", help=HELP, short_help="Run a command in an image, by digest.")
-    def run_command(
-        ctx: typer.Context,
-        args: Annotated[list[str] | None, typer.Argument(
-            help="REF (or NAME with --lock), then -- and the command", metavar="[REF|NAME] -- CMD",
-            show_default=False)] = None,
-        lock: Annotated[str | None, typer.Option(help="run an environment of this lockfile",
-                                                 metavar="FILE")] = None,
-        runtime: Annotated[str | None, typer.Option(
-            help="[default: auto]", metavar="auto|apptainer|singularity|docker|podman|bwrap")] = None,
-        binds: Annotated[list[str] | None, typer.Option(
-            "-B", "--bind", help="bind a host path (repeatable)", metavar="SRC[:DST[:ro]]")] = None,
-        gpu: Annotated[bool, typer.Option("--gpu", help="give the container the NVIDIA GPUs")] = False,
-        env: Annotated[list[str] | None, typer.Option(
-            "--env", help="set K=V in the container (repeatable)", metavar="K=V")] = None,
-        cleanenv: Annotated[bool, typer.Option(
-            "--cleanenv", help="do not pass the host environment")] = False,
-        platform: options.Platform = None,
-        pwd: Annotated[str | None, typer.Option(
-            help="working directory in the container [default: the current one]", metavar="DIR")] = None,
-        index: options.Index = None,
-    ) -> None:
+    def run_command(ctx: typer.Context, args: list[str] | None = None, **options: Any) -> None:
         inv = invocation(ctx.obj)
         positional = args or []
         separator_at = _separator_position(inv.args, positional)
-        raise typer.Exit(run(inv, positional, lock=lock,
-                             runtime=runtime, binds=binds, gpu=gpu, env=env, cleanenv=cleanenv,
-                             platform=platform, pwd=pwd, index=index, separator_at=separator_at))
+        raise typer.Exit(run(inv, positional, **options, separator_at=separator_at))
+
+    # typer reads the parameters from the signature: the positional arguments, then OPTIONS.
+    arguments = Annotated[list[str] | None, typer.Argument(
+        help="REF (or NAME with --lock), then -- and the command", metavar="[REF|NAME] -- CMD",
+        show_default=False)]
+    run_command.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=arguments,
+                          default=None),
+        *typer_parameters(OPTIONS),
+    ])
+    app.command("run", help=HELP, short_help="Run a command in an image, by digest.")(run_command)
 
 
 def _separator_position(raw: list[str], positional: list[str]) -> int | None:

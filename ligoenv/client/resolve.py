@@ -38,9 +38,10 @@ class Resolution:
     media_type: str | None
     platforms: Mapping[str, Digest]  # "linux/amd64" -> manifest digest; empty when not looked up
     source: str  # "lockfile:<path>" | "index:<location>" | "registry" | "reference"
-    environment: str | None = None  # the lockfile environment that answered
+    environment: str | None = None  # the name of the lockfile environment that answered
     configs: Mapping[str, Digest] = field(default_factory=dict)
     paths: tuple[str, ...] = ()
+    locked: Environment | None = None  # the entry of `environment` (run checks its pins)
 
     @property
     def digest(self) -> Digest:
@@ -84,7 +85,7 @@ def from_environment(name: str, env: Environment, lockfile: Lockfile) -> Resolut
     return Resolution(
         env.pinned(), env.media_type, {k: pin.manifest for k, pin in env.platforms.items()},
         f"lockfile:{lockfile.path}", name,
-        {k: pin.config for k, pin in env.platforms.items() if pin.config}, env.paths,
+        {k: pin.config for k, pin in env.platforms.items() if pin.config}, env.paths, env,
     )
 
 
@@ -104,9 +105,14 @@ class Resolver:
         self._index_down = False
 
     def resolve(self, text: str, *, platform: Platform | None = None,
-                at: datetime | None = None, use_lockfile: bool = True) -> Resolution:
-        lockfile = self.lockfile if use_lockfile else None
-        found = lockfile.find(text) if lockfile is not None else None
+                at: datetime | None = None, use_lockfile: bool = True,
+                locked: bool = False) -> Resolution:
+        """`locked`: `text` must name an environment of the lockfile (NotFound lists them)."""
+        lockfile = self.lockfile if use_lockfile or locked else None
+        if locked and lockfile is not None:
+            found: tuple[str, Environment] | None = (text, lockfile.environment(text))
+        else:
+            found = lockfile.find(text) if lockfile is not None else None
         if found is not None and lockfile is not None and at is None:
             return from_environment(*found, lockfile)
         if at is not None:

@@ -165,7 +165,7 @@ def _blob(path: Path, contents: LayoutContents, blobs: Blobs, digest: Digest, wh
 def restore_to_cache(path: Path, cache_root: Path, *, platform: Platform, records: ArchiveRecords,
                      note: Note) -> RestoreSummary:
     """Load the archive into the cache and unpack this host's image of every environment."""
-    from ligoenv.client.runtimes.local import cache_path, install_tree
+    from ligoenv.client.trees import cache_path, install_tree
 
     cache = LayerCache(cache_root / "layers")
     with _checksum_beside(path) as checksum:

@@ -4,15 +4,18 @@ Our own scripts, with the behaviour Apptainer documents: every action sources th
 name order, the image's `Env` is exported as is, the runscript runs Entrypoint + Cmd like
 `docker run`, and `labels.json` holds the image's labels. Older Singularity 3.x runs the action
 scripts inside the container, and some tools call them directly, so they must work on their own.
-`ligoenv.store.apptainer` writes these files into a tree; this module only says what they contain.
+`ligoenv.store.apptainer` writes these files into a tree; this module says what they contain, and
+reads the image's Env and command back for runtimes that do not source them (bwrap).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from ligoenv.oci.manifest import ImageConfig
 
@@ -180,3 +183,19 @@ def labels_json(labels: Mapping[str, str]) -> str:
 
 def _words(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(word) for word in words)
+
+
+def tree_env(tree: Path) -> tuple[str, ...]:
+    """The image's Env, read back from the script `complete_tree` wrote (`export NAME='value'`)."""
+    try:
+        words = shlex.split((tree / ENV_SCRIPT).read_text(encoding="utf-8"), comments=True)
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, ValueError):
+        return ()
+    # Values may span lines (quoted newlines), so the script is read as words, not lines.
+    return tuple(word for before, word in itertools.pairwise(words)
+                 if before == "export" and "=" in word)
+
+
+def tree_command(tree: Path) -> tuple[str, ...]:
+    """The command that runs the image's Entrypoint/Cmd inside the tree, when it has one."""
+    return (f"/{RUNSCRIPT}",) if (tree / RUNSCRIPT).is_file() else ()

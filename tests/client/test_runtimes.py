@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from ligoenv.client.runtimes.apptainer import Apptainer, Singularity
-from ligoenv.client.runtimes.base import Bind, Host, RunPlan, parse_env, run_command
+from ligoenv.client.runtimes.base import Bind, Host, RunPlan, RunRequest, parse_env, run_command
 from ligoenv.client.runtimes.bwrap import Bwrap
 from ligoenv.client.runtimes.docker import Docker, Podman
-from ligoenv.client.runtimes.local import tree_command, tree_env
 from ligoenv.client.runtimes.select import select_runtime
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import UsageError
@@ -23,6 +22,7 @@ from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.store.apptainer import complete_tree
 from ligoenv.store.errors import RuntimeNotFound
+from ligoenv.store.singularityd import tree_command, tree_env
 from tests.support.clientkit import standin_path
 
 DIGEST = Digest.of_bytes(b"top")
@@ -32,10 +32,22 @@ LINUX = Host("Linux", "x86_64")
 MAC = Host("Darwin", "arm64")
 
 
-def plan(**changes: object) -> RunPlan:
-    base = RunPlan(image=IMAGE, command=("python", "-c", "print(1)"), cwd="/home/alice/analysis",
-                   platform=Platform.parse("linux/amd64"), host=LINUX, stdin_open=False)
-    return replace(base, **changes)  # type: ignore[arg-type]
+REQUEST_FIELDS = {f.name for f in fields(RunRequest)} - {"platform"}
+
+
+def plan(*, platform_explicit: bool = False, **changes: object) -> RunPlan:
+    """A plan for IMAGE; `changes` name fields of the request or of the plan, and
+    `platform_explicit` says that the request's --platform was the plan's platform."""
+    asked = {k: v for k, v in changes.items() if k in REQUEST_FIELDS}
+    resolved = {k: v for k, v in changes.items() if k not in REQUEST_FIELDS}
+    request = replace(RunRequest(reference=str(IMAGE), command=("python", "-c", "print(1)"),
+                                 cwd="/home/alice/analysis", host=LINUX, stdin_open=False),
+                      **asked)  # type: ignore[arg-type]
+    base = RunPlan(request=request, image=IMAGE, platform=Platform.parse("linux/amd64"))
+    base = replace(base, **resolved)  # type: ignore[arg-type]
+    if platform_explicit:
+        base = replace(base, request=replace(request, platform=base.platform))
+    return base
 
 
 BINDS = (Bind("/data", "/data", False), Bind("/scratch/x", "/in", True))

@@ -21,17 +21,17 @@ class Apptainer(Runtime):
     env_prefix = "APPTAINERENV_"
 
     def command(self, plan: RunPlan) -> list[str]:
-        argv = [self.executable, "exec" if plan.command else "run"]
-        if plan.cleanenv:
+        argv = [self.executable, "exec" if plan.request.command else "run"]
+        if plan.request.cleanenv:
             argv.append("--cleanenv")
-        if plan.gpu:
+        if plan.request.gpu:
             argv.append("--nv")
-        for bind in plan.binds:
+        for bind in plan.request.binds:
             argv += ["--bind", str(bind)]
-        if plan.workdir:
-            argv += ["--pwd", plan.workdir]
+        if plan.request.workdir:
+            argv += ["--pwd", plan.request.workdir]
         argv.append(self.target(plan))
-        return argv + list(plan.command)
+        return argv + list(plan.request.command)
 
     def environment(self, plan: RunPlan, environ: Mapping[str, str]) -> dict[str, str]:
         """Ours, plus `<PREFIX>NAME=value` for each --env.
@@ -40,7 +40,7 @@ class Apptainer(Runtime):
         `,` or `"` would arrive cut or mangled. These variables pass even with --cleanenv.
         """
         env = dict(environ)
-        env.update({self.env_prefix + name: value for name, value in plan.env})
+        env.update({self.env_prefix + name: value for name, value in plan.request.env})
         return env
 
     def target(self, plan: RunPlan) -> str:

@@ -78,38 +78,54 @@ def parse_env(text: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class RunPlan:
-    """Everything a runtime needs to build its command line. The image is always pinned."""
+class RunRequest:
+    """What the user asked for, as the command line said it; carried unchanged to the runtime."""
 
-    image: Reference  # registry/repository@top-digest
+    reference: str  # a reference, or a lockfile environment name
     command: tuple[str, ...]
     cwd: str
-    platform: Platform
-    platform_explicit: bool = False  # the user asked for --platform
-    platform_digest: Digest | None = None  # with --platform: that platform's manifest digest
-    tree: Path | None = None  # an unpacked tree of the image, when one is at hand
-    image_platforms: tuple[str, ...] = ()  # platforms the image provides, when known
-    image_env: tuple[str, ...] = ()  # the image config's Env (bwrap sets it itself)
-    image_command: tuple[str, ...] = ()  # Entrypoint + Cmd, for bwrap when no command is given
+    runtime: str = "auto"
+    platform: Platform | None = None  # --platform, when given
+    locked: bool = False  # `reference` names an environment of the lockfile given with --lock
     binds: tuple[Bind, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     gpu: bool = False
     cleanenv: bool = False
     workdir: str | None = None  # --pwd: working directory inside the container
+    stdin_open: bool = True  # stdin is a terminal, pipe or file: keep it open (docker -i)
+    tty: bool = False  # stdin and stdout are terminals (docker -t)
+    stdin_tty: bool = False  # stdin is a terminal (bwrap keeps the session for job control)
+    host: Host = field(default_factory=Host.current)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The request, resolved: what a runtime needs to build its command line. The image is
+    always pinned."""
+
+    request: RunRequest
+    image: Reference  # registry/repository@top-digest
+    platform: Platform  # the platform that runs: --platform, else this machine's
+    platform_digest: Digest | None = None  # with --platform: that platform's manifest digest
+    tree: Path | None = None  # an unpacked tree of the image, when one is at hand
+    image_platforms: tuple[str, ...] = ()  # platforms the image provides, when known
+    image_env: tuple[str, ...] = ()  # the image config's Env (bwrap sets it itself)
+    image_command: tuple[str, ...] = ()  # Entrypoint + Cmd, for bwrap when no command is given
     bind_cwd: bool = True  # False when a read-only tree has no mount point for it (bwrap)
     # bwrap on a read-only tree lacking mount points: `/` is a tmpfs holding the tree's
     # top-level entries, so that missing mount points can be made there; `fresh_dirs` are the
     # image's empty top-level directories (such as /home) made fresh rather than bound.
     layered_root: bool = False
     fresh_dirs: tuple[str, ...] = ()
-    stdin_open: bool = True  # stdin is a terminal, pipe or file: keep it open (docker -i)
-    tty: bool = False  # stdin and stdout are terminals (docker -t)
-    stdin_tty: bool = False  # stdin is a terminal (bwrap keeps the session for job control)
-    host: Host = field(default_factory=Host.current)
 
     @property
     def pinned(self) -> str:
         return self.image.pinned_str()
+
+    @property
+    def platform_explicit(self) -> bool:
+        """The user asked for --platform."""
+        return self.request.platform is not None
 
 
 class Runtime(ABC):
@@ -147,6 +163,14 @@ class Runtime(ABC):
         """Run the command line: by default this process becomes the runtime (exec), so exit
         status and signals pass straight through."""
         return exec_command(argv, env)
+
+    def run(self, plan: RunPlan, environ: Mapping[str, str], *, executor: Executor | None = None,
+            announce: Callable[[str], None] | None = None) -> int:
+        """Build the command line for `plan` and run it (`executor`: tests record instead)."""
+        argv = self.command(plan)
+        if announce is not None:
+            announce("running " + " ".join(argv))
+        return (executor or self.execute)(argv, self.environment(plan, environ))
 
     def not_found(self) -> RuntimeNotFound:
         return RuntimeNotFound(f"{self.executable} is not on PATH: {self.install_hint}")

@@ -40,10 +40,10 @@ class Bwrap(Runtime):
     def command(self, plan: RunPlan) -> list[str]:
         if plan.tree is None:
             raise UsageError("bwrap runs an unpacked tree and none is at hand: `ligoenv pull` it first")
-        if plan.gpu:
+        if plan.request.gpu:
             raise UsageError("--gpu needs Apptainer/Singularity (--nv) or Docker/Podman: bubblewrap "
                              "does not bring the host's GPU driver into the image")
-        command = list(plan.command or plan.image_command)
+        command = list(plan.request.command or plan.image_command)
         if not command:
             raise UsageError(f"{plan.pinned} has no Entrypoint or Cmd: give a command after --")
         argv = [self.executable]
@@ -51,25 +51,25 @@ class Bwrap(Runtime):
             ["--ro-bind", str(plan.tree), "/"]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (inside)
         if plan.bind_cwd:
-            argv += ["--bind", plan.cwd, plan.cwd]
-        argv += ["--chdir", plan.workdir or (plan.cwd if plan.bind_cwd else "/"),
+            argv += ["--bind", plan.request.cwd, plan.request.cwd]
+        argv += ["--chdir", plan.request.workdir or (plan.request.cwd if plan.bind_cwd else "/"),
                  "--die-with-parent", "--unshare-pid"]
-        if not plan.stdin_tty:
+        if not plan.request.stdin_tty:
             # A new session has no controlling terminal, so the command cannot push keystrokes
             # into the user's shell with TIOCSTI through an inherited stdout/stderr terminal.
             # With a terminal on stdin the run is interactive: a shell there needs the session
             # for job control, so it is kept.
             argv.append("--new-session")
-        for bind in plan.binds:
+        for bind in plan.request.binds:
             argv += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.destination]
         if plan.layered_root:
             argv += ["--remount-ro", "/"]  # mount points are made: `/` is read-only again
-        if plan.cleanenv:
+        if plan.request.cleanenv:
             argv.append("--clearenv")  # must precede --setenv: bwrap applies them in order
         for item in plan.image_env:
             name, _, value = item.partition("=")
             argv += ["--setenv", name, value]
-        for name, value in plan.env:
+        for name, value in plan.request.env:
             argv += ["--setenv", name, value]
         return argv + command
 

@@ -36,21 +36,22 @@ class Docker(Runtime):
 
     def command(self, plan: RunPlan) -> list[str]:
         argv = [self.executable, "run", "--rm"]
-        if plan.stdin_open:
+        if plan.request.stdin_open:
             argv.append("-i")
-        if plan.tty:
+        if plan.request.tty:
             argv.append("-t")
-        argv += ["-v", f"{plan.cwd}:{plan.cwd}", "-w", plan.workdir or plan.cwd]
-        for bind in plan.binds:
+        cwd = plan.request.cwd
+        argv += ["-v", f"{cwd}:{cwd}", "-w", plan.request.workdir or cwd]
+        for bind in plan.request.binds:
             argv += ["-v", str(bind)]
-        for name, value in plan.env:
+        for name, value in plan.request.env:
             argv += ["-e", f"{name}={value}"]
-        if plan.gpu:
+        if plan.request.gpu:
             argv += ["--gpus", "all"]
         platform = self.platform(plan)
         if platform:
             argv += ["--platform", platform]
-        return [*argv, plan.pinned, *plan.command]
+        return [*argv, plan.pinned, *plan.request.command]
 
     def platform(self, plan: RunPlan) -> str | None:
         """The --platform to ask for, if any.
@@ -61,7 +62,7 @@ class Docker(Runtime):
         if plan.platform_explicit:
             return str(plan.platform)
         arm64 = any(p.startswith("linux/arm64") for p in plan.image_platforms)
-        if plan.host.is_macos_arm64 and plan.image_platforms and not arm64:
+        if plan.request.host.is_macos_arm64 and plan.image_platforms and not arm64:
             return "linux/amd64"
         return None
 

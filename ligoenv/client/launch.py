@@ -1,44 +1,27 @@
-"""From "run this reference" to a runtime and a plan: resolve by digest, choose, find or pull a tree."""
+"""From "run this reference" to a runtime and a plan: resolve by digest, choose, find or pull a tree.
+
+The request travels down unchanged: the plan carries it, with what was resolved beside it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ligoenv.client.runtimes.apptainer import Apptainer
-from ligoenv.client.runtimes.base import Bind, Host, RunPlan, Runtime
+from ligoenv.client.runtimes.base import RunPlan, RunRequest, Runtime
 from ligoenv.client.runtimes.bwrap import FRESH_MOUNTS, Bwrap, layered_tops
 from ligoenv.client.runtimes.docker import Docker
-from ligoenv.client.runtimes.local import LocalTree, cached_tree, published_tree, tree_command, tree_env
 from ligoenv.client.runtimes.mountpoints import MountPoint, check_binds, inspect, make
 from ligoenv.client.runtimes.select import Which, select_runtime
+from ligoenv.client.trees import LocalTree, cached_tree, published_tree
 from ligoenv.oci.errors import UsageError
 from ligoenv.oci.platform import Platform
+from ligoenv.store.singularityd import tree_command, tree_env
 
 if TYPE_CHECKING:
     from ligoenv.client.resolve import Resolution, Resolver
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What the user asked for, before anything is resolved."""
-
-    reference: str  # a reference or a lockfile environment name
-    command: tuple[str, ...]
-    cwd: str
-    runtime: str = "auto"
-    platform: Platform | None = None
-    binds: tuple[Bind, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    gpu: bool = False
-    cleanenv: bool = False
-    workdir: str | None = None
-    stdin_open: bool = True
-    tty: bool = False
-    stdin_tty: bool = False
-    host: Host = field(default_factory=Host.current)
 
 
 def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
@@ -47,11 +30,11 @@ def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
             environ: Mapping[str, str] | None = None) -> tuple[Runtime, RunPlan]:
     """Resolve the image, choose the runtime and build its plan; pulls a local copy for bwrap."""
     runtime = select_runtime(request.runtime, which, environ)  # before any network: fail fast
-    answer = resolver.resolve(request.reference, platform=request.platform)
-    if answer.environment is not None and resolver.lockfile is not None:
+    answer = resolver.resolve(request.reference, platform=request.platform, locked=request.locked)
+    if answer.locked is not None and answer.environment is not None:
         from ligoenv.client.lockpins import check_pins  # what the lockfile cites is what runs
 
-        check_pins(answer.environment, resolver.lockfile.environment(answer.environment), resolver, cache)
+        check_pins(answer.environment, answer.locked, resolver, cache)
     platform = request.platform or Platform.host()
     tree: LocalTree | None = None
     if isinstance(runtime, Apptainer | Bwrap):
@@ -64,7 +47,7 @@ def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
     if tree is not None:
         # Every runtime given a tree: no mount point may cross one of the image's symlinks.
         fresh = FRESH_MOUNTS if isinstance(runtime, Bwrap) else ()
-        binds = check_binds(tree.path, plan.binds, fresh)
+        binds = check_binds(tree.path, request.binds, fresh)
         if isinstance(runtime, Bwrap):
             plan = _mount_points(plan, tree, binds, warn)
     return runtime, plan
@@ -72,15 +55,11 @@ def prepare(request: RunRequest, resolver: Resolver, cache: Path, which: Which,
 
 def _plan(request: RunRequest, answer: Resolution, platform: Platform, tree: LocalTree | None) -> RunPlan:
     return RunPlan(
-        image=answer.reference, command=request.command, cwd=request.cwd, platform=platform,
-        platform_explicit=request.platform is not None,
+        request=request, image=answer.reference, platform=platform,
         platform_digest=answer.platform_digest(platform)[1] if request.platform else None,
         tree=tree.path if tree else None, image_platforms=tuple(sorted(answer.platforms)),
         image_env=tree_env(tree.path) if tree else (),
         image_command=tree_command(tree.path) if tree else (),
-        binds=request.binds, env=request.env, gpu=request.gpu, cleanenv=request.cleanenv,
-        workdir=request.workdir, stdin_open=request.stdin_open, tty=request.tty,
-        stdin_tty=request.stdin_tty, host=request.host,
     )
 
 
@@ -91,9 +70,9 @@ def _mount_points(plan: RunPlan, tree: LocalTree, binds: list[MountPoint],
     left out, with a note, where it cannot be mounted safely."""
     # An image whose /tmp, /proc or /dev is no real directory gets them fresh on a tmpfs `/`.
     layered = not all(inspect(tree.path, top).present for top in FRESH_MOUNTS)
-    cwd = inspect(tree.path, plan.cwd, FRESH_MOUNTS)
+    cwd = inspect(tree.path, plan.request.cwd, FRESH_MOUNTS)
     if not cwd.safe:
-        warn(f"{plan.cwd} is not mounted: {cwd.refusal()}; running in /")
+        warn(f"{plan.request.cwd} is not mounted: {cwd.refusal()}; running in /")
         plan = replace(plan, bind_cwd=False)
     wanted = [point for point in (cwd, *binds) if point.safe and point.missing]
     fresh: tuple[str, ...] | None = ()
@@ -103,11 +82,11 @@ def _mount_points(plan: RunPlan, tree: LocalTree, binds: list[MountPoint],
         layered, unmade = True, []
     else:
         unmade = wanted
-    for bind, point in zip(plan.binds, binds, strict=True):
+    for bind, point in zip(plan.request.binds, binds, strict=True):
         if point in unmade:
             raise UsageError(f"cannot bind {bind.source} to {bind.destination}: {point.refusal()} "
                              f"at {tree.path}")
     if cwd in unmade:
-        warn(f"{plan.cwd} is not mounted: {cwd.refusal()}; running in /")
+        warn(f"{plan.request.cwd} is not mounted: {cwd.refusal()}; running in /")
         plan = replace(plan, bind_cwd=False)
     return replace(plan, layered_root=layered, fresh_dirs=fresh or ())

@@ -7,10 +7,8 @@ then renamed into place.
 
 from __future__ import annotations
 
-import itertools
 import os
 import secrets
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -123,23 +121,3 @@ def _remove(path: Path) -> None:
     from ligoenv.oci.pull import remove_tree
 
     remove_tree(path)
-
-
-def tree_env(tree: Path) -> tuple[str, ...]:
-    """The image's Env, read back from the script `complete_tree` wrote (`export NAME='value'`)."""
-    from ligoenv.store.apptainer import ENV_SCRIPT
-
-    try:
-        words = shlex.split((tree / ENV_SCRIPT).read_text(encoding="utf-8"), comments=True)
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, ValueError):
-        return ()
-    # Values may span lines (quoted newlines), so the script is read as words, not lines.
-    return tuple(word for before, word in itertools.pairwise(words)
-                 if before == "export" and "=" in word)
-
-
-def tree_command(tree: Path) -> tuple[str, ...]:
-    """The command that runs the image's Entrypoint/Cmd inside the tree, when it has one."""
-    from ligoenv.store.apptainer import RUNSCRIPT
-
-    return (f"/{RUNSCRIPT}",) if (tree / RUNSCRIPT).is_file() else ()
