@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # option tables of the fast-path commands).
 PLATFORM_HELP = "[default: this machine's]"
 INDEX_HELP = "publish index: a publish root, CVMFS mount or http(s) mirror"
+LOCK_HELP = "lockfile [default: ligoenv.lock]"
 
 
 @dataclass

@@ -4,12 +4,11 @@ from typing import Annotated
 
 import typer
 
-from ligoenv.cli.common import INDEX_HELP, PLATFORM_HELP
+from ligoenv.cli.common import INDEX_HELP, LOCK_HELP, PLATFORM_HELP
 
 Ref = Annotated[str, typer.Argument(help="image reference or lockfile environment name", metavar="REF")]
 Platform = Annotated[str | None, typer.Option("--platform", help=PLATFORM_HELP, metavar="OS/ARCH")]
-Lock = Annotated[str | None, typer.Option(
-    "--lock", help="lockfile [default: ligoenv.lock]", metavar="FILE")]
+Lock = Annotated[str | None, typer.Option("--lock", help=LOCK_HELP, metavar="FILE")]
 Index = Annotated[str | None, typer.Option("--index", help=INDEX_HELP, metavar="LOCATION")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON")]
 LockfileArg = Annotated[str | None, typer.Argument(

@@ -5,9 +5,11 @@ typer (and the pydantic it brings) is imported; anything unusual falls through t
 command, which owns help and error messages.
 """
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any
 
 from ligoenv.cli.common import (
+    INDEX_HELP,
+    LOCK_HELP,
     Invocation,
     invocation,
     load_lockfile,
@@ -18,6 +20,7 @@ from ligoenv.cli.common import (
     print_json,
     split_args,
 )
+from ligoenv.cli.optiontable import CommandOption, switches, typer_parameters, valued, values
 
 if TYPE_CHECKING:
     import typer
@@ -45,30 +48,37 @@ def run(inv: Invocation, ref: str, *, platform: str | None = None, at: str | Non
     return 0
 
 
+OPTIONS = (
+    CommandOption("platform", ("--platform",), "print this platform's manifest digest", "OS/ARCH"),
+    CommandOption("at", ("--at",), AT_HELP, "DATETIME"),
+    CommandOption("as_json", ("--json",), "print JSON", switch=True),
+    CommandOption("lock", ("--lock",), LOCK_HELP, "FILE"),
+    CommandOption("index", ("--index",), INDEX_HELP, "LOCATION"),
+)
+
+
 def fast_path(args: list[str], inv: Invocation) -> int | None:
     """Run `resolve` without typer when `args` are plainly well formed; None otherwise."""
-    split = split_args(args, ("--platform", "--at", "--lock", "--index"), ("--json",))
+    split = split_args(args, valued(OPTIONS), switches(OPTIONS))
     if split is None or split.after_separator is not None or len(split.positional) != 1:
         return None
-    return run(inv, split.positional[0], platform=split.last("--platform"), at=split.last("--at"),
-               as_json="--json" in split.options, lock=split.last("--lock"), index=split.last("--index"))
+    return run(inv, split.positional[0], **values(OPTIONS, split))
 
 
 def register(app: "typer.Typer") -> None:
+    import inspect
+
     import typer
 
-    from ligoenv.cli import options
+    from ligoenv.cli import options as shared
 
-    @app.command("resolve", help=HELP, short_help='Print the digest a reference means (now or --at).')
-    def resolve(
-        ctx: typer.Context,
-        ref: options.Ref,
-        platform: Annotated[str | None, typer.Option(
-            help="print this platform's manifest digest", metavar="OS/ARCH")] = None,
-        at: Annotated[str | None, typer.Option(help=AT_HELP, metavar="DATETIME")] = None,
-        as_json: options.Json = False,
-        lock: options.Lock = None,
-        index: options.Index = None,
-    ) -> None:
-        raise typer.Exit(run(invocation(ctx.obj), ref, platform=platform, at=at, as_json=as_json,
-                             lock=lock, index=index))
+    def resolve(ctx: typer.Context, ref: str, **options: Any) -> None:
+        raise typer.Exit(run(invocation(ctx.obj), ref, **options))
+
+    # typer reads the parameters from the signature: REF, then OPTIONS.
+    resolve.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("ref", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=shared.Ref),
+        *typer_parameters(OPTIONS),
+    ])
+    app.command("resolve", help=HELP, short_help="Print the digest a reference means (now or --at).")(resolve)
