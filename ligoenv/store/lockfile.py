@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ligoenv import __version__
 from ligoenv.oci.atomicfile import write_atomic
 from ligoenv.oci.digest import Digest
-from ligoenv.oci.errors import InvalidReference, LigoenvError, NotFound, PlatformNotFound, UsageError
+from ligoenv.oci.errors import InvalidReference, NotFound, PlatformNotFound, UsageError
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.store.errors import LockfileError
 from ligoenv.store.index import format_time
+from ligoenv.store.jsonfields import JsonFields
 
 LOCKFILE_VERSION = 1
 TOOL = f"ligoenv {__version__}"
@@ -157,49 +158,55 @@ def read_lockfile(path: Path, *, strict: bool = False) -> Lockfile:
 
 def parse_lockfile(data: Any, where: str = "lockfile") -> Lockfile:
     """Build a Lockfile from decoded JSON, checking every field it uses."""
-    top = _Fields(data, f"lockfile {where} is invalid", "")
-    version = top.get("lockfileVersion", int)
+    fields = JsonFields(f"lockfile {where} is invalid", LockfileError)
+    version = fields.get(data, "lockfileVersion", int)
     if version != LOCKFILE_VERSION:
         raise LockfileError(
             f"lockfile {where} has lockfileVersion {version}; this ligoenv reads version "
             f"{LOCKFILE_VERSION}: upgrade ligoenv"
         )
-    environments = top.get("environments", dict)
+    environments = fields.get(data, "environments", dict)
     parsed = {}
-    for name, env in environments.items():
+    for name, entry in environments.items():
         if not _NAME.fullmatch(name):
-            top.fail(f"environments.{name}", "environment names are letters, digits and ._:-")
-        parsed[name] = _parse_environment(_Fields(env, top.what, f"environments.{name}."))
-    return Lockfile(parsed, top.time("created"), top.get("tool", str))
+            raise fields.fail(f"environments.{name}", "environment names are letters, digits and ._:-")
+        parsed[name] = _parse_environment(fields, entry, f"environments.{name}.")
+    return Lockfile(parsed, fields.time(fields.get(data, "created", str), "created"),
+                    fields.get(data, "tool", str))
 
 
-def _parse_environment(fields: _Fields) -> Environment:
+def _parse_environment(fields: JsonFields, entry: Any, where: str) -> Environment:
+    def text(key: str) -> str:
+        value: str = fields.get(entry, key, str, where)
+        return value
+
     platforms = {}
-    for key, pin in fields.get("platforms", dict).items():
-        pin_fields = _Fields(pin, fields.what, f"{fields.prefix}platforms.{key}.")
-        fields.check(Platform.parse, key, "platforms")
-        config = pin_fields.optional("config", str)
-        platforms[key] = PlatformPin(pin_fields.digest("manifest"),
-                                     pin_fields.check(Digest.parse, config, "config") if config else None)
-    paths = fields.get("paths", list)
+    for key, pin in fields.get(entry, "platforms", dict, where).items():
+        fields.parsed(Platform.parse, key, f"{where}platforms")
+        pin_where = f"{where}platforms.{key}."
+        config = fields.optional(pin, "config", str, pin_where)
+        platforms[key] = PlatformPin(
+            fields.digest(fields.get(pin, "manifest", str, pin_where), f"{pin_where}manifest"),
+            fields.digest(config, f"{pin_where}config") if config else None)
+    paths = fields.get(entry, "paths", list, where)
     if not all(isinstance(p, str) for p in paths):
-        fields.fail(f"{fields.prefix}paths", "must be a list of strings")
+        raise fields.fail(f"{where}paths", "expected an array of strings")
     env = Environment(
-        reference=fields.get("reference", str), registry=fields.get("registry", str),
-        repository=fields.get("repository", str), tag=fields.optional("tag", str),
-        digest=fields.digest("digest"), media_type=fields.get("mediaType", str),
-        platforms=platforms, resolved=fields.time("resolved"), source=fields.get("source", str),
-        paths=tuple(paths),
+        reference=text("reference"), registry=text("registry"), repository=text("repository"),
+        tag=fields.optional(entry, "tag", str, where),
+        digest=fields.digest(text("digest"), f"{where}digest"), media_type=text("mediaType"),
+        platforms=platforms, resolved=fields.time(text("resolved"), f"{where}resolved"),
+        source=text("source"), paths=tuple(paths),
     )
-    _check_names(fields, env)
-    _check_reference(fields, env)
-    if fields.get("canonical", str) != env.canonical:
-        fields.fail(f"{fields.prefix}canonical",
-                    f"does not match registry/repository/tag/digest ({env.canonical})")
+    _check_names(fields, env, where)
+    _check_reference(fields, env, where)
+    if text("canonical") != env.canonical:
+        raise fields.fail(f"{where}canonical",
+                          f"does not match registry/repository/tag/digest ({env.canonical})")
     return env
 
 
-def _check_names(fields: _Fields, env: Environment) -> None:
+def _check_names(fields: JsonFields, env: Environment, where: str) -> None:
     """registry, repository and tag must each be what Reference.parse makes of them.
 
     They are printed (`resolve`), run and turned into paths, so a hand-edited `..` or an alias
@@ -209,67 +216,25 @@ def _check_names(fields: _Fields, env: Environment) -> None:
     probes = [("registry", f"{env.registry}/x"), ("repository", f"localhost/{env.repository}")]
     if env.tag is not None:
         probes.append(("tag", f"localhost/x:{env.tag}"))
-    for name, text in probes:
+    for name, probe in probes:
         value = getattr(env, name)
         try:
-            ok = getattr(Reference.parse(text), name) == value
+            ok = getattr(Reference.parse(probe), name) == value
         except InvalidReference:
             ok = False
         if not ok:
-            fields.fail(f"{fields.prefix}{name}", f"{value!r} is not a valid {name} name")
+            raise fields.fail(f"{where}{name}", f"{value!r} is not a valid {name} name")
 
 
-def _check_reference(fields: _Fields, env: Environment) -> None:
+def _check_reference(fields: JsonFields, env: Environment, where: str) -> None:
     """The reference as written must mean exactly the registry, repository, tag (and digest, if
     it has one) that the environment pins: what a paper cites must be what runs."""
-    ref: Reference = fields.check(Reference.parse, env.reference, "reference")
+    ref = fields.parsed(Reference.parse, env.reference, f"{where}reference")
     if (ref.registry, ref.repository, ref.tag) != (env.registry, env.repository, env.tag) or \
             ref.digest not in (None, env.digest):
         pinned = Reference(env.registry, env.repository, env.tag, ref.digest and env.digest)
-        fields.fail(f"{fields.prefix}reference", f"{env.reference!r} names {ref}, but the environment "
-                    f"pins {pinned}: re-lock it with `ligoenv lock`")
-
-
-class _Fields:
-    """Typed access to one JSON object, failing with the dotted name of the bad field."""
-
-    def __init__(self, data: Any, what: str, prefix: str) -> None:
-        self.what, self.prefix = what, prefix
-        if not isinstance(data, dict):
-            self.fail(prefix.rstrip(".") or "(top level)", "must be an object")
-        self.data: dict[str, Any] = data
-
-    def fail(self, name: str, problem: str) -> None:
-        raise LockfileError(f"{self.what}: {name}: {problem}")
-
-    def get(self, key: str, kind: type[Any]) -> Any:
-        if key not in self.data:
-            self.fail(self.prefix + key, "missing")
-        value = self.data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(self.prefix + key, f"must be of type {kind.__name__}")
-        return value
-
-    def optional(self, key: str, kind: type[Any]) -> Any:
-        return None if self.data.get(key, ...) is None else self.get(key, kind)
-
-    def digest(self, key: str) -> Digest:
-        text = self.get(key, str)
-        result: Digest = self.check(Digest.parse, text, key)
-        return result
-
-    def time(self, key: str) -> datetime:
-        text = self.get(key, str)
-        when: datetime = self.check(datetime.fromisoformat, text, key)
-        if when.tzinfo is None:
-            self.fail(self.prefix + key, "must be a UTC time ending in Z")
-        return when.astimezone(UTC)
-
-    def check(self, parse: Callable[[str], Any], text: str, key: str) -> Any:
-        try:
-            return parse(text)
-        except (LigoenvError, ValueError) as error:
-            self.fail(self.prefix + key, str(error))
+        raise fields.fail(f"{where}reference", f"{env.reference!r} names {ref}, but the environment "
+                          f"pins {pinned}: re-lock it with `ligoenv lock`")
 
 
 def write_lockfile(path: Path, lockfile: Lockfile) -> None:

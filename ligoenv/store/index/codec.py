@@ -15,7 +15,8 @@ from typing import Any
 from ligoenv.oci.digest import Digest
 from ligoenv.store import boundedjson
 from ligoenv.store.errors import PublishIndexError
-from ligoenv.store.index.model import DigestRecord, RepositoryIndex, TagEvent, as_utc, format_time
+from ligoenv.store.index.model import DigestRecord, RepositoryIndex, TagEvent, format_time
+from ligoenv.store.jsonfields import JsonFields, kind_name
 
 V1 = 1
 V2 = 2
@@ -81,37 +82,11 @@ def _opt_str(value: object | None) -> str | None:
     return None if value is None else str(value)
 
 
-class IndexParser:
+class IndexParser(JsonFields):
     """Turns index JSON into values, naming the field in every error (`tags.x.history[0].from`)."""
 
     def __init__(self, what: str) -> None:
-        self.what = what
-
-    def fail(self, where: str, message: str) -> PublishIndexError:
-        return PublishIndexError(f"{self.what}: {where}: {message}")
-
-    def get(self, obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-        if not isinstance(obj, dict) or key not in obj:
-            raise self.fail(f"{where}{key}", "missing")
-        value = obj[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-            raise self.fail(f"{where}{key}", f"expected {_kind_name(kind)}")
-        return value
-
-    def digest(self, text: Any, where: str) -> Digest:
-        try:
-            return Digest.parse(str(text))
-        except Exception:
-            raise self.fail(where, f"{text!r} is not a digest") from None
-
-    def time(self, text: Any, where: str) -> datetime:
-        try:
-            when = datetime.fromisoformat(str(text))
-        except ValueError:
-            raise self.fail(where, f"{text!r} is not an RFC 3339 time") from None
-        if when.tzinfo is None:
-            raise self.fail(where, f"{text!r} has no time zone (expected ...Z)")
-        return as_utc(when)
+        super().__init__(what, PublishIndexError)
 
     def index(self, data: Any) -> RepositoryIndex:
         if not isinstance(data, dict):
@@ -152,7 +127,7 @@ class IndexParser:
                                                        "published", "collected", "chain")}
         size = optional["size"]
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
-            raise self.fail(f"{where}size", "expected an integer")
+            raise self.fail(f"{where}size", f"expected {kind_name(int)}")
         return DigestRecord(
             digest=self.digest(key, f"digests.{key}"),
             media_type=self.get(value, "mediaType", str, where),
@@ -226,13 +201,6 @@ class IndexParser:
         if value < 1:
             raise self.fail(key, "expected a positive integer")
         return int(value)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", dict: "an object", list: "an array", int: "an integer",
-             type(None): "null"}
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 HEADER = ("schemaVersion", "registry", "repository", "digest")
