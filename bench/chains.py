@@ -39,7 +39,7 @@ from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from testbed.registry import RegistryProcess
 
-FAKE_CVMFS = REPO / "tests" / "support" / "fake_cvmfs_server"
+FAKE_CVMFS = REPO / "testbed" / "fake_cvmfs_server"
 CVMFS_REPO = "bench.example.org"
 SYSTEM = ["usr/include", "usr/lib/gcc"]
 RUNTIME = ["usr/lib/python3.11", "usr/share/perl", "usr/share/zoneinfo"]

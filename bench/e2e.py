@@ -41,10 +41,10 @@ from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
 from ligoenv_server.model import JobState
 from ligoenv_server.queue import SqlQueue
+from testbed.images import busybox_layer
+from testbed.postgres import DATABASE, PostgresCluster
 from testbed.registry import free_port
-from tests.support.images import busybox_layer
-from tests.support.postgres import DATABASE, PostgresCluster
-from tests.support.stack import SECRET, SERVER, Stack, new_stack, server_config, wait_for
+from testbed.stack import SECRET, SERVER, Stack, new_stack, server_config, wait_for
 
 GENERATOR = 1  # bump when the generated content changes, so cached images are rebuilt
 ID_FILE = "etc/ligoenv-bench-id"

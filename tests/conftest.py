@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.httpstub import Silent, Stub
 from testbed.registry import RegistryProcess
-from tests.support.httpstub import Silent, Stub
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import pytest
 from ligoenv.store import multiarch
 from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from tests.support.images import TAG_FILE
-from tests.support.staging import REGISTRY, REPOSITORY, T0, stage
+from testbed.images import TAG_FILE
+from testbed.staging import REGISTRY, REPOSITORY, T0, stage
 
 HOUR = timedelta(hours=1)
 

@@ -17,9 +17,9 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.store.index import format_time
 from ligoenv.store.index.writer import convert
-from tests.support.images import build_busybox_image, push_image
-from tests.support.indexfiles import read_index
-from tests.support.stack import Stack, new_stack, wait_for
+from testbed.images import build_busybox_image, push_image
+from testbed.indexfiles import read_index
+from testbed.stack import Stack, new_stack, wait_for
 
 LIGOENV = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "ligoenv"
 REPOSITORY = "lvk/lalsuite"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.clientkit import Cli, Pushed, pushed
+from testbed.images import build_busybox_image, build_multiplatform_images, push_image
 from testbed.registry import RegistryProcess
-from tests.support.clientkit import Cli, Pushed, pushed
-from tests.support.images import build_busybox_image, build_multiplatform_images, push_image
 
 CLEARED = ("LIGOENV_INDEX", "LIGOENV_RUNTIME", "LIGOENV_LOCKFILE", "LIGOENV_CACHE",
            "LIGOENV_INSECURE_REGISTRIES", "LIGOENV_CONFIG", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE",

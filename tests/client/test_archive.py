@@ -13,9 +13,9 @@ import pytest
 
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
+from testbed.clientkit import Cli, Pushed, pushed
+from testbed.images import build_busybox_image, build_multiplatform_images, push_image
 from testbed.registry import RegistryProcess
-from tests.support.clientkit import Cli, Pushed, pushed
-from tests.support.images import build_busybox_image, build_multiplatform_images, push_image
 
 
 @pytest.fixture()

@@ -18,9 +18,9 @@ from ligoenv.client.settings import load_settings
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.store.errors import ConfigError, LockfileError
+from testbed.clientkit import Cli, Pushed, pushed, write_index
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import RegistryProcess, free_port
-from tests.support.clientkit import Cli, Pushed, pushed, write_index
-from tests.support.images import build_busybox_image, push_image
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)

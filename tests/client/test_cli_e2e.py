@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.clientkit import Pushed, pushed, standin_calls, standin_path, write_index
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import RegistryProcess
-from tests.support.clientkit import Pushed, pushed, standin_calls, standin_path, write_index
-from tests.support.images import build_busybox_image, push_image
 
 LIGOENV = str(Path(sys.executable).parent / "ligoenv")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from tests.support.images import TAG_FILE
-from tests.support.staging import REGISTRY, REPOSITORY, T0, stage
+from testbed.images import TAG_FILE
+from testbed.staging import REGISTRY, REPOSITORY, T0, stage
 
 LIGOENV = str(Path(sys.executable).parent / "ligoenv")
 REF = f"{REGISTRY}/{REPOSITORY}:nightly"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from ligoenv.client.runtimes.base import Host
+from testbed.clientkit import Cli, Pushed, pushed, standin_calls, standin_path, write_index
+from testbed.images import build_busybox_image, push_image
 from testbed.ocibuild import Entry, Layer
 from testbed.registry import RegistryProcess
-from tests.support.clientkit import Cli, Pushed, pushed, standin_calls, standin_path, write_index
-from tests.support.images import build_busybox_image, push_image
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MAC = Host("Darwin", "arm64")

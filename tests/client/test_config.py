@@ -9,7 +9,7 @@ import pytest
 
 import ligoenv.client.settings
 from ligoenv.client.settings import load_settings
-from tests.support.clientkit import Cli
+from testbed.clientkit import Cli
 
 Capture = pytest.CaptureFixture[str]
 SITE = 'index = "/cvmfs/site.example.org"\nruntime = "apptainer"\ncache = "/scratch/ligoenv"\n' \

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clientkit import Cli, Pushed, write_index
+from testbed.clientkit import Cli, Pushed, write_index
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Capture = pytest.CaptureFixture[str]

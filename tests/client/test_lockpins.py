@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.clientkit import Cli, Pushed, pushed, standin_calls, standin_path, write_index
+from testbed.images import build_multiplatform_images, push_image
 from testbed.registry import RegistryProcess
-from tests.support.clientkit import Cli, Pushed, pushed, standin_calls, standin_path, write_index
-from tests.support.images import build_multiplatform_images, push_image
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Capture = pytest.CaptureFixture[str]

@@ -54,7 +54,7 @@ def test_no_file_no_pins_and_a_bad_file_is_one_error(tmp_path: Path) -> None:
 
 
 def test_pins_are_read_from_a_mirror_over_http() -> None:
-    from tests.support.httpstub import Reply, Stub
+    from testbed.httpstub import Reply, Stub
 
     pins = PinSet()
     pins.add(TOP, Pin("paper", "alice", WHEN, "GWTC-4", "lab/app@x"))

@@ -14,8 +14,8 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
 from ligoenv.store.apptainer import LABELS, complete_tree
 from ligoenv.store.provenance import PROVENANCE_FILE, Provenance, read_provenance
-from tests.support.clientkit import Cli, Pushed, write_index
-from tests.support.images import build_busybox_image, unpack_image
+from testbed.clientkit import Cli, Pushed, write_index
+from testbed.images import build_busybox_image, unpack_image
 
 TOP = Digest.of_bytes(b"index")
 MANIFEST = Digest.of_bytes(b"manifest")
@@ -117,7 +117,7 @@ def test_path_json_falls_back_to_the_index_record_for_bind_points(
     from ligoenv.store.index import RepositoryIndex
     from ligoenv.store.index.writer import convert
     from ligoenv.store.publishroot import PublishRoot
-    from tests.support.clientkit import records
+    from testbed.clientkit import records
 
     old = images["old"]
     root = tmp_path / "root"

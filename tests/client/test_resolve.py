@@ -18,10 +18,10 @@ from ligoenv.oci.registry import RegistryClient
 from ligoenv.store.errors import HistoryTooShort, PublishIndexError
 from ligoenv.store.index import paths
 from ligoenv.store.lockfile import Environment, Lockfile, PlatformPin
+from testbed.clientkit import Pushed, pushed, write_index
+from testbed.httpstub import Reply, Stub
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import RegistryProcess, free_port
-from tests.support.clientkit import Pushed, pushed, write_index
-from tests.support.httpstub import Reply, Stub
-from tests.support.images import build_busybox_image, push_image
 
 pytestmark = pytest.mark.usefixtures("userenv")
 

@@ -23,7 +23,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.store.apptainer import complete_tree
 from ligoenv.store.errors import RuntimeNotFound
 from ligoenv.store.singularityd import tree_command, tree_env
-from tests.support.clientkit import standin_path
+from testbed.clientkit import standin_path
 
 DIGEST = Digest.of_bytes(b"top")
 IMAGE = Reference.parse(f"registry.example:5000/lvk/lalsuite@{DIGEST}")

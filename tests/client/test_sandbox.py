@@ -18,7 +18,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
 from ligoenv.store.apptainer import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
 from ligoenv.store.singularityd import ROOT_LINKS
-from tests.support.trees import frozen_facts
+from testbed.trees import frozen_facts
 
 APPTAINER_SET = (
     ".singularity.d/runscript", ".singularity.d/startscript",

@@ -14,8 +14,8 @@ import pytest
 
 from ligoenv.store.apptainer import complete_tree
 from ligoenv.store.singularityd import ACTIONS, env_script, runscript
+from testbed.images import build_busybox_image, unpack_image
 from testbed.ocibuild import Entry, Layer
-from tests.support.images import build_busybox_image, unpack_image
 
 ODD_ENV = {
     "QUOTES": "it's a \"quoted\" value",

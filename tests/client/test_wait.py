@@ -11,8 +11,8 @@ import pytest
 
 from ligoenv.client.waiter import parse_duration
 from ligoenv.oci.digest import Digest
-from tests.support.images import build_busybox_image, files_layer, push_image
-from tests.support.stack import Stack, new_stack
+from testbed.images import build_busybox_image, files_layer, push_image
+from testbed.stack import Stack, new_stack
 
 LIGOENV = str(Path(sys.executable).parent / "ligoenv")
 

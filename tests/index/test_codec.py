@@ -16,7 +16,7 @@ from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import StoredRepository, open_reader
 from ligoenv.store.index.writer import IndexWriter, convert
 from ligoenv.store.schemas import validate
-from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, v1_json
+from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, v1_json
 
 OLD_ROOT = Path(__file__).resolve().parents[1] / "data" / "index-v1"
 

@@ -13,7 +13,7 @@ from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.migrate import migrate_root, version_1_files
 from ligoenv.store.index.reader import load_repository, open_reader
 from ligoenv.store.index.writer import convert
-from tests.support.indexfiles import REGISTRY, REPOSITORY, read_index, sample, save_v1, snapshot
+from testbed.indexfiles import REGISTRY, REPOSITORY, read_index, sample, save_v1, snapshot
 
 OLD_ROOT = Path(__file__).resolve().parents[1] / "data" / "index-v1"
 

@@ -11,7 +11,7 @@ from ligoenv.oci.errors import NotFound, PlatformNotFound
 from ligoenv.store.errors import HistoryTooShort
 from ligoenv.store.index import RepositoryIndex, format_time
 from ligoenv.store.index.model import place_event, select_events
-from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, multi, sample
+from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, multi, sample
 
 
 def test_current_history_and_at() -> None:

@@ -23,9 +23,9 @@ from ligoenv.store.index import open_index_reader, paths
 from ligoenv.store.index.reader import HttpIndexReader
 from ligoenv.store.index.writer import IndexWriter, convert
 from ligoenv.store.publishroot import PublishRoot
+from testbed.httpstub import Reply, Stub
+from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
 from testbed.registry import free_port
-from tests.support.httpstub import Reply, Stub
-from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
 
 SEGMENT = 4
 DAYS = 14  # four segments of history for `daily`

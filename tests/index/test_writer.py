@@ -14,7 +14,7 @@ from ligoenv.store.index import TagEvent, paths
 from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import StoredRepository
 from ligoenv.store.index.writer import IndexChange, IndexWriter, convert
-from tests.support.indexfiles import (
+from testbed.indexfiles import (
     DAY,
     REGISTRY,
     REPOSITORY,

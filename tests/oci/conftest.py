@@ -20,7 +20,7 @@ import requests
 
 from ligoenv.oci.registry import RegistryClient
 from testbed.registry import RegistryProcess
-from tests.support.tokenserver import TokenServer
+from testbed.tokenserver import TokenServer
 
 USER, PASSWORD = "alice", "s3cret-pass"
 

@@ -18,10 +18,10 @@ from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.transport import Transport
+from testbed.httpstub import Reply, Stub
+from testbed.images import build_busybox_image, push_image
+from testbed.tokenserver import TokenServer
 from tests.oci.conftest import PASSWORD, USER, LoginRegistry, inline_auth, write_docker_config
-from tests.support.httpstub import Reply, Stub
-from tests.support.images import build_busybox_image, push_image
-from tests.support.tokenserver import TokenServer
 
 REG = "registry.example.org"
 

@@ -21,8 +21,8 @@ from ligoenv.oci.manifest import (
     parse_manifest,
 )
 from ligoenv.oci.platform import Platform
+from testbed.images import build_busybox_image, docker_manifest_bytes, index_bytes
 from testbed.ocibuild import LAYER_ZSTD
-from tests.support.images import build_busybox_image, docker_manifest_bytes, index_bytes
 
 
 def parse(raw: bytes, content_type: str = "") -> ImageManifest | ImageIndex:

@@ -33,12 +33,9 @@ from ligoenv.oci.pull import pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
-from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
-from testbed.registry import RegistryProcess
-from tests.oci.conftest import blob_file
-from tests.support import hostile
-from tests.support.httpstub import Reply, Stub
-from tests.support.images import (
+from testbed import hostile
+from testbed.httpstub import Reply, Stub
+from testbed.images import (
     ARM64,
     build_busybox_image,
     build_multiplatform_images,
@@ -48,6 +45,9 @@ from tests.support.images import (
     push_nested_index,
     push_umoci_image,
 )
+from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
+from testbed.registry import RegistryProcess
+from tests.oci.conftest import blob_file
 
 
 class CountingClient(RegistryClient):

@@ -29,17 +29,17 @@ from ligoenv.oci.manifest import (
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import DownloadCancelled, RegistryClient, client_for
 from ligoenv.oci.transport import RetryPolicy, Transport
-from testbed.ocibuild import Image
-from testbed.registry import RegistryProcess, free_port
-from tests.oci.conftest import Sleeps, blob_file
-from tests.support.httpstub import Reply, Silent, Stub
-from tests.support.images import (
+from testbed.httpstub import Reply, Silent, Stub
+from testbed.images import (
     build_busybox_image,
     build_multiplatform_images,
     files_layer,
     push_image,
     push_umoci_image,
 )
+from testbed.ocibuild import Image
+from testbed.registry import RegistryProcess, free_port
+from tests.oci.conftest import Sleeps, blob_file
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",

@@ -16,8 +16,8 @@ import pytest
 
 from ligoenv.oci.errors import UnsafeArchive
 from ligoenv.oci.tarstream import TarReader
+from testbed import hostile
 from testbed.ocibuild import Entry, tar_bytes
-from tests.support import hostile
 
 
 def chunks_of(blob: bytes, size: int) -> Callable[[], bytes]:

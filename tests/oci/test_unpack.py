@@ -22,8 +22,8 @@ from ligoenv.oci.errors import DigestMismatch, LigoenvError, UnsafeArchive
 from ligoenv.oci.manifest import layer_compression
 from ligoenv.oci.rootfs import process_umask
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
+from testbed import hostile
 from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Layer, tar_bytes
-from tests.support import hostile
 
 T0 = 1_600_000_000
 IS_ROOT = os.geteuid() == 0

@@ -31,7 +31,7 @@ from ligoenv.oci.errors import UnsafeArchive
 from ligoenv.oci.manifest import layer_compression
 from ligoenv.oci.unpack import UnpackOptions, apply_layer
 from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, LayoutWriter
-from tests.support.trees import frozen_facts
+from testbed.trees import frozen_facts
 
 pytestmark = pytest.mark.skipif(shutil.which("umoci") is None, reason="needs umoci")
 

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 from ligoenv_server.model import PublishRequest
 from ligoenv_server.queue.backoff import Backoff
 from ligoenv_server.queue.sql import SqlQueue
-from tests.support.postgres import PostgresCluster
-from tests.support.relay import MemorySink, relay_client, relay_config
+from testbed.postgres import PostgresCluster
+from testbed.relay import MemorySink, relay_client, relay_config
 
 _databases = itertools.count(1)
 
@@ -95,6 +95,6 @@ def sink() -> MemorySink:
 
 @pytest.fixture()
 def client(tmp_path: Path, sink: MemorySink) -> Iterator[TestClient]:
-    """The relay of the shared test config (tests/support/relay.py), in-process."""
+    """The relay of the shared test config (testbed/relay.py), in-process."""
     with relay_client(relay_config(tmp_path), sink) as opened:
         yield opened

@@ -21,15 +21,15 @@ from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.seal import seal_tree
+from testbed.images import push_image
+from testbed.indexfiles import read_index
 from testbed.ocibuild import Entry, Image, Layer
 from testbed.registry import RegistryProcess, free_port
+from testbed.stack import server_config
+from testbed.trees import frozen_facts
 from tests.oci.test_unpack_conformance import MIDDLE, T, describe, rewritten_image, umoci_tree
 from tests.server import test_cvmfs
 from tests.server.test_cvmfs import Cvmfs
-from tests.support.images import push_image
-from tests.support.indexfiles import read_index
-from tests.support.stack import server_config
-from tests.support.trees import frozen_facts
 
 pytestmark = pytest.mark.skipif(shutil.which("umoci") is None, reason="needs umoci")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

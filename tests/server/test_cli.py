@@ -14,9 +14,9 @@ from ligoenv_server.config import load_config
 from ligoenv_server.model import JobState
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.queue import SqlQueue
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import RegistryProcess, free_port
-from tests.support.images import build_busybox_image, push_image
-from tests.support.stack import SERVER, server_config
+from testbed.stack import SERVER, server_config
 
 
 def server(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -12,10 +12,10 @@ import pytest
 
 from ligoenv_server.model import JobState
 from ligoenv_server.queue.sql import SqlQueue
+from testbed.images import build_busybox_image, push_image
+from testbed.postgres import PostgresCluster
 from testbed.registry import free_port
-from tests.support.images import build_busybox_image, push_image
-from tests.support.postgres import PostgresCluster
-from tests.support.stack import SERVER, wait_for
+from testbed.stack import SERVER, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SECRET = "compose-test-secret"

@@ -20,11 +20,11 @@ from ligoenv.oci.platform import Platform
 from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from ligoenv_server.publishers.factory import make_publisher
-from tests.support.images import TAG_FILE
-from tests.support.indexfiles import read_index
-from tests.support.staging import REGISTRY, REPOSITORY, T0, stage
+from testbed.images import TAG_FILE
+from testbed.indexfiles import read_index
+from testbed.staging import REGISTRY, REPOSITORY, T0, stage
 
-FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_cvmfs_server"
+FAKE = Path(__file__).resolve().parents[2] / "testbed" / "fake_cvmfs_server"
 REPO = "singularity.opensciencegrid.org"
 HOUR = timedelta(hours=1)
 

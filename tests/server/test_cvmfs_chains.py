@@ -18,12 +18,12 @@ from ligoenv.oci.unpack import apply_layer
 from ligoenv.store.errors import PublishError
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from ligoenv_server.publishers.staged import StagedImage
+from testbed.images import build_busybox_image
 from testbed.ocibuild import Entry, Layer
+from testbed.staging import stage
+from testbed.trees import frozen_facts
 from tests.server import test_cvmfs
 from tests.server.test_cvmfs import REPO, Cvmfs
-from tests.support.images import build_busybox_image
-from tests.support.staging import stage
-from tests.support.trees import frozen_facts
 
 A = Digest("sha256", "aa" * 32)
 B = Digest("sha256", "bb" * 32)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.images import TAG_FILE, build_busybox_image, push_image
-from tests.support.indexfiles import read_index
-from tests.support.stack import Stack, new_stack, wait_for
+from testbed.images import TAG_FILE, build_busybox_image, push_image
+from testbed.indexfiles import read_index
+from testbed.stack import Stack, new_stack, wait_for
 
-FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_cvmfs_server"
+FAKE = Path(__file__).resolve().parents[2] / "testbed" / "fake_cvmfs_server"
 REPO = "containers.ligo.example.org"
 LIGOENV = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ligoenv"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from testbed.postgres import PostgresCluster
 from testbed.registry import RegistryProcess, free_port
-from tests.support.postgres import PostgresCluster
-from tests.support.stack import wait_for
+from testbed.stack import wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNITS = DEPLOY / "systemd"

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from ligoenv.store.index import open_index_reader
+from testbed.images import build_busybox_image, build_multiplatform_images, push_image
 from testbed.ocibuild import LayoutWriter
 from testbed.registry import skopeo_digest, skopeo_push
-from tests.support.images import build_busybox_image, build_multiplatform_images, push_image
-from tests.support.stack import SECRET, Stack, new_stack, wait_for
+from testbed.stack import SECRET, Stack, new_stack, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,9 @@ from ligoenv_server.pinning import pin
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.factory import publisher_from
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import RegistryProcess, free_port
-from tests.support.images import build_busybox_image, push_image
-from tests.support.stack import SERVER, server_config
+from testbed.stack import SERVER, server_config
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 POLICY = GcPolicy(grace=timedelta(days=30), keep_last=1, keep_tags=("v*",), max_trees=100)

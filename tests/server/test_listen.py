@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from testbed.registry import free_port
-from tests.support.relay import DISTRIBUTION_V1, fixture_bytes
-from tests.support.stack import SECRET, SERVER, server_config, wait_for
+from testbed.relay import DISTRIBUTION_V1, fixture_bytes
+from testbed.stack import SECRET, SERVER, server_config, wait_for
 
 PARTIAL_HEAD = b"POST /hooks/registry HTTP/1.1\r\nHost: relay\r\nContent-Type: appl"
 

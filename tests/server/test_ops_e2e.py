@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import free_port
+from testbed.stack import SECRET, Stack, new_stack, server_config, wait_for
 from tests.server.test_metrics import samples
-from tests.support.images import build_busybox_image, push_image
-from tests.support.stack import SECRET, Stack, new_stack, server_config, wait_for
 
 TOKEN = "ops-queue-token"
 

@@ -19,9 +19,9 @@ from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv.store.index import open_index_reader
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.factory import make_publisher
-from tests.support.images import TAG_FILE
-from tests.support.indexfiles import read_index, snapshot
-from tests.support.staging import REGISTRY, REPOSITORY, T0, stage, tree_files
+from testbed.images import TAG_FILE
+from testbed.indexfiles import read_index, snapshot
+from testbed.staging import REGISTRY, REPOSITORY, T0, stage, tree_files
 
 HOUR = timedelta(hours=1)
 STEPS = ("synced", "images", "digest-links", "index", "tag-link")

@@ -21,8 +21,8 @@ from ligoenv_server.queue.backoff import Backoff
 from ligoenv_server.queue.sql import LEASE_EXPIRED, SqlQueue
 from ligoenv_server.queue.tables import jobs
 from ligoenv_server.queue.urls import redact_url
+from testbed.postgres import PostgresCluster
 from tests.server.conftest import FakeClock
-from tests.support.postgres import PostgresCluster
 
 Build = Callable[..., PublishRequest]
 DIGEST = "sha256:" + "ab" * 32

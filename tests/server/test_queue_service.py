@@ -21,7 +21,7 @@ from ligoenv_server.model import JobSink, JobSource, JobState, PublishRequest
 from ligoenv_server.queue import HttpQueueClient, SqlQueue
 from ligoenv_server.queue.service import create_queue_app
 from testbed.registry import free_port
-from tests.support.relay import answering
+from testbed.relay import answering
 
 TOKEN = "queue-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from testbed.images import build_busybox_image, push_image
 from testbed.registry import free_port
-from tests.support.images import build_busybox_image, push_image
-from tests.support.stack import Stack, new_stack, server_config, wait_for
+from testbed.stack import Stack, new_stack, server_config, wait_for
 
 TOKEN = "queue-service-token"
 

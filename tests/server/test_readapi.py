@@ -14,7 +14,7 @@ from ligoenv.store.index import format_time, paths
 from ligoenv.store.index.writer import IndexWriter
 from ligoenv.store.publishroot import PublishRoot
 from ligoenv_server.readapi import read_routes
-from tests.support.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
+from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
 
 REF = f"{REGISTRY}/{REPOSITORY}"
 

@@ -17,7 +17,7 @@ from ligoenv_server.config import ServerConfig
 from ligoenv_server.logs import JsonFormatter
 from ligoenv_server.model import Action, EnqueueResult, PublishRequest
 from ligoenv_server.queue import HttpQueueClient
-from tests.support.relay import (
+from testbed.relay import (
     DISTRIBUTION_V1,
     NOW,
     REGISTRY,

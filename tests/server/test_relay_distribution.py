@@ -20,7 +20,7 @@ from ligoenv_server.queue.sql import SqlQueue
 from ligoenv_server.relay import create_relay_app
 from testbed.ocibuild import Entry, Image, Layer, LayoutWriter
 from testbed.registry import RegistryProcess, free_port, skopeo_digest, skopeo_push
-from tests.support.relay import (
+from testbed.relay import (
     CONFIG,
     DISTRIBUTION_V1,
     NOW,

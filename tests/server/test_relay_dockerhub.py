@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from ligoenv_server.model import PublishRequest
 from ligoenv_server.relay.dockerhub import is_docker_hub_callback
-from tests.support.relay import (
+from testbed.relay import (
     NOW,
     MemorySink,
     fixture_bytes,

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from ligoenv_server.model import PublishRequest
 from ligoenv_server.relay.auth import sign
-from tests.support.relay import (
+from testbed.relay import (
     CI_SECRET,
     NOW,
     REGISTRY,

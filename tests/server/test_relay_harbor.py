@@ -6,7 +6,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from ligoenv_server.model import Action, PublishRequest
-from tests.support.relay import (
+from testbed.relay import (
     NOW,
     MemorySink,
     fixture_bytes,

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from ligoenv.store.boundedjson import MAX_DEPTH
 from ligoenv.store.schemas import schema_errors
 from ligoenv_server.relay.auth import sign
-from tests.support.relay import CI_SECRET, DISTRIBUTION_V1, MemorySink, fixture_json, to_body
+from testbed.relay import CI_SECRET, DISTRIBUTION_V1, MemorySink, fixture_json, to_body
 
 BAD_NAMES = ["v1\n", "v1\u00a0", " v1", "v1 ", "v1\t", "v\u00e91"]
 

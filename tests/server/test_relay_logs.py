@@ -12,7 +12,7 @@ import pytest
 
 from ligoenv_server.config import LogConfig
 from ligoenv_server.logs import configure_logging, url_secrets
-from tests.support.relay import relay_config
+from testbed.relay import relay_config
 
 
 @pytest.fixture()

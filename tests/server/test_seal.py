@@ -14,11 +14,11 @@ from ligoenv_server.model import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.seal import seal_tree
+from testbed.images import build_busybox_image, push_image
 from testbed.ocibuild import Entry, Layer
 from testbed.registry import RegistryProcess, free_port
-from tests.support.images import build_busybox_image, push_image
-from tests.support.stack import server_config
-from tests.support.staging import T0, stage
+from testbed.stack import server_config
+from testbed.staging import T0, stage
 
 FOREIGN = 4242  # a uid and gid that no local account of the test machine uses
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")

@@ -23,11 +23,11 @@ from ligoenv_server.queue import SqlQueue
 from ligoenv_server.sync import Syncer, SyncReport
 from ligoenv_server.synclists import ImageList, parse_osg
 from ligoenv_server.synctimer import SyncTimer, publisher_tags
+from testbed.images import build_busybox_image, push_image
+from testbed.indexfiles import read_index
 from testbed.registry import RegistryProcess, free_port
+from testbed.stack import SERVER, new_stack, server_config, wait_for
 from tests.server.test_metrics import samples
-from tests.support.images import build_busybox_image, push_image
-from tests.support.indexfiles import read_index
-from tests.support.stack import SERVER, new_stack, server_config, wait_for
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

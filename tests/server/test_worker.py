@@ -22,10 +22,10 @@ from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.queue import SqlQueue
 from ligoenv_server.worker import Worker, WorkerPool
+from testbed.images import ARM64, build_busybox_image, push_image, push_nested_index
+from testbed.indexfiles import read_index
 from testbed.registry import RegistryProcess, free_port
-from tests.support.images import ARM64, build_busybox_image, push_image, push_nested_index
-from tests.support.indexfiles import read_index
-from tests.support.stack import server_config
+from testbed.stack import server_config
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -235,8 +235,8 @@ def test_an_index_nested_in_an_index_is_a_permanent_named_failure(config: Server
     from ligoenv.oci.errors import RegistryError
     from ligoenv.oci.manifest import OCI_INDEX
     from ligoenv.oci.registry import RegistryClient
+    from testbed.images import build_multiplatform_images, index_bytes
     from testbed.ocibuild import canonical_json
-    from tests.support.images import build_multiplatform_images, index_bytes
 
     inner_images = build_multiplatform_images("nested")
     inner = push_image(registry.host, "worker/nested", "inner", inner_images)
@@ -272,9 +272,9 @@ def test_a_layer_of_absurd_expansion_ratio_is_refused_by_default(config: ServerC
                                                                  registry: RegistryProcess) -> None:
     import gzip
 
+    from testbed import hostile
+    from testbed.images import busybox_layer
     from testbed.ocibuild import LAYER_GZIP, Image, Layer
-    from tests.support import hostile
-    from tests.support.images import busybox_layer
 
     assert config.publisher.max_expansion_ratio == 2000
     sparse = hostile.sparse_file(2**40)
@@ -288,7 +288,7 @@ def test_a_layer_of_absurd_expansion_ratio_is_refused_by_default(config: ServerC
 
 def test_every_configured_platform_of_an_index_is_published(config: ServerConfig,
                                                             registry: RegistryProcess) -> None:
-    from tests.support.images import build_multiplatform_images
+    from testbed.images import build_multiplatform_images
 
     both = (Platform.parse("linux/amd64"), Platform.parse("linux/arm64"))
     config = replace(config, publisher=replace(config.publisher, platforms=both))
@@ -335,7 +335,7 @@ def test_each_published_tree_says_where_it_came_from(config: ServerConfig,
                                                      registry: RegistryProcess) -> None:
     from ligoenv import __version__
     from ligoenv.store.provenance import read_provenance
-    from tests.support.images import build_multiplatform_images
+    from testbed.images import build_multiplatform_images
 
     both = (Platform.parse("linux/amd64"), Platform.parse("linux/arm64"))
     config = replace(config, publisher=replace(config.publisher, platforms=both))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed.images import build_busybox_image, push_image
 from testbed.ocibuild import LAYER_GZIP, Entry, Layer
-from tests.support.images import build_busybox_image, push_image
-from tests.support.postgres import PostgresCluster
-from tests.support.stack import Stack, new_stack, wait_for
+from testbed.postgres import PostgresCluster
+from testbed.stack import Stack, new_stack, wait_for
 
 BIG_FILES = 2500
 BIG_FILE_SIZE = 128 * 1024  # 2500 x 128 KiB = 320 MB to write: long enough to interrupt

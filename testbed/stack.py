@@ -20,8 +20,8 @@ from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import load_repository
 from testbed.registry import RegistryProcess, free_port
 
-SERVER = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ligoenv-server"
-SECRET = "e2e-webhook-secret"
+SERVER = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ligoenv-server"
+SECRET = "e2e-webhook-secret"  # noqa: S105 (the tests' own secret)
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

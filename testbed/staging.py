@@ -13,8 +13,8 @@ from ligoenv.store.apptainer import complete_tree
 from ligoenv.store.index import manifest_record
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.staged import StagedImage, StagedPlatform
+from testbed.images import TAG_FILE, build_busybox_image
 from testbed.ocibuild import Image, canonical_json
-from tests.support.images import TAG_FILE, build_busybox_image
 
 REGISTRY = "127.0.0.1:5000"
 REPOSITORY = "lvk/lalsuite"
@@ -30,7 +30,7 @@ def manifest_of(image: Image) -> ImageManifest:
 
 def unpack_like_worker(publisher: Publisher, image: Image, content: str) -> Path:
     """A staging tree as the unpacker would leave it (busybox + the tag file), completed."""
-    tree = publisher.staging_dir()
+    tree: Path = publisher.staging_dir()
     (tree / "bin").mkdir()
     shutil.copy2("/bin/busybox", tree / "bin" / "busybox")
     (tree / "bin" / "sh").symlink_to("busybox")

@@ -19,7 +19,7 @@ from ligoenv_server.model import EnqueueResult, JobSink, PublishRequest
 from ligoenv_server.queue.sql import SqlQueue
 from ligoenv_server.relay import create_relay_app
 
-FIXTURES = Path(__file__).resolve().parent.parent / "server" / "relay_fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "server" / "relay_fixtures"
 NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 REGISTRY = "127.0.0.1:5000"
 DISTRIBUTION_V1 = "application/vnd.docker.distribution.events.v1+json"
@@ -80,7 +80,7 @@ registry = "local"
 auth = {{ type = "hmac", secret_file = "ci.secret" }}
 """
 SECRETS = {"TEST_GITLAB_TOKEN": "gitlab-token"}
-CI_SECRET = "ci-hmac-secret"
+CI_SECRET = "ci-hmac-secret"  # noqa: S105 (the tests' own secret)
 
 
 def write_config(directory: Path, text: str = CONFIG) -> Path:
