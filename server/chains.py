@@ -19,7 +19,7 @@ from ligoenv.oci.unpack import UnpackOptions, apply_layer
 
 from .publishers.base import ChainStep, Fill, Publisher
 
-log = logging.getLogger("ligoenv.chains")
+log = logging.getLogger(__name__)
 
 
 def top_chain(config: ImageConfig) -> Digest | None:

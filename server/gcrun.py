@@ -31,7 +31,7 @@ from . import metrics
 from .gcpolicy import GcPlan, GcPolicy, plan_gc, utc_now
 from .publishers.base import Publisher
 
-log = logging.getLogger("ligoenv.gc")
+log = logging.getLogger(__name__)
 KILL_ENV = "LIGOENV_TEST_GC_KILL_AFTER"  # tests only: SIGKILL this process after a named step
 Step = Callable[[str], None]
 # What every published tree has (ligoenv.store.apptainer.complete_tree): checked, not assumed.

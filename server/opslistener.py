@@ -19,7 +19,7 @@ from typing import Any
 from . import metrics
 from .health import Check, readiness
 
-log = logging.getLogger("ligoenv_server.ops")
+log = logging.getLogger(__name__)
 
 
 class _Server(ThreadingHTTPServer):

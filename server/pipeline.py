@@ -41,7 +41,7 @@ from .publishers.base import Publisher
 from .publishers.staged import PublishOutcome, StagedImage, StagedPlatform
 from .tagevents import may_move_tag, registry_tag
 
-log = logging.getLogger("ligoenv.publishing")
+log = logging.getLogger(__name__)
 ClientFactory = Callable[[RegistryConfig], RegistryClient]
 StillOurs = Callable[[], bool]
 

@@ -29,7 +29,7 @@ from .synctimer import SyncTimer
 from .taghistoryapi import tag_history_routes
 from .worker import DEFAULT_DRAIN_SECONDS, WorkerPool
 
-log = logging.getLogger("ligoenv_server")
+log = logging.getLogger(__name__)
 Queue = SqlQueue | HttpQueueClient
 
 

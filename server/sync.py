@@ -28,7 +28,7 @@ from .model import SYNC_SOURCE, Action, JobSink, PublishRequest
 from .ratelimit import RateLimiter
 from .synclists import ImageList, ListEntry
 
-log = logging.getLogger("ligoenv.sync")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

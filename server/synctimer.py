@@ -21,7 +21,7 @@ from .model import JobSink
 from .sync import PublishedTags, Syncer, SyncReport
 from .synclists import ImageList, ListProblem, read_list
 
-log = logging.getLogger("ligoenv.sync")
+log = logging.getLogger(__name__)
 Report = Callable[[SyncReport], None]
 
 

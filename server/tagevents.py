@@ -16,7 +16,7 @@ from ligoenv.store.index import RepositoryView
 
 from .model import PublishRequest
 
-log = logging.getLogger("ligoenv.publishing")
+log = logging.getLogger(__name__)
 
 
 def registry_tag(client: RegistryClient, request: PublishRequest) -> Digest | None:

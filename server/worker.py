@@ -26,7 +26,7 @@ from .model import Job, JobSource, PublishRequest
 from .pipeline import LeaseLost, RequestProcessor
 from .publishers.base import Publisher
 
-log = logging.getLogger("ligoenv.worker")
+log = logging.getLogger(__name__)
 DEFAULT_DRAIN_SECONDS = 120.0  # on SIGTERM, then the jobs in hand are released
 REPORT_ATTEMPTS = 6  # ~30 s of retries to tell the queue an outcome before the lease decides
 

@@ -36,7 +36,7 @@ _PARSERS: dict[EndpointKind, Callable[[dict[str, Any], EndpointConfig, datetime]
     EndpointKind.HARBOR: harbor.parse,
     EndpointKind.GENERIC: generic.parse,
 }
-log = logging.getLogger("ligoenv_server.relay")
+log = logging.getLogger(__name__)
 
 
 def create_relay_app(config: ServerConfig, sink: JobSink, *,

@@ -247,7 +247,7 @@ def test_any_queue_error_is_503_with_a_one_line_log(config: ServerConfig,
         response = client.post(PATH, content=PUSH, headers=HEADERS)
     assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
     assert response.json() == {"error": "could not queue: publish request: repository: too long"}
-    [record] = [r for r in caplog.records if r.name == "ligoenv_server.relay"]
+    [record] = [r for r in caplog.records if r.name == "ligoenv_server.relay.routes"]
     assert record.getMessage() == ("could not queue, asked the sender to retry: "
                                    "publish request: repository: too long")
     assert record.exc_info is None
