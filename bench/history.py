@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import VENV_BIN, WORK
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
-from ligoenv.store.index import DigestRecord, RepositoryIndex, TagEvent, format_time
+from ligoenv.store.index import DigestRecord, RepositoryIndex, TagEvent
 from ligoenv.store.index.writer import IndexChange, convert
+from ligoenv.store.times import format_time
 
 REGISTRY = "registry.example.org"
 LONG, SHORT = "bench/long", "bench/short"

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ligoenv.oci.digest import Digest
-from ligoenv.store.index import DigestRecord, RepositoryIndex, format_time
+from ligoenv.store.index import DigestRecord, RepositoryIndex
 from ligoenv.store.pins import PinSet
+from ligoenv.store.times import format_time
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from starlette.routing import Route
 from ligoenv.oci.errors import LigoenvError, NotFound, UsageError
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.store.index import format_time, parse_time, paths
+from ligoenv.store.index import paths
 from ligoenv.store.index.reader import LocalIndexReader, list_repositories
 from ligoenv.store.publishroot import PublishRoot
+from ligoenv.store.times import format_time, parse_time
 
 INDEX_PREFIX = f"/{paths.INDEX_DIR}/"
 IMMUTABLE = "public, max-age=31536000, immutable"

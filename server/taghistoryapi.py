@@ -19,9 +19,10 @@ from starlette.routing import Route
 from ligoenv.oci.errors import InvalidReference, LigoenvError
 from ligoenv.oci.manifest import OCI_INDEX
 from ligoenv.oci.reference import Reference
-from ligoenv.store.index import RepositoryView, TagEvent, format_time, parse_time
+from ligoenv.store.index import RepositoryView, TagEvent
 from ligoenv.store.index.reader import LocalIndexReader
 from ligoenv.store.publishroot import PublishRoot
+from ligoenv.store.times import format_time, parse_time
 
 PREFIX = "org.ligoenv.tag."
 MAX_PAGE = 1000

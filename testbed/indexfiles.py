@@ -12,11 +12,12 @@ from typing import Any
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST
 from ligoenv.store.errors import PublishIndexError
-from ligoenv.store.index import DigestRecord, RepositoryIndex, format_time
+from ligoenv.store.index import DigestRecord, RepositoryIndex
 from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import load_repository
 from ligoenv.store.index.writer import schema_of
 from ligoenv.store.schemas import validate
+from ligoenv.store.times import format_time
 
 REGISTRY, REPOSITORY = "127.0.0.1:5000", "lvk/lalsuite"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

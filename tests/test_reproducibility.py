@@ -15,8 +15,8 @@ import pytest
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.registry import RegistryClient
-from ligoenv.store.index import format_time
 from ligoenv.store.index.writer import convert
+from ligoenv.store.times import format_time
 from testbed.images import build_busybox_image, push_image
 from testbed.indexfiles import read_index
 from testbed.stack import Stack, new_stack, wait_for

@@ -70,7 +70,7 @@ def _latex(text: str) -> str:
 
 
 def _day(env: Any) -> str:
-    from ligoenv.store.index import format_time
+    from ligoenv.store.times import format_time
 
     return format_time(env.resolved, whole_seconds=True)
 

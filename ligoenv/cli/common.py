@@ -80,8 +80,8 @@ def parse_platform(text: str | None) -> Platform | None:
 
 
 def parse_when(text: str) -> datetime:
-    """A time on the command line (see ligoenv.store.index.parse_time)."""
-    from ligoenv.store.index import parse_time
+    """A time on the command line (see ligoenv.store.times.parse_time)."""
+    from ligoenv.store.times import parse_time
 
     return parse_time(text)
 

@@ -28,7 +28,8 @@ def run(inv: Invocation, text: str, *, index: str | None = None, lock: str | Non
         as_json: bool = False, limit: int | None = None, since: str | None = None,
         before: str | None = None) -> int:
     from ligoenv.oci.reference import Reference
-    from ligoenv.store.index import format_time, open_index_reader
+    from ligoenv.store.index import open_index_reader
+    from ligoenv.store.times import format_time
 
     settings = inv.settings(index=index, lockfile=lock)
     lockfile = load_lockfile(settings)

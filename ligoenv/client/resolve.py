@@ -255,7 +255,7 @@ class Resolver:
         record = self.ask_index(lambda: repo.record(digest), None) if repo is not None else None
         if record is not None and record.collected is None:
             return "index"
-        from ligoenv.store.index import format_time
+        from ligoenv.store.times import format_time
 
         collected = f"collected on {format_time(record.collected)}; " if record and record.collected else ""
         try:

@@ -21,8 +21,8 @@ from ligoenv.oci.errors import InvalidReference, NotFound, PlatformNotFound, Usa
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.store.errors import LockfileError
-from ligoenv.store.index import format_time
 from ligoenv.store.jsonfields import JsonFields
+from ligoenv.store.times import format_time
 
 LOCKFILE_VERSION = 1
 TOOL = f"ligoenv {__version__}"

@@ -41,7 +41,7 @@ class Pin:
     reference: str  # the pinned reference, for people reading the file
 
     def to_json(self) -> dict[str, str]:
-        from ligoenv.store.index import format_time
+        from ligoenv.store.times import format_time
 
         return {"label": self.label, "by": self.by, "at": format_time(self.at), "why": self.why,
                 "reference": self.reference}
@@ -88,7 +88,7 @@ class PinSet:
 
 def parse_pins(text: str, what: str) -> PinSet:
     """A pins document; PublishIndexError names the bad field."""
-    from ligoenv.store.index import parse_time
+    from ligoenv.store.times import parse_time
 
     try:
         data = json.loads(text)

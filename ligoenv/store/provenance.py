@@ -51,7 +51,7 @@ class Provenance:
 
     def fields(self) -> dict[str, str]:
         """Name -> text of every known field, in a fixed order."""
-        from ligoenv.store.index import format_time
+        from ligoenv.store.times import format_time
 
         out = {"reference": self.reference, "registry": self.registry,
                "repository": self.repository, "manifest": str(self.manifest),

@@ -9,8 +9,9 @@ import pytest
 
 from ligoenv.oci.errors import NotFound, PlatformNotFound
 from ligoenv.store.errors import HistoryTooShort
-from ligoenv.store.index import RepositoryIndex, format_time
+from ligoenv.store.index import RepositoryIndex
 from ligoenv.store.index.model import place_event, select_events
+from ligoenv.store.times import format_time
 from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, multi, sample
 
 

@@ -10,9 +10,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from ligoenv.store.index import format_time, paths
+from ligoenv.store.index import paths
 from ligoenv.store.index.writer import IndexWriter
 from ligoenv.store.publishroot import PublishRoot
+from ligoenv.store.times import format_time
 from ligoenv_server.readapi import read_routes
 from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, save_v1
 

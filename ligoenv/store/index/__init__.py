@@ -18,17 +18,14 @@ from ligoenv.store.index.model import (
     RepositoryIndex,
     RepositoryView,
     TagEvent,
-    as_utc,
-    format_time,
     manifest_record,
-    parse_time,
 )
 
 if TYPE_CHECKING:
     from ligoenv.store.index.reader import IndexReader
 
 __all__ = ["PUSH", "UNTAG", "DigestRecord", "RepositoryIndex", "RepositoryView", "TagEvent",
-           "as_utc", "format_time", "manifest_record", "open_index_reader", "parse_time"]
+           "manifest_record", "open_index_reader"]
 
 
 def open_index_reader(location: str | Path) -> IndexReader:

@@ -15,8 +15,9 @@ from typing import Any
 from ligoenv.oci.digest import Digest
 from ligoenv.store import boundedjson
 from ligoenv.store.errors import PublishIndexError
-from ligoenv.store.index.model import DigestRecord, RepositoryIndex, TagEvent, format_time
+from ligoenv.store.index.model import DigestRecord, RepositoryIndex, TagEvent
 from ligoenv.store.jsonfields import JsonFields, kind_name
+from ligoenv.store.times import format_time
 
 V1 = 1
 V2 = 2

@@ -26,11 +26,11 @@ from ligoenv.store.index.model import (
     RepositoryIndex,
     RepositoryView,
     TagEvent,
-    as_utc,
     event_at,
     select_events,
 )
 from ligoenv.store.publishroot import PublishRoot
+from ligoenv.store.times import as_utc
 
 _UNREAD = object()
 

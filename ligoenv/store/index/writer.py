@@ -35,11 +35,11 @@ from ligoenv.store.index.model import (
     RepositoryIndex,
     RepositoryView,
     TagEvent,
-    as_utc,
     insert_event,
     place_event,
 )
 from ligoenv.store.index.reader import StoredRepository
+from ligoenv.store.times import as_utc
 
 
 @dataclass
