@@ -8,9 +8,9 @@ plain, and each subcommand imports what it needs when it runs.
 import sys
 from typing import Any
 
-from ligoenv import __version__
 from ligoenv.cli.common import Invocation
 from ligoenv.oci.errors import LigoenvError
+from ligoenv.oci.version import __version__
 
 SUBCOMMANDS = ("resolve", "lock", "verify", "run", "pull", "history", "path", "doctor", "cite",
                "archive", "restore", "wait")

@@ -1,4 +1,5 @@
-"""The shared OCI core: references, digests, manifests, the registry client, blobs and unpacking.
+"""The OCI core: references, digests, manifests, the registry client, blobs and unpacking.
 
-The core never imports the CLI (`ligoenv.cli`) or the server (`ligoenv_server`).
+The bottom layer: it imports nothing of ligoenv outside `ligoenv.oci` (tests/test_layers.py
+checks), so that the store, the client and the server can all build on it.
 """

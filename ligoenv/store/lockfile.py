@@ -14,12 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ligoenv import __version__
 from ligoenv.oci.atomicfile import write_atomic
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import InvalidReference, NotFound, PlatformNotFound, UsageError
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
+from ligoenv.oci.version import __version__
 from ligoenv.store.errors import LockfileError
 from ligoenv.store.jsonfields import JsonFields
 from ligoenv.store.times import format_time

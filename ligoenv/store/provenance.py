@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ligoenv import __version__
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
+from ligoenv.oci.version import __version__
 
 PROVENANCE_FILE = ".ligoenv/provenance.json"
 FORMAT = 1
