@@ -1,4 +1,4 @@
-"""The worker: claim a job, run it (server.publishing), report the outcome; repeat.
+"""The worker: claim a job, run it (pipeline.RequestProcessor), report the outcome; repeat.
 
 Crash-safe: a worker that dies loses its lease and the job is claimed again; the publisher
 either moves a complete image into place or leaves nothing visible. A worker thread never dies
