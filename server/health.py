@@ -65,7 +65,7 @@ def publish_root_check(root: Path, *, writable: bool) -> Check:
 
 def registry_check(registry: RegistryConfig) -> Check:
     def probe() -> str | None:
-        from .pipeline import registry_client
+        from .registries import registry_client
 
         try:
             with registry_client(registry, timeout=REGISTRY_TIMEOUT, retries=0) as client:

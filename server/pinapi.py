@@ -26,7 +26,7 @@ from ligoenv.store.publishroot import PublishRoot
 from .config import Secret
 from .pinning import pin
 from .publishers.base import Publisher
-from .relay.payload import parse_json, read_capped
+from .requestbody import parse_json, read_capped
 
 MAX_PIN_BODY = 1 << 20
 

@@ -39,6 +39,7 @@ from .config import RegistryConfig, ServerConfig
 from .model import Action, PublishRequest, source_name
 from .publishers.base import Publisher
 from .publishers.staged import PublishOutcome, StagedImage, StagedPlatform
+from .registries import registry_client
 from .tagevents import may_move_tag, registry_tag
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,6 @@ class LeaseLost(LigoenvError):
     """Another worker took the job (this one's lease expired): stop before publishing."""
 
     temporary = True
-
-
-def registry_client(registry: RegistryConfig, **options: Any) -> RegistryClient:
-    """A client for a configured registry, with its configured credentials if any; `options`
-    go to RegistryClient (timeout, retries)."""
-    from ligoenv.oci.auth import Credentials
-
-    credentials = None
-    if registry.username and registry.password is not None:
-        credentials = Credentials(registry.username, registry.password.reveal(), "server config")
-    return RegistryClient(registry.host, insecure=registry.insecure, credentials=credentials,
-                          **options)
 
 
 class RequestProcessor:

@@ -315,7 +315,7 @@ class _CountingLimiter(RateLimiter):
 
 def paced_client(registry: RegistryConfig, limiter: RateLimiter) -> RegistryClient:
     """A client for a configured registry whose every request goes through `limiter`."""
-    from .pipeline import registry_client
+    from .registries import registry_client
 
     return registry_client(registry, pacer=limiter)
 

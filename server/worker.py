@@ -21,6 +21,7 @@ from ligoenv.oci.errors import LigoenvError, RegistryError
 
 from . import metrics
 from .config import ServerConfig
+from .hubcallback import docker_hub_callback
 from .logs import job_context
 from .model import Job, JobSource, PublishRequest
 from .pipeline import LeaseLost, RequestProcessor
@@ -135,23 +136,6 @@ def _count_failure(job: Job, error: BaseException) -> None:
     metrics.publish_failed(error)
     if isinstance(error, RegistryError):
         metrics.registry_error(job.request.registry)
-
-
-def docker_hub_callback(request: PublishRequest, state: str, description: str) -> None:
-    """Tell Docker Hub how publishing went, at a callback URL the relay validated."""
-    if not request.callback_url:
-        return
-    from .relay.dockerhub import is_docker_hub_callback
-
-    if not is_docker_hub_callback(request.callback_url):  # checked again: defence in depth
-        return
-    import requests
-
-    body = {"state": state, "description": description[:255], "context": "ligoenv"}
-    try:
-        requests.post(request.callback_url, json=body, timeout=10, allow_redirects=False)
-    except requests.RequestException as error:
-        log.warning("Docker Hub callback failed: %s", type(error).__name__)
 
 
 class _Heartbeat:

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from ligoenv.store.schemas import load_schema, strict_validator_class
 from ..health import ops_routes, queue_check
 from ..metrics import QueueCollector
 from ..model import JobState, PublishRequest
+from ..requestbody import read_capped
 from .sql import SqlQueue
 
 BODY_LIMIT = 1024 * 1024
@@ -183,16 +185,12 @@ class _Routes:
 
     async def _body(self, request: Request) -> dict[str, Any]:
         """The JSON object in the body, read no further than the size limit."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.body_limit:
-            raise _Refused(413, f"body larger than {self.body_limit} bytes")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > self.body_limit:
-                raise _Refused(413, f"body larger than {self.body_limit} bytes")
         try:
-            body = boundedjson.loads(bytes(data))
+            data = await read_capped(request, self.body_limit)
+        except HTTPException as refused:
+            raise _Refused(refused.status_code, refused.detail) from None
+        try:
+            body = boundedjson.loads(data)
         except boundedjson.TooDeep as error:
             raise _Refused(400, str(error)) from None
         except ValueError as error:

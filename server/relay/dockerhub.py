@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..config import EndpointConfig
+from ..hubcallback import CALLBACK_HOST, is_docker_hub_callback
 from .common import Parsed, event_time, publish_request
 
-CALLBACK_HOST = "registry.hub.docker.com"
 log = logging.getLogger(__name__)
 
 
@@ -35,14 +34,3 @@ def _callback_url(url: str | None, endpoint: EndpointConfig) -> str | None:
     log.warning("dropped a callback_url that is not https://%s", CALLBACK_HOST,
                 extra={"endpoint": endpoint.name})
     return None
-
-
-def is_docker_hub_callback(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    return (parts.scheme == "https" and parts.hostname == CALLBACK_HOST and port is None
-            and parts.username is None and parts.password is None
-            and parts.netloc == CALLBACK_HOST)

@@ -22,7 +22,7 @@ from ligoenv.oci.errors import LigoenvError, UsageError
 from ligoenv.store.errors import QueueUnavailable
 from ligoenv.store.schemas import schema_errors
 
-from .. import metrics
+from .. import metrics, requestbody
 from ..config import EndpointConfig, EndpointKind, ServerConfig
 from ..health import healthz
 from ..model import JobSink, PublishRequest
@@ -104,11 +104,11 @@ class _EndpointHandler:
         auth.check_request(auth_config, request.headers, request.path_params)
         if not auth.needs_body(auth_config):
             payload.check_content_type(self.endpoint.kind, request)
-        raw = await payload.read_capped(request, self.body_limit)
+        raw = await requestbody.read_capped(request, self.body_limit)
         auth.check_signature(auth_config, request.headers, raw)
         if auth.needs_body(auth_config):
             payload.check_content_type(self.endpoint.kind, request)
-        document = payload.parse_json(raw)
+        document = requestbody.parse_json(raw)
         errors = schema_errors(document, f"webhooks/{self.endpoint.kind}")
         if errors:
             # A field's value may be huge: keep the answer (and the log line) short.
