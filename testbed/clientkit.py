@@ -14,7 +14,8 @@ from pathlib import Path
 from ligoenv.cli.common import Invocation
 from ligoenv.cli.main import run as cli_run
 from ligoenv.cli.main import typer_main
-from ligoenv.client.runtimes.base import Host, run_command
+from ligoenv.client.runtimes.base import Host
+from ligoenv.client.runtimes.process import run_command
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import LigoenvError
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST

@@ -18,16 +18,10 @@ from ligoenv.client.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from ligoenv.client.resolve import Resolver
-    from ligoenv.client.runtimes.base import Executor, Host
+    from ligoenv.client.runtimes.base import Host
+    from ligoenv.client.runtimes.process import Executor
     from ligoenv.oci.platform import Platform
     from ligoenv.store.lockfile import Lockfile
-
-
-# Help texts of options several commands share (the typer declarations in options.py and the
-# option tables of the fast-path commands).
-PLATFORM_HELP = "[default: this machine's]"
-INDEX_HELP = "publish index: a publish root, CVMFS mount or http(s) mirror"
-LOCK_HELP = "lockfile [default: ligoenv.lock]"
 
 
 @dataclass
@@ -104,49 +98,3 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class SplitArgs:
-    """A command line cut into options, positional arguments and what follows `--`."""
-
-    options: dict[str, list[str]]
-    positional: list[str]
-    after_separator: list[str] | None  # None: there was no `--`
-
-    def last(self, *names: str) -> str | None:
-        values = [v for name in names for v in self.options.get(name, [])]
-        return values[-1] if values else None
-
-    def every(self, *names: str) -> list[str]:
-        return [v for name in names for v in self.options.get(name, [])]
-
-
-def split_args(args: list[str], valued: tuple[str, ...], flags: tuple[str, ...]) -> SplitArgs | None:
-    """Cut `args` the way click would, or None when anything is unusual (help, unknown options).
-
-    The fast paths use it to answer before typer is imported; None sends the command line to
-    typer, which owns help texts and error messages.
-    """
-    options: dict[str, list[str]] = {}
-    positional: list[str] = []
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg == "--":
-            return SplitArgs(options, positional, args[index + 1:])
-        if arg.startswith("-") and arg != "-":
-            name, equals, value = arg.partition("=")
-            if name in flags and not equals:
-                options.setdefault(name, []).append("")
-            elif name in valued and (equals or index + 1 < len(args)):
-                if not equals:
-                    index += 1
-                    value = args[index]
-                options.setdefault(name, []).append(value)
-            else:
-                return None
-        else:
-            positional.append(arg)
-        index += 1
-    return SplitArgs(options, positional, None)

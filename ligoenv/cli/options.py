@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ligoenv.cli.common import INDEX_HELP, LOCK_HELP, PLATFORM_HELP
+from ligoenv.cli.fastpath import INDEX_HELP, LOCK_HELP, PLATFORM_HELP
 
 Ref = Annotated[str, typer.Argument(help="image reference or lockfile environment name", metavar="REF")]
 Platform = Annotated[str | None, typer.Option("--platform", help=PLATFORM_HELP, metavar="OS/ARCH")]

@@ -8,8 +8,6 @@ command, which owns help and error messages.
 from typing import TYPE_CHECKING, Any
 
 from ligoenv.cli.common import (
-    INDEX_HELP,
-    LOCK_HELP,
     Invocation,
     invocation,
     load_lockfile,
@@ -18,9 +16,17 @@ from ligoenv.cli.common import (
     parse_platform,
     parse_when,
     print_json,
-    split_args,
 )
-from ligoenv.cli.optiontable import CommandOption, switches, typer_parameters, valued, values
+from ligoenv.cli.fastpath import (
+    INDEX_HELP,
+    LOCK_HELP,
+    CommandOption,
+    split_args,
+    switches,
+    typer_parameters,
+    valued,
+    values,
+)
 
 if TYPE_CHECKING:
     import typer

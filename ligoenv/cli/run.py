@@ -4,18 +4,17 @@ import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
-from ligoenv.cli.common import (
+from ligoenv.cli.common import Invocation, invocation, load_lockfile, make_resolver, note, parse_platform
+from ligoenv.cli.fastpath import (
     INDEX_HELP,
     PLATFORM_HELP,
-    Invocation,
-    invocation,
-    load_lockfile,
-    make_resolver,
-    note,
-    parse_platform,
+    CommandOption,
     split_args,
+    switches,
+    typer_parameters,
+    valued,
+    values,
 )
-from ligoenv.cli.optiontable import CommandOption, switches, typer_parameters, valued, values
 from ligoenv.oci.errors import UsageError
 
 if TYPE_CHECKING:

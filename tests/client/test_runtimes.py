@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from ligoenv.client.runtimes.apptainer import Apptainer, Singularity
-from ligoenv.client.runtimes.base import Bind, Host, RunPlan, RunRequest, parse_env, run_command
+from ligoenv.client.runtimes.base import Bind, Host, RunPlan, RunRequest, parse_env
 from ligoenv.client.runtimes.bwrap import Bwrap
 from ligoenv.client.runtimes.docker import Docker, Podman
+from ligoenv.client.runtimes.process import run_command
 from ligoenv.client.runtimes.select import select_runtime
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import UsageError

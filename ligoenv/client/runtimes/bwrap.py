@@ -9,7 +9,8 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ligoenv.client.runtimes.base import RunPlan, Runtime, exec_command, wait_forwarding_signals
+from ligoenv.client.runtimes.base import RunPlan, Runtime
+from ligoenv.client.runtimes.process import exec_command, wait_forwarding_signals
 from ligoenv.oci.errors import UsageError
 from ligoenv.store.errors import RuntimeNotFound
 
