@@ -305,6 +305,16 @@ def test_a_missing_layer_stops_the_other_downloads(stub: Stub, tmp_path: Path) -
 
 
 def test_ctrl_c_stops_the_downloads(stub: Stub, tmp_path: Path) -> None:
+    # Ctrl-C raises KeyboardInterrupt even where the test run inherited SIGINT ignored (a
+    # background job of a non-interactive shell starts so, and Python then keeps ignoring it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_stops_the_downloads(stub, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_stops_the_downloads(stub: Stub, tmp_path: Path) -> None:
     slow = files_layer({"slow": os.urandom(300).hex()})
     ref = stub_image(stub, [slow], {slow.digest: Reply(200, {}, slow.blob, trickle=0.05)})
     main = threading.main_thread().ident
