@@ -15,7 +15,7 @@ from ligoenv.store.index.reader import load_repository, open_reader
 from ligoenv.store.index.writer import convert
 from testbed.indexfiles import REGISTRY, REPOSITORY, read_index, sample, save_v1, snapshot
 
-OLD_ROOT = Path(__file__).resolve().parents[1] / "data" / "index-v1"
+OLD_ROOT = Path(__file__).resolve().parents[2] / "data" / "index-v1"
 
 
 def old_root(tmp_path: Path) -> Path:

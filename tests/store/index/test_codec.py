@@ -18,7 +18,7 @@ from ligoenv.store.index.writer import IndexWriter, convert
 from ligoenv.store.schemas import validate
 from testbed.indexfiles import DAY, REGISTRY, REPOSITORY, T0, digest, manifest, sample, v1_json
 
-OLD_ROOT = Path(__file__).resolve().parents[1] / "data" / "index-v1"
+OLD_ROOT = Path(__file__).resolve().parents[2] / "data" / "index-v1"
 
 
 def test_a_version_1_document_round_trips() -> None:
