@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO, WORK, LayerFile, fresh, generated_layer, make_layer, run, write_layout
 from ligoenv.oci.digest import Digest
 from ligoenv_server.config import ServerConfig, default_config
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher

@@ -39,7 +39,7 @@ from bench.common import WORK, LayerFile, fresh, generated_layer, image_blobs, p
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
-from ligoenv_server.model import JobState
+from ligoenv_server.jobs import JobState
 from ligoenv_server.queue import SqlQueue
 from testbed.images import busybox_layer
 from testbed.postgres import DATABASE, PostgresCluster

@@ -26,7 +26,7 @@ from .config import (
     default_state_dir,
     load_config,
 )
-from .model import Action, JobState, PublishRequest
+from .jobs import Action, JobState, PublishRequest
 from .queue.urls import redact_url
 from .worker import DEFAULT_DRAIN_SECONDS
 

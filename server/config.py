@@ -23,11 +23,11 @@ from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.hosts import is_loopback
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.store.apptainer import BIND_POINTS, normal_bind_point
+from ligoenv.store.completion import BIND_POINTS, normal_bind_point
 from ligoenv.store.errors import ConfigError
 
 from .configerrors import config_schema_errors
-from .model import source_name
+from .jobs import source_name
 
 CONFIG_ENV = "LIGOENV_SERVER_CONFIG"
 STATE_DIR_ENV = "LIGOENV_STATE_DIR"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ligoenv.oci.digest import Digest
-from ligoenv.store.apptainer import RUNSCRIPT
+from ligoenv.store.completion import RUNSCRIPT
 from ligoenv.store.index import RepositoryIndex, paths
 from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import list_repositories, load_repository
@@ -34,7 +34,7 @@ from .publishers.base import Publisher
 log = logging.getLogger(__name__)
 KILL_ENV = "LIGOENV_TEST_GC_KILL_AFTER"  # tests only: SIGKILL this process after a named step
 Step = Callable[[str], None]
-# What every published tree has (ligoenv.store.apptainer.complete_tree): checked, not assumed.
+# What every published tree has (ligoenv.store.completion.complete_tree): checked, not assumed.
 TREE_PARTS = (".singularity.d", RUNSCRIPT, ".cvmfscatalog")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from .model import PublishRequest
+from .jobs import PublishRequest
 
 CALLBACK_HOST = "registry.hub.docker.com"
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from ligoenv.oci.errors import LigoenvError
 from ligoenv.store.errors import ConfigError
 
-from .model import QueueSummary
+from .jobs import QueueSummary
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus release reads (our names need none of 1.0.0's escaping).

@@ -28,7 +28,7 @@ from ligoenv.oci.pull import fetch_config, pull
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv.store.errors import ConfigError
 from ligoenv.store.index import manifest_record
 from ligoenv.store.provenance import Provenance
@@ -36,7 +36,7 @@ from ligoenv.store.provenance import Provenance
 from . import metrics
 from .chains import build_chains, top_chain
 from .config import RegistryConfig, ServerConfig
-from .model import Action, PublishRequest, source_name
+from .jobs import Action, PublishRequest, source_name
 from .publishers.base import Publisher
 from .publishers.staged import PublishOutcome, StagedImage, StagedPlatform
 from .registries import registry_client

@@ -15,7 +15,7 @@ from .config import RegistryConfig
 def registry_client(registry: RegistryConfig, **options: Any) -> RegistryClient:
     """A client for a configured registry, with its configured credentials if any; `options`
     go to RegistryClient (timeout, retries)."""
-    from ligoenv.oci.auth import Credentials
+    from ligoenv.oci.credentials import Credentials
 
     credentials = None
     if registry.username and registry.password is not None:

@@ -17,8 +17,8 @@ from ligoenv.store.publishroot import PublishRoot
 
 from .config import ServerConfig
 from .health import Check, ops_routes, publish_root_check, queue_check, registry_check
+from .jobs import EnqueueResult, JobSink, PublishRequest
 from .metrics import QueueCollector
-from .model import EnqueueResult, JobSink, PublishRequest
 from .pinapi import pin_routes
 from .publishers.factory import publisher_from
 from .queue import HttpQueueClient, SqlQueue, open_queue

@@ -20,7 +20,7 @@ from ligoenv.store.index.reader import LocalIndexReader
 from ligoenv.store.published import publication
 from ligoenv.store.publishroot import PublishRoot
 
-from .model import Job, JobState
+from .jobs import Job, JobState
 
 RECENT_JOBS = 500  # how far back the newest jobs are searched for the image's own
 

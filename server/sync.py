@@ -24,7 +24,7 @@ from ligoenv.oci.registry import RegistryClient
 
 from . import metrics
 from .config import RegistryConfig, ServerConfig
-from .model import SYNC_SOURCE, Action, JobSink, PublishRequest
+from .jobs import SYNC_SOURCE, Action, JobSink, PublishRequest
 from .ratelimit import RateLimiter
 from .synclists import ImageList, ListEntry
 

@@ -17,7 +17,7 @@ from ligoenv.oci.errors import LigoenvError
 from ligoenv.store.errors import ConfigError
 
 from .config import ServerConfig, SyncListConfig
-from .model import JobSink
+from .jobs import JobSink
 from .sync import PublishedTags, Syncer, SyncReport
 from .synclists import ImageList, ListProblem, read_list
 

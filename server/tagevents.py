@@ -14,7 +14,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.store.index import RepositoryView
 
-from .model import PublishRequest
+from .jobs import PublishRequest
 
 log = logging.getLogger(__name__)
 

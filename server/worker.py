@@ -22,8 +22,8 @@ from ligoenv.oci.errors import LigoenvError, RegistryError
 from . import metrics
 from .config import ServerConfig
 from .hubcallback import docker_hub_callback
+from .jobs import Job, JobSource, PublishRequest
 from .logs import job_context
-from .model import Job, JobSource, PublishRequest
 from .pipeline import LeaseLost, RequestProcessor
 from .publishers.base import Publisher
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ligoenv.oci.auth import Credentials
+from ligoenv.oci.credentials import Credentials
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import (
     DOCKER_CONFIG,

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from ligoenv.store.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.model import EnqueueResult, JobSink, PublishRequest
+from ligoenv_server.jobs import EnqueueResult, JobSink, PublishRequest
 from ligoenv_server.queue.sql import SqlQueue
 from ligoenv_server.relay import create_relay_app
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import OCI_INDEX, OCI_MANIFEST, ImageManifest, parse_config, parse_manifest
 from ligoenv.oci.platform import Platform
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv.store.index import manifest_record
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.staged import StagedImage, StagedPlatform

@@ -93,7 +93,7 @@ def install_tree(target: Path, fill: Callable[[Path], ImageConfig],
                  provenance: Provenance | None = None) -> None:
     """Have `fill` unpack an image into a staging directory, complete it for Apptainer and bwrap,
     and only then rename it onto `target`: a cached tree is whole or absent."""
-    from ligoenv.store.apptainer import complete_tree
+    from ligoenv.store.completion import complete_tree
 
     if os.path.lexists(target) and not _empty_dir(target):
         raise UsageError(f"{target} already exists and is not an empty directory: choose a new one")

@@ -19,7 +19,7 @@ from types import TracebackType
 import requests
 
 from ligoenv.oci.atomicfile import fsync_dir
-from ligoenv.oci.auth import Credentials, find_credentials
+from ligoenv.oci.credentials import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.errors import DigestMismatch, InvalidReference, LigoenvError, NotFound, RegistryError
 from ligoenv.oci.httperrors import error_text

@@ -20,7 +20,7 @@ import requests
 from oras.auth.token import TokenAuth
 from oras.auth.utils import parse_auth_header
 
-from ligoenv.oci.auth import Credentials
+from ligoenv.oci.credentials import Credentials
 from ligoenv.oci.errors import AuthError, RegistryError, RegistryUnavailable
 from ligoenv.oci.hosts import hostname, is_loopback, plain_http
 from ligoenv.oci.httperrors import error_text, reason, retry_after, url_path, without_query

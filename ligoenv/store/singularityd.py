@@ -4,7 +4,7 @@ Our own scripts, with the behaviour Apptainer documents: every action sources th
 name order, the image's `Env` is exported as is, the runscript runs Entrypoint + Cmd like
 `docker run`, and `labels.json` holds the image's labels. Older Singularity 3.x runs the action
 scripts inside the container, and some tools call them directly, so they must work on their own.
-`ligoenv.store.apptainer` writes these files into a tree; this module says what they contain, and
+`ligoenv.store.completion` writes these files into a tree; this module says what they contain, and
 reads the image's Env and command back for runtimes that do not source them (bwrap).
 """
 

@@ -3,7 +3,7 @@ system has them; directories are always made anew, so a clone shares no director
 
 A hard-link clone shares every file's inode with its source, which is safe only because nothing
 writes through an existing inode: the unpacker unlinks and recreates what a layer changes
-(ligoenv.oci.rootfs), completion replaces its files (ligoenv.store.apptainer), and published trees are
+(ligoenv.oci.rootfs), completion replaces its files (ligoenv.store.completion), and published trees are
 never modified afterwards.
 """
 

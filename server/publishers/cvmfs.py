@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import LigoenvError
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv.store.multiarch import MULTIARCH_DIR
 from ligoenv.store.publishroot import PublishRoot

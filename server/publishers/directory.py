@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.digest import Digest
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv.store.errors import PublishError
 from ligoenv.store.index import paths
 from ligoenv.store.publishroot import PublishRoot

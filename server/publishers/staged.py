@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import INDEX_TYPES
-from ligoenv.store.apptainer import BIND_POINTS
+from ligoenv.store.completion import BIND_POINTS
 from ligoenv.store.errors import PublishError
 from ligoenv.store.index import DigestRecord
 

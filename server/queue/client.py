@@ -19,7 +19,7 @@ import requests
 from ligoenv.oci.errors import NotFound, UsageError
 from ligoenv.store.errors import ConfigError, QueueUnavailable
 
-from ..model import EnqueueResult, Job, JobState, PublishRequest
+from ..jobs import EnqueueResult, Job, JobState, PublishRequest
 from .urls import redact_url
 
 

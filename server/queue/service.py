@@ -24,8 +24,8 @@ from ligoenv.store.errors import ConfigError, QueueUnavailable
 from ligoenv.store.schemas import load_schema, strict_validator_class
 
 from ..health import ops_routes, queue_check
+from ..jobs import JobState, PublishRequest
 from ..metrics import QueueCollector
-from ..model import JobState, PublishRequest
 from ..requestbody import read_capped
 from .sql import SqlQueue
 

@@ -18,7 +18,7 @@ from sqlalchemy import exc
 from ligoenv.oci.errors import NotFound, UsageError
 from ligoenv.store.errors import ConfigError, QueueUnavailable
 
-from ..model import EnqueueResult, Job, JobState, PublishRequest, QueueSummary
+from ..jobs import EnqueueResult, Job, JobState, PublishRequest, QueueSummary
 from .backoff import Backoff
 from .db import Database
 from .tables import jobs, to_job, utc

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..model import Job, JobState, PublishRequest
+from ..jobs import Job, JobState, PublishRequest
 
 metadata = sa.MetaData()
 

@@ -12,7 +12,7 @@ from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.reference import Reference
 
 from ..config import EndpointConfig
-from ..model import Action, PublishRequest
+from ..jobs import Action, PublishRequest
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ligoenv.oci.errors import InvalidReference
 from ligoenv.oci.manifest import ALL_MANIFEST_TYPES
 
 from ..config import EndpointConfig
-from ..model import Action
+from ..jobs import Action
 from .common import Ignored, Parsed, event_time, publish_request
 
 

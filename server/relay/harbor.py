@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..config import EndpointConfig
-from ..model import Action
+from ..jobs import Action
 from .common import Ignored, Parsed, event_time, publish_request
 
 _ACTIONS = {"PUSH_ARTIFACT": Action.PUBLISH, "DELETE_ARTIFACT": Action.UNTAG}

@@ -25,7 +25,7 @@ from ligoenv.store.schemas import schema_errors
 from .. import metrics, requestbody
 from ..config import EndpointConfig, EndpointKind, ServerConfig
 from ..health import healthz
-from ..model import JobSink, PublishRequest
+from ..jobs import JobSink, PublishRequest
 from . import auth, distribution, dockerhub, generic, harbor, payload
 from .common import Ignored, Parsed, allowed, not_allowed
 

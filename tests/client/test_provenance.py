@@ -12,7 +12,7 @@ import pytest
 from ligoenv import __version__
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.reference import Reference
-from ligoenv.store.apptainer import LABELS, complete_tree
+from ligoenv.store.completion import LABELS, complete_tree
 from ligoenv.store.provenance import PROVENANCE_FILE, Provenance, read_provenance
 from testbed.clientkit import Cli, Pushed, write_index
 from testbed.images import build_busybox_image, unpack_image

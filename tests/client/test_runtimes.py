@@ -21,7 +21,7 @@ from ligoenv.oci.errors import UsageError
 from ligoenv.oci.manifest import ImageConfig
 from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv.store.errors import RuntimeNotFound
 from ligoenv.store.singularityd import tree_command, tree_env
 from testbed.clientkit import standin_path

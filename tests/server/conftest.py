@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.queue.backoff import Backoff
 from ligoenv_server.queue.sql import SqlQueue
 from testbed.postgres import PostgresCluster

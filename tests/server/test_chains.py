@@ -14,9 +14,9 @@ import pytest
 
 from ligoenv.oci.digest import Digest, chain_ids
 from ligoenv.oci.manifest import parse_config
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.base import Publisher
 from ligoenv_server.publishers.directory import DirectoryPublisher

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ligoenv_server.config import load_config
-from ligoenv_server.model import JobState
+from ligoenv_server.jobs import JobState
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.queue import SqlQueue
 from testbed.images import build_busybox_image, push_image

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv_server.model import JobState
+from ligoenv_server.jobs import JobState
 from ligoenv_server.queue.sql import SqlQueue
 from testbed.images import build_busybox_image, push_image
 from testbed.postgres import PostgresCluster

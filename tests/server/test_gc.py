@@ -25,7 +25,7 @@ from ligoenv.store.pins import load_pins
 from ligoenv_server.config import ServerConfig, load_config
 from ligoenv_server.gcpolicy import GcPolicy
 from ligoenv_server.gcrun import KILL_ENV, TREE_PARTS, GarbageCollector, kill_point
-from ligoenv_server.model import Action, PublishRequest
+from ligoenv_server.jobs import Action, PublishRequest
 from ligoenv_server.pinning import pin
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ligoenv.oci.errors import RegistryUnavailable, UnsafeArchive
 from ligoenv.store.errors import ConfigError, QueueUnavailable
 from ligoenv_server import metrics
-from ligoenv_server.model import PublishRequest, QueueSummary
+from ligoenv_server.jobs import PublishRequest, QueueSummary
 from ligoenv_server.queue.sql import SqlQueue
 from tests.server.conftest import FakeClock
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from ligoenv.oci.errors import NotFound, UsageError
 from ligoenv.store.errors import ConfigError, QueueUnavailable
-from ligoenv_server.model import Job, JobState, PublishRequest
+from ligoenv_server.jobs import Job, JobState, PublishRequest
 from ligoenv_server.queue import HttpQueueClient, open_queue
 from ligoenv_server.queue.backoff import Backoff
 from ligoenv_server.queue.sql import LEASE_EXPIRED, SqlQueue

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from ligoenv.oci.errors import NotFound, UsageError
 from ligoenv.store.errors import ConfigError, QueueUnavailable
 from ligoenv.store.schemas import schema_errors
-from ligoenv_server.model import JobSink, JobSource, JobState, PublishRequest
+from ligoenv_server.jobs import JobSink, JobSource, JobState, PublishRequest
 from ligoenv_server.queue import HttpQueueClient, SqlQueue
 from ligoenv_server.queue.service import create_queue_app
 from testbed.registry import free_port

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from ligoenv.oci.errors import UsageError
 from ligoenv.store.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig
+from ligoenv_server.jobs import Action, EnqueueResult, PublishRequest
 from ligoenv_server.logs import JsonFormatter
-from ligoenv_server.model import Action, EnqueueResult, PublishRequest
 from ligoenv_server.queue import HttpQueueClient
 from testbed.relay import (
     DISTRIBUTION_V1,

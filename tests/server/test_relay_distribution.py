@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from ligoenv.oci.platform import Platform
 from ligoenv_server.config import ServerConfig
-from ligoenv_server.model import Action, PublishRequest
+from ligoenv_server.jobs import Action, PublishRequest
 from ligoenv_server.queue.sql import SqlQueue
 from ligoenv_server.relay import create_relay_app
 from testbed.ocibuild import Entry, Image, Layer, LayoutWriter

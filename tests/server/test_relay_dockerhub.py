@@ -8,7 +8,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from ligoenv_server.hubcallback import is_docker_hub_callback
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.jobs import PublishRequest
 from testbed.relay import (
     NOW,
     MemorySink,

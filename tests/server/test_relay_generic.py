@@ -8,7 +8,7 @@ import hmac
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.relay.auth import sign
 from testbed.relay import (
     CI_SECRET,

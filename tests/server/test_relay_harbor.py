@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from ligoenv_server.model import Action, PublishRequest
+from ligoenv_server.jobs import Action, PublishRequest
 from testbed.relay import (
     NOW,
     MemorySink,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.model import PublishRequest
+from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.seal import seal_tree

@@ -16,7 +16,7 @@ from ligoenv.oci.manifest import OCI_MANIFEST
 from ligoenv.oci.registry import RegistryClient
 from ligoenv_server import metrics
 from ligoenv_server.config import ServerConfig, SyncListConfig, load_config
-from ligoenv_server.model import Action, JobState, PublishRequest
+from ligoenv_server.jobs import Action, JobState, PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.factory import publisher_from
 from ligoenv_server.queue import SqlQueue

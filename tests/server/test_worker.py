@@ -17,7 +17,7 @@ from ligoenv.oci.errors import RegistryUnavailable, UnsafeArchive
 from ligoenv.oci.platform import Platform
 from ligoenv.store.errors import QueueUnavailable
 from ligoenv_server.config import ServerConfig, load_config
-from ligoenv_server.model import Action, JobState, PublishRequest
+from ligoenv_server.jobs import Action, JobState, PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.queue import SqlQueue

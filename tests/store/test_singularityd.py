@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.store.apptainer import complete_tree
+from ligoenv.store.completion import complete_tree
 from ligoenv.store.singularityd import ACTIONS, env_script, runscript
 from testbed.images import build_busybox_image, unpack_image
 from testbed.ocibuild import Entry, Layer

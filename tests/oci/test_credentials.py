@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.oci.auth import Credentials, find_credentials
+from ligoenv.oci.credentials import Credentials, find_credentials
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import AuthError, RegistryUnavailable
 from ligoenv.oci.manifest import OCI_MANIFEST

@@ -16,7 +16,7 @@ import pytest
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
-from ligoenv.store.apptainer import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
+from ligoenv.store.completion import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
 from ligoenv.store.singularityd import ROOT_LINKS
 from testbed.trees import frozen_facts
 
