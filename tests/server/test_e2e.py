@@ -176,7 +176,8 @@ def test_every_line_of_a_job_names_the_job_and_the_digest(stack: Stack, tmp_path
     records = records_now()
     job_ids = {r["job_id"] for r in records if r.get("digest") == digest and "job_id" in r}
     assert len(job_ids) == 1
-    lines = [r for r in records if r.get("job_id") in job_ids and r["logger"].startswith("ligoenv.")]
+    ours = ("ligoenv.", "ligoenv_server.")
+    lines = [r for r in records if r.get("job_id") in job_ids and r["logger"].startswith(ours)]
     assert {r["msg"] for r in lines} >= {"unpacking", "job done"}
     assert all(r.get("digest") == digest for r in lines), lines
 
