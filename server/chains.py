@@ -77,13 +77,15 @@ class _Layers:
         self.written = 0
 
     def fill(self, layer: Descriptor, diff_id: Digest) -> Fill:
-        def apply(tree: Path) -> None:
+        def apply(tree: Path) -> set[str]:
+            changed: set[str] = set()
             # Read through the digest check: a changed cached blob must say so (and leave the
             # cache) instead of being blamed on the image as a bad archive.
             with self.cache.open(layer) as blob:
                 report = apply_layer(blob, layer_compression(layer.media_type), tree, self.options,
                                      diff_id, expanded_before=self.expanded,
-                                     compressed_size=layer.size)
+                                     compressed_size=layer.size, changed=changed)
             self.expanded += report.expanded_bytes
             self.written += report.bytes_written
+            return changed
         return apply

@@ -279,6 +279,7 @@ class RootfsWriter:
         self.skipped_devices: list[str] = []
         self.dropped_setuid: list[str] = []
         self._upper: set[str] = set()  # paths this layer wrote, with their ancestors
+        self._linked: set[str] = set()  # of those, hard links to a file this layer did not make
         self._dirs: dict[tuple[str, ...], _Meta] = {}  # applied after their contents
         self._uid = os.geteuid()
         umask = process_umask()
@@ -307,6 +308,13 @@ class RootfsWriter:
                                 "symlink or not a directory: a layer may not write through it") from None
         except OSError as err:
             raise self._failed(parts, err) from None
+
+    def changed(self) -> set[str]:
+        """Relative paths of the entries this layer made or whose metadata it set: directories
+        (with the implied ones), new files, symlinks and fifos, and hard links to those; not a
+        hard link to a lower layer's file, whose inode a hard-link clone shares with other
+        trees. Some may be gone again, removed by a later entry."""
+        return self._upper - self._linked
 
     def _failed(self, parts: tuple[str, ...], err: OSError) -> LigoenvError:
         temporary = err.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -362,6 +370,8 @@ class RootfsWriter:
             dir_fd = self._tree.directory(parts[:-1], create=True)
             assert dir_fd is not None
             self._mark_upper(parts)
+            if self._linked:
+                self._linked.discard("/".join(parts))
             if kind in REGULAR_TYPES:
                 self._file(dir_fd, parts, member, data)
             elif member.isdir():
@@ -490,6 +500,11 @@ class RootfsWriter:
             dir_fd = self._tree.directory(parts[:-1], create=True)
             assert dir_fd is not None
             self._mark_upper(parts)
+            origin = "/".join(source)
+            if origin in self._upper and origin not in self._linked:
+                self._linked.discard(path)  # a file this layer made: its inode is new
+            else:
+                self._linked.add(path)  # perhaps a lower layer's inode
             try:
                 os.link(source[-1], parts[-1], src_dir_fd=source_dir, dst_dir_fd=dir_fd,
                         follow_symlinks=False)

@@ -64,7 +64,7 @@ class UnpackReport:
 def apply_layer(blob: Readable, compression: str, target: Path,
                 options: UnpackOptions = UnpackOptions(),
                 expected_diff_id: Digest | None = None, *, expanded_before: int = 0,
-                compressed_size: int | None = None) -> UnpackReport:
+                compressed_size: int | None = None, changed: set[str] | None = None) -> UnpackReport:
     """Apply the layer read from `blob` onto `target` (created if missing); report what was done.
 
     Reads `blob` to its end so that a VerifyingReader's check always runs. Raises UnsafeArchive
@@ -72,7 +72,9 @@ def apply_layer(blob: Readable, compression: str, target: Path,
     `expected_diff_id`. A failed layer leaves `target` half-written: unpack into a staging tree.
     `expanded_before` is what the image's earlier layers expanded to (the sum of their reports'
     `expanded_bytes`): the cap counts them too. `compressed_size` (the layer descriptor's size)
-    lets `options.max_expansion_ratio` refuse a layer that expands absurdly early.
+    lets `options.max_expansion_ratio` refuse a layer that expands absurdly early. `changed`,
+    when given, receives the relative paths the layer made or changed (`RootfsWriter.changed`):
+    all that needs sealing in a clone of a sealed tree.
     """
     algorithm = expected_diff_id.algorithm if expected_diff_id else "sha256"
     source = _decompressor(blob, compression)
@@ -83,6 +85,8 @@ def apply_layer(blob: Readable, compression: str, target: Path,
         for member, data in _members(stream):
             writer.apply(member, data)
         writer.finish()
+        if changed is not None:
+            changed.update(writer.changed())
         diff_id = stream.drain()
     except _format_errors() as err:
         stream.close()  # the blob is ours again

@@ -23,7 +23,7 @@ from ligoenv.store import singularityd
 from ligoenv.store.provenance import PROVENANCE_FILE, Provenance
 from ligoenv.store.singularityd import ENV_SCRIPT, LABELS, RUNSCRIPT
 
-__all__ = ["BIND_POINTS", "ENV_SCRIPT", "LABELS", "RUNSCRIPT", "complete_tree"]
+__all__ = ["BIND_POINTS", "ENV_SCRIPT", "LABELS", "RUNSCRIPT", "complete_tree", "completion_paths"]
 
 # Where Apptainer can bind host paths without OverlayFS: directories that exist in the image.
 # A site replaces this list ([publisher] bind_points); the runtimes' own mount points are
@@ -79,6 +79,19 @@ def complete_tree(tree: Path, config: ImageConfig, *, bind_points: Sequence[str]
     if provenance is not None:
         _write(tree, PROVENANCE_FILE, provenance.file_json(made), 0o644)
     return made
+
+
+def completion_paths(config: ImageConfig, bind_points: Sequence[str] = BIND_POINTS) -> set[str]:
+    """Every relative path `complete_tree` may make or replace, with its parent directories:
+    what needs sealing after completing a clone of a sealed tree (nothing else was written)."""
+    made = [*singularityd.files(config), ".singularity.d/libs", *singularityd.ROOT_LINKS,
+            "etc/hosts", "etc/resolv.conf", ".cvmfscatalog", PROVENANCE_FILE,
+            *(point.strip("/") for point in with_runtime_mounts(bind_points))]
+    paths: set[str] = set()
+    for path in made:
+        parts = path.split("/")
+        paths.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return paths
 
 
 def _real_dir(tree: Path, relative: str) -> Path:

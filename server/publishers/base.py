@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 TRASH_DIR = ".ligoenv/trash"  # trees garbage collection took out, deleted after the run
 TREES_LOCK = ".ligoenv/locks/trees.lock"
-Fill = Callable[[Path], None]  # applies one layer to a chain's tree
+# applies one layer to a chain's tree; returns the paths it made or changed (to seal)
+Fill = Callable[[Path], set[str]]
 ChainStep = tuple[Digest, Fill]  # a chain to add: its ChainID and how to fill its tree
 
 

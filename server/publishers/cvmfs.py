@@ -27,14 +27,14 @@ from pathlib import Path
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import LigoenvError
-from ligoenv.store.completion import complete_tree
+from ligoenv.store.completion import complete_tree, completion_paths
 from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv.store.multiarch import MULTIARCH_DIR
 from ligoenv.store.publishroot import PublishRoot
 
 from .base import ChainStep, Publisher
 from .metadata import MetadataPlan, plan_publish, plan_untag
-from .seal import seal_tree
+from .seal import seal_paths, seal_tree
 from .staged import PublishOutcome, StagedImage, StagedPlatform
 from .staging import StagingArea
 
@@ -102,11 +102,12 @@ class CvmfsPublisher(Publisher):
                         if source is None:
                             tree.mkdir(mode=0o755, parents=True)
                             os.chmod(tree, 0o755)  # noqa: S103 (the root of a public tree)
-                        fill(tree)
+                        changed = fill(tree)
                         _nested_catalog(tree)
-                        # sealed before anything clones it: sealing a clone then changes
-                        # nothing it shares
-                        seal_tree(tree, keep_ownership=self.keep_ownership)
+                        # sealed before anything clones it; a template clone of a sealed
+                        # chain needs sealing only where its layer wrote
+                        seal_paths(tree, {*changed, ".cvmfscatalog"},
+                                   keep_ownership=self.keep_ownership)
                 parent = chain
 
     def untag(self, registry: str, repository: str, tag: str, when: datetime,
@@ -208,7 +209,8 @@ class CvmfsPublisher(Publisher):
             # new files only: the chain's stay as they are
             made = complete_tree(tree, platform.config, bind_points=platform.bind_points,
                                  provenance=platform.provenance)
-            seal_tree(tree, keep_ownership=self.keep_ownership)
+            seal_paths(tree, completion_paths(platform.config, platform.bind_points),
+                       keep_ownership=self.keep_ownership)  # the rest is the sealed chain's
         return made
 
     def _publish_metadata(self, image: StagedImage) -> MetadataPlan:

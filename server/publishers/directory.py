@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.digest import Digest
-from ligoenv.store.completion import complete_tree
+from ligoenv.store.completion import complete_tree, completion_paths
 from ligoenv.store.errors import PublishError
 from ligoenv.store.index import paths
 from ligoenv.store.publishroot import PublishRoot
@@ -29,7 +29,7 @@ from ligoenv.store.publishroot import PublishRoot
 from .base import ChainStep, Publisher, tree_lock
 from .clone import clone_method, clone_tree
 from .metadata import plan_publish, plan_untag
-from .seal import seal_tree
+from .seal import seal_paths, seal_tree
 from .staged import PublishOutcome, StagedImage, StagedPlatform
 from .staging import StagingArea
 
@@ -92,10 +92,9 @@ class DirectoryPublisher(Publisher):
                 tree = self.staging_dir() / "tree"
                 staged.append((chain, tree))
                 self._clone_or_empty(source, tree)
-                fill(tree)
-                # sealed before anything clones it: sealing a clone must find nothing to change
-                # in the inodes it shares
-                seal_tree(tree, keep_ownership=self.keep_ownership)
+                # sealed before anything clones it; the clone of a sealed tree needs sealing
+                # only where its layer wrote (never a shared inode)
+                seal_paths(tree, fill(tree), keep_ownership=self.keep_ownership)
                 source = tree
             _syncfs(self.layout.root)
             self._on_step("chains-synced")
@@ -167,7 +166,10 @@ class DirectoryPublisher(Publisher):
         # writes new inodes only: the chain stays as it is
         made = complete_tree(tree, platform.config, bind_points=platform.bind_points,
                              provenance=platform.provenance)
-        return replace(platform, tree=tree, record=replace(platform.record, bind_points=made))
+        seal_paths(tree, completion_paths(platform.config, platform.bind_points),
+                   keep_ownership=self.keep_ownership)  # the rest is the sealed chain's
+        return replace(platform, tree=tree, record=replace(platform.record, bind_points=made),
+                       sealed=True)
 
     def _clone_or_empty(self, source: Path | None, tree: Path) -> None:
         if source is None:
@@ -181,7 +183,8 @@ class DirectoryPublisher(Publisher):
         staged = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
         for platform in staged:
             assert platform.tree is not None
-            seal_tree(platform.tree, keep_ownership=self.keep_ownership)
+            if not platform.sealed:
+                seal_tree(platform.tree, keep_ownership=self.keep_ownership)
         if staged:
             # Once per publish: the unpacker wrote without fsync, so that a tree is durable
             # before the rename that makes it visible.

@@ -32,6 +32,7 @@ class StagedPlatform:
     config: ImageConfig | None = None
     bind_points: tuple[str, ...] = BIND_POINTS  # what completing a clone of `chain` makes
     provenance: Provenance | None = None  # where the tree came from, written by completion
+    sealed: bool = False  # `tree` is sealed already (a completed clone of a sealed chain)
 
 
 @dataclass(frozen=True)

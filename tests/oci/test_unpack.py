@@ -555,3 +555,22 @@ def test_long_but_legal_names_work(target: Path) -> None:
     name = "/".join(["d" * 100] * 20) + "/" + "f" * 255
     unpack(target, hostile._pax_entry({"path": name}))
     assert (target / name).is_file()
+
+
+def test_a_layer_lists_what_it_made_but_not_its_hard_links_to_lower_files(target: Path) -> None:
+    unpack(target, Layer.from_entries([Entry("bin/bash", data=b"bash"), Entry("etc/gone", data=b"x"),
+                                       Entry("etc/kept", data=b"k")]))
+    changed: set[str] = set()
+    layer = Layer.from_entries([
+        Entry("opt/new", data=b"new"),  # its parent is implied
+        Entry("bin/sh", "hardlink", target="bin/bash"),  # a lower layer's inode: not listed
+        Entry("opt/x", data=b"x", mode=0o666),
+        Entry("opt/x-too", "hardlink", target="opt/x"),  # this layer's inode: listed
+        Entry("opt/x", "symlink", target="new"),  # the link keeps the new inode
+        Entry("etc/.wh.gone"),
+        Entry("srv", "dir", mode=0o777),
+    ])
+    apply_layer(io.BytesIO(layer.blob), layer_compression(layer.media_type), target,
+                changed=changed)
+    assert changed == {"bin", "opt", "opt/new", "opt/x", "opt/x-too", "srv"}
+    assert (target / "opt/x-too").read_bytes() == b"x" and (target / "bin/sh").samefile(target / "bin/bash")

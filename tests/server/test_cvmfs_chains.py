@@ -32,12 +32,15 @@ BIG = bytes(1 << 20)
 cvmfs = test_cvmfs.cvmfs  # the stand-in's fixture
 
 
-def applying(*entries: Entry) -> Callable[[Path], None]:
+def applying(*entries: Entry) -> Callable[[Path], set[str]]:
     """A chain step's fill: the layer of `entries` applied to the chain's tree."""
     layer = Layer.from_entries(entries)
 
-    def fill(tree: Path) -> None:
-        apply_layer(io.BytesIO(layer.blob), layer_compression(layer.media_type), tree)
+    def fill(tree: Path) -> set[str]:
+        changed: set[str] = set()
+        apply_layer(io.BytesIO(layer.blob), layer_compression(layer.media_type), tree,
+                    changed=changed)
+        return changed
     return fill
 
 
@@ -111,7 +114,7 @@ def test_a_failed_layer_aborts_its_chain_and_keeps_the_parent(cvmfs: Cvmfs) -> N
     before = frozen_facts(pub.layout.chain_dir(A))
     cvmfs.log()
 
-    def broken(tree: Path) -> None:
+    def broken(tree: Path) -> set[str]:
         (tree / "etc/motd").unlink()
         raise OSError("disk full")
 

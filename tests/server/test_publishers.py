@@ -337,10 +337,13 @@ def test_repository_names_never_collide_with_index_or_lock_files(tmp_path: Path,
 def test_layer_chains_appear_whole_or_not_at_all(tmp_path: Path) -> None:
     c1, c2 = (Digest.of_bytes(name) for name in (b"chain 1", b"chain 2"))
 
-    def write(name: str) -> Callable[[Path], None]:
-        return lambda tree: (tree / name).write_text(name)
+    def write(name: str) -> Callable[[Path], set[str]]:
+        def fill(tree: Path) -> set[str]:
+            (tree / name).write_text(name)
+            return {name}
+        return fill
 
-    def fail(tree: Path) -> None:
+    def fail(tree: Path) -> set[str]:
         (tree / "half").write_text("half")
         raise Crash("layer")
 

@@ -13,7 +13,7 @@ from ligoenv_server.config import ServerConfig, load_config
 from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.directory import DirectoryPublisher
-from ligoenv_server.publishers.seal import seal_tree
+from ligoenv_server.publishers.seal import seal_paths, seal_tree
 from testbed.images import build_busybox_image, push_image
 from testbed.ocibuild import Entry, Layer
 from testbed.registry import RegistryProcess, free_port
@@ -100,6 +100,33 @@ def test_setuid_bits_kept_by_the_unpacker_survive_sealing(tmp_path: Path) -> Non
     assert seal_tree(tree) == 0  # sealed trees stay as they are
 
 
+def test_seal_paths_seals_the_listed_entries_alone_and_never_through_a_symlink(
+        tmp_path: Path, outside: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    tree.chmod(0o777)
+    loosen(tree, outside)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x").write_text("x\n")
+    (elsewhere / "x").chmod(0o666)
+    (tree / "opt/away").symlink_to(elsewhere)
+    listed = ["opt/conda", "opt/conda/env.sh", "opt/away/x", "opt/outside", "gone/file", "opt/gone"]
+    assert seal_paths(tree, listed) >= 3
+    assert mode(tree) == 0o755 and mode(tree / "opt/conda") == 0o755
+    assert mode(tree / "opt/conda/env.sh") == 0o644
+    assert mode(tree / "opt/conda/tool") == 0o775  # not listed: left as it is
+    assert mode(elsewhere / "x") == 0o666 and mode(outside) == 0o666  # symlinks not followed
+    if os.geteuid() == 0:
+        assert (tree / "opt/conda").stat().st_uid == os.geteuid()
+        assert (tree / "opt/outside").lstat().st_uid == os.geteuid()  # the link itself
+    assert seal_paths(tree, listed) == 0
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
 def test_the_worker_publishes_a_sealed_tree(tmp_path: Path, registry: RegistryProcess) -> None:
     config: ServerConfig = load_config(server_config(tmp_path, registry.host, free_port()))
     loose = Layer.from_entries([
@@ -114,3 +141,33 @@ def test_the_worker_publishes_a_sealed_tree(tmp_path: Path, registry: RegistryPr
     published = publisher.layout.image_dir(digest)
     assert (published / "opt/conda/env.sh").read_text() == "x\n"
     assert_sealed(published, (os.geteuid(), os.getegid()))
+
+
+def test_chain_and_image_trees_are_sealed_where_each_layer_wrote(tmp_path: Path,
+                                                                 registry: RegistryProcess) -> None:
+    config: ServerConfig = load_config(server_config(tmp_path, registry.host, free_port()))
+    assert config.publisher.chains
+    loose = Layer.from_entries([
+        Entry("opt", "dir", mode=0o755), Entry("opt/conda", "dir", mode=0o777, uid=FOREIGN),
+        Entry("opt/conda/env.sh", data=b"x\n", mode=0o666, uid=FOREIGN, gid=FOREIGN)])
+    top = Layer.from_entries([
+        Entry("opt/conda/env.sh", data=b"y\n", mode=0o646, uid=FOREIGN),  # replaced
+        Entry("opt/conda/env-too.sh", "hardlink", target="opt/conda/env.sh"),
+        Entry("opt/lower-link", "hardlink", target="bin/busybox"),  # a lower layer's inode
+        Entry("srv/data", "dir", mode=0o1777, gid=FOREIGN),  # its parent implied
+        Entry("srv/data/link", "symlink", target="/opt/conda", uid=FOREIGN)])
+    base = build_busybox_image("loose", extra_layers=[loose])
+    rebuilt = build_busybox_image("loose", extra_layers=[loose, top])
+    publisher = DirectoryPublisher(config.publisher.root)
+    processor = RequestProcessor(config, publisher)
+    for tag, image in (("v1", base), ("v2", rebuilt)):
+        digest = push_image(registry.host, "seal/chains", tag, image)
+        processor.process(PublishRequest(registry=registry.host, repository="seal/chains", tag=tag,
+                                         digest=str(digest), source="distribution:local",
+                                         received_at=T0))
+    trees = [*publisher.layout.root.glob(".chains/*/*"), *publisher.layout.root.glob(".images/*/*")]
+    assert len(trees) == 4 + 2  # busybox, tag file, loose, top; two images
+    for tree in trees:
+        assert_sealed(tree, (os.geteuid(), os.getegid()))
+    published = publisher.layout.image_dir(digest)
+    assert mode(published / "opt/conda/env-too.sh") == 0o644 and mode(published / "srv/data") == 0o1755

@@ -16,9 +16,17 @@ import pytest
 
 from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageConfig
-from ligoenv.store.completion import ENV_SCRIPT, LABELS, RUNSCRIPT, complete_tree, normal_bind_point
+from ligoenv.store.completion import (
+    ENV_SCRIPT,
+    LABELS,
+    RUNSCRIPT,
+    complete_tree,
+    completion_paths,
+    normal_bind_point,
+)
 from ligoenv.store.singularityd import ROOT_LINKS
 from testbed.trees import frozen_facts
+from tests.client.test_provenance import provenance
 
 APPTAINER_SET = (
     ".singularity.d/runscript", ".singularity.d/startscript",
@@ -197,3 +205,13 @@ def test_normal_bind_points(given: str, expected: str) -> None:
 def test_what_cannot_be_a_bind_point(given: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         normal_bind_point(given)
+
+
+def test_completion_paths_list_all_that_completion_writes(tmp_path: Path) -> None:
+    tree = busybox_tree(tmp_path / "tree")
+    before = {str(path.relative_to(tree)) for path in tree.rglob("*")}
+    bind_points = ("/cvmfs", "/gpfs/data/deep", "/srv")
+    complete_tree(tree, config(), bind_points=bind_points, provenance=provenance())
+    written = {str(path.relative_to(tree)) for path in tree.rglob("*")} - before
+    assert "gpfs/data/deep" in written and ".ligoenv/provenance.json" in written
+    assert written <= completion_paths(config(), bind_points)
