@@ -22,12 +22,6 @@ from .publishers.base import ChainStep, Fill, Publisher
 log = logging.getLogger(__name__)
 
 
-def top_chain(config: ImageConfig) -> Digest | None:
-    """The ChainID of the image's whole layer stack; None for an image without layers."""
-    chains = chain_ids(config.diff_ids)
-    return chains[-1] if chains else None
-
-
 def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
                  manifest: ImageManifest, config: ImageConfig, cache: LayerCache,
                  options: UnpackOptions) -> tuple[Digest, int]:

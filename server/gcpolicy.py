@@ -4,12 +4,18 @@ A pure function of the indexes, the pins, the policy and the time, so that `gc -
 shows exactly what a run would do. A digest is kept when it is pinned, tagged now, among the
 last N digests of a tag, a digest of a tag matching a kept glob, or last tagged within the
 grace period; a tree shared by several repositories goes only when none of them keeps it.
+
+Layer chain trees (`.chains/`) go when no kept image was built from them: every chain its
+record lists (bottom to top) stays, so that a rebuild can start from any of them. Image trees
+are hard-link or template clones, never links into a chain tree, so removing a chain takes
+nothing from a published image. A chain younger than CHAIN_GRACE stays too: it may belong to a
+publication whose image is not indexed yet.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +23,7 @@ from typing import Any
 from ligoenv.oci.digest import Digest
 from ligoenv.store.index import DigestRecord, RepositoryIndex
 from ligoenv.store.pins import PinSet
+from ligoenv.store.publishroot import CHAINS_DIR
 from ligoenv.store.times import format_time
 
 
@@ -26,6 +33,9 @@ class GcPolicy:
     keep_last: int = 3  # newest digests of each existing tag's history, always kept
     keep_tags: tuple[str, ...] = ()  # globs on `tag` or `repository:tag`: every digest kept
     max_trees: int = 1000  # trees removed per run at most; the rest wait for the next run
+
+
+CHAIN_GRACE = timedelta(days=1)  # a younger chain may be a publication in progress
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class Verdict:
     collect: bool
     reason: str
     tree: str | None = None  # the tree it names, for a platform manifest
+    chains: tuple[str, ...] = ()  # the layer chain trees its image was built from
 
     def to_json(self) -> dict[str, Any]:
         return {"image": f"{self.registry}/{self.repository}@{self.digest}", "collect": self.collect,
@@ -65,9 +76,11 @@ class GcPlan:
 
 
 def plan_gc(indexes: Iterable[RepositoryIndex], pins: PinSet, policy: GcPolicy, now: datetime,
-            trees_on_disk: Iterable[str] = ()) -> GcPlan:
+            trees_on_disk: Iterable[str] = (),
+            chains_on_disk: Mapping[str, datetime] | None = None) -> GcPlan:
     """Decide every digest; `trees_on_disk` adds trees no index names any more (orphans, or
-    left by a collection that was interrupted) to those removed."""
+    left by a collection that was interrupted) to those removed; `chains_on_disk` (chain tree ->
+    when it appeared) adds the chains no kept image needs."""
     plan = GcPlan()
     keepers: dict[str, str] = {}  # tree -> why some repository keeps it
     candidates: dict[str, Verdict] = {}  # tree -> one verdict that would collect it
@@ -89,15 +102,29 @@ def plan_gc(indexes: Iterable[RepositoryIndex], pins: PinSet, policy: GcPolicy, 
     deferred = set(plan.deferred)
     plan.verdicts = [v if v.tree not in deferred else
                      Verdict(v.registry, v.repository, v.digest, False,
-                             f"deferred: more than {policy.max_trees} trees this run", v.tree)
+                             f"deferred: more than {policy.max_trees} trees this run", v.tree,
+                             v.chains)
                      for v in plan.verdicts]
+    _plan_chains(plan, chains_on_disk or {}, policy, now)
     return plan
+
+
+def _plan_chains(plan: GcPlan, chains_on_disk: Mapping[str, datetime], policy: GcPolicy,
+                 now: datetime) -> None:
+    """Add the chain trees that no digest kept by `plan` was built from, within the run's bound."""
+    needed = {chain for verdict in plan.verdicts if not verdict.collect for chain in verdict.chains}
+    unused = sorted(chain for chain, since in chains_on_disk.items()
+                    if chain not in needed and since <= now - CHAIN_GRACE)
+    room = max(policy.max_trees - len(plan.trees), 0)
+    plan.trees += unused[:room]
+    plan.deferred += unused[room:]
 
 
 def _shared(verdict: Verdict, keepers: dict[str, str]) -> Verdict:
     if verdict.collect and verdict.tree in keepers:
         return Verdict(verdict.registry, verdict.repository, verdict.digest, False,
-                       f"its tree is shared with {keepers[verdict.tree]}", verdict.tree)
+                       f"its tree is shared with {keepers[verdict.tree]}", verdict.tree,
+                       verdict.chains)
     return verdict
 
 
@@ -128,8 +155,15 @@ def _repository_verdicts(index: RepositoryIndex, pins: PinSet, policy: GcPolicy,
             reason = (f"last tagged {format_time(since or now)}, more than {_days(policy.grace)} ago; "
                       "not pinned, not among the digests kept")
         out.append(Verdict(index.registry, index.repository, record.digest, collect, str(reason),
-                           record.path if record.is_manifest else None))
+                           record.path if record.is_manifest else None, _chain_trees(record)))
     return out
+
+
+def _chain_trees(record: DigestRecord) -> tuple[str, ...]:
+    """The chain trees the record's image was built from: all of them when the record lists
+    them, else its top chain only (records written before chains were listed)."""
+    chains = record.chains or ((record.chain,) if record.chain else ())
+    return tuple(f"{CHAINS_DIR}/{chain.hex[:2]}/{chain.hex}" for chain in chains)
 
 
 def _keep_reason(index: RepositoryIndex, record: DigestRecord, pins: PinSet, policy: GcPolicy,

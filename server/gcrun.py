@@ -1,4 +1,5 @@
-"""Garbage collection of image trees: decide under the publishers' lock, then mark, unlink, remove.
+"""Garbage collection of image and layer chain trees: decide under the publishers' lock, then
+mark, unlink, remove.
 
 The order keeps the root consistent if the run is killed at any point: the index first records
 each digest as collected (so nothing names its tree any more), then the digest links go, then
@@ -14,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import list_repositories, load_repository
 from ligoenv.store.index.writer import IndexWriter
 from ligoenv.store.pins import load_pins
-from ligoenv.store.publishroot import IMAGES_DIR, remove_symlink
+from ligoenv.store.publishroot import CHAINS_DIR, IMAGES_DIR, remove_symlink
 
 from . import metrics
 from .gcpolicy import GcPlan, GcPolicy, plan_gc, utc_now
@@ -82,7 +83,7 @@ class GarbageCollector:
         with self.publisher.hold_publishes():  # no publish or untag meanwhile: none can reuse a tree
             now = self._clock()
             plan = plan_gc(self.indexes(), load_pins(self.layout.root), self.policy, now,
-                           self._trees_on_disk())
+                           self._trees_on_disk(), self._chains_on_disk())
             report = GcReport(plan, dry_run)
             self._on_step("planned")
             if not dry_run and plan.trees:
@@ -156,6 +157,18 @@ class GarbageCollector:
             return []
         return sorted(f"{IMAGES_DIR}/{prefix.name}/{tree.name}" for prefix in images.iterdir()
                       if prefix.is_dir() for tree in prefix.iterdir() if _is_digest_hex(tree.name))
+
+    def _chains_on_disk(self) -> dict[str, datetime]:
+        """Each layer chain tree, and when it appeared (its ctime: set when it was renamed or
+        cloned into place)."""
+        chains = self.layout.root / CHAINS_DIR
+        found = {}
+        for prefix in sorted(chains.iterdir()) if chains.is_dir() else []:
+            for tree in sorted(prefix.iterdir()) if prefix.is_dir() else []:
+                if _is_digest_hex(tree.name):
+                    since = datetime.fromtimestamp(tree.lstat().st_ctime, UTC)
+                    found[f"{CHAINS_DIR}/{prefix.name}/{tree.name}"] = since
+        return found
 
     def check_trees(self) -> list[str]:
         """Trees the index names (not collected) that are missing or lack a part every

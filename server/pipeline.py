@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ligoenv.oci.cache import LayerCache
-from ligoenv.oci.digest import Digest
+from ligoenv.oci.digest import Digest, chain_ids
 from ligoenv.oci.errors import LigoenvError, NotFound, PlatformNotFound
 from ligoenv.oci.manifest import (
     ImageConfig,
@@ -34,7 +34,7 @@ from ligoenv.store.index import manifest_record
 from ligoenv.store.provenance import Provenance
 
 from . import metrics
-from .chains import build_chains, top_chain
+from .chains import build_chains
 from .config import RegistryConfig, ServerConfig
 from .jobs import Action, PublishRequest, source_name
 from .publishers.base import Publisher
@@ -157,7 +157,8 @@ class RequestProcessor:
                                           self.cache, self._options)
             metrics.unpacked(written, watch.seconds())
             name = str(platform or _platform_of(config))
-            return StagedPlatform(name, digest, manifest_record(manifest, name, chain), None,
+            record = manifest_record(manifest, name, chain_ids(config.diff_ids))
+            return StagedPlatform(name, digest, record, None,
                                   chain=chain, config=config, bind_points=bind_points,
                                   provenance=Provenance.of(ref, digest, name, datetime.now(UTC)))
         staging = self.publisher.staging_dir()
@@ -176,16 +177,16 @@ class RequestProcessor:
     def _published(self, client: RegistryClient, ref: Reference, manifest: ImageManifest,
                    platform: Platform | None) -> StagedPlatform:
         """An image already published: its record, with the chain it was cloned from if any."""
-        chain = None
+        chains: list[Digest] = []
         if self.publisher.chains or platform is None:
             config = parse_config(client.fetch_blob(ref.repository, manifest.config),
                                   manifest.config.digest)
             platform = platform or _platform_of(config)
-            chain = top_chain(config) if self.publisher.chains else None
-            chain = chain if chain is not None and self.publisher.has_chain(chain) else None
+            chains = chain_ids(config.diff_ids) if self.publisher.chains else []
+            chains = chains if chains and self.publisher.has_chain(chains[-1]) else []
         name = str(platform)
         log.info("already published: only the tag moves", extra={"platform": name})
-        return StagedPlatform(name, manifest.digest, manifest_record(manifest, name, chain), None)
+        return StagedPlatform(name, manifest.digest, manifest_record(manifest, name, chains), None)
 
 
 def _platform_of(config: ImageConfig) -> Platform:

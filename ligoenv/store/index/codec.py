@@ -22,7 +22,7 @@ from ligoenv.store.times import format_time
 V1 = 1
 V2 = 2
 RECORD_FIELDS = ("mediaType", "platforms", "platform", "config", "layers", "size", "path",
-                 "published", "bind_points", "collected", "chain")
+                 "published", "bind_points", "collected", "chain", "chains")
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,8 @@ class IndexParser(JsonFields):
             collected=(self.time(optional["collected"], f"{where}collected")
                        if optional["collected"] is not None else None),
             chain=self.digest(optional["chain"], f"{where}chain") if optional["chain"] else None,
+            chains=tuple(self.digest(d, f"{where}chains[{i}]") for i, d in
+                         enumerate(self.optional(value, "chains", list, where) or [])),
         )
 
     def bind_points(self, items: Any, where: str) -> tuple[str, ...] | None:

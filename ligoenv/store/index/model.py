@@ -68,6 +68,9 @@ class DigestRecord:
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     collected: datetime | None = None  # when garbage collection removed the tree at `path`
     chain: Digest | None = None  # the layer chain (OCI ChainID) the tree was cloned from
+    # every layer chain of the image, bottom to top (the last is `chain`): garbage collection
+    # keeps them, so that a rebuild can start from any of them; empty when not recorded
+    chains: tuple[Digest, ...] = ()
 
     @property
     def is_manifest(self) -> bool:
@@ -98,18 +101,22 @@ class DigestRecord:
             out["collected"] = format_time(self.collected)
         if self.chain is not None:
             out["chain"] = str(self.chain)
+        if self.chains:
+            out["chains"] = [str(c) for c in self.chains]
         return out
 
 
 def manifest_record(manifest: ImageManifest, platform: Platform | str,
-                    chain: Digest | None = None) -> DigestRecord:
-    """The record of one platform's manifest (path and published time are the publisher's)."""
+                    chains: Sequence[Digest] = ()) -> DigestRecord:
+    """The record of one platform's manifest (path and published time are the publisher's);
+    `chains`: the layer chains its tree was built from, bottom to top."""
     name = str(platform)
     return DigestRecord(digest=manifest.digest, media_type=manifest.media_type,
                         platforms={name: manifest.digest}, platform=name,
                         config=manifest.config.digest,
                         layers=tuple(layer.digest for layer in manifest.layers),
-                        size=manifest.total_size, chain=chain)
+                        size=manifest.total_size, chain=chains[-1] if chains else None,
+                        chains=tuple(chains))
 
 
 def place_event(events: Sequence[TagEvent], digest: Digest | None, when: datetime) -> int | None:
