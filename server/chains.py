@@ -22,6 +22,12 @@ from .publishers.base import ChainStep, Fill, Publisher
 log = logging.getLogger(__name__)
 
 
+def built_from(config: ImageConfig) -> list[Digest]:
+    """The layer chains an image's tree is built from, bottom to top: its index record lists them
+    (`chains`; the last is its `chain`), and garbage collection keeps them while it stays."""
+    return chain_ids(config.diff_ids)
+
+
 def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
                  manifest: ImageManifest, config: ImageConfig, cache: LayerCache,
                  options: UnpackOptions) -> tuple[Digest, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ligoenv.oci.cache import LayerCache
-from ligoenv.oci.digest import Digest, chain_ids
+from ligoenv.oci.digest import Digest
 from ligoenv.oci.errors import LigoenvError, NotFound, PlatformNotFound
 from ligoenv.oci.manifest import (
     ImageConfig,
@@ -34,7 +34,7 @@ from ligoenv.store.index import manifest_record
 from ligoenv.store.provenance import Provenance
 
 from . import metrics
-from .chains import build_chains
+from .chains import build_chains, built_from
 from .config import RegistryConfig, ServerConfig
 from .jobs import Action, PublishRequest, source_name
 from .publishers.base import Publisher
@@ -157,7 +157,7 @@ class RequestProcessor:
                                           self.cache, self._options)
             metrics.unpacked(written, watch.seconds())
             name = str(platform or _platform_of(config))
-            record = manifest_record(manifest, name, chain_ids(config.diff_ids))
+            record = manifest_record(manifest, name, built_from(config))
             return StagedPlatform(name, digest, record, None,
                                   chain=chain, config=config, bind_points=bind_points,
                                   provenance=Provenance.of(ref, digest, name, datetime.now(UTC)))
@@ -182,7 +182,7 @@ class RequestProcessor:
             config = parse_config(client.fetch_blob(ref.repository, manifest.config),
                                   manifest.config.digest)
             platform = platform or _platform_of(config)
-            chains = chain_ids(config.diff_ids) if self.publisher.chains else []
+            chains = built_from(config) if self.publisher.chains else []
             chains = chains if chains and self.publisher.has_chain(chains[-1]) else []
         name = str(platform)
         log.info("already published: only the tag moves", extra={"platform": name})
