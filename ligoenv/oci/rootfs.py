@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ligoenv.oci.errors import LigoenvError, UnsafeArchive
-from ligoenv.oci.filepool import MAX_FILE, FilePool
 from ligoenv.oci.tarstream import DEVICE_TYPES, HARDLINK, REGULAR_TYPES, TarEntry
 
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
@@ -292,10 +291,8 @@ class RootfsWriter:
             os.close(root_fd)
             raise
         self._target = target
-        self._pool = FilePool()
 
     def close(self) -> None:
-        self._pool.close()
         self._tree.close()
         os.close(self._tree.root_fd)
 
@@ -321,16 +318,8 @@ class RootfsWriter:
         return LigoenvError(f"cannot unpack {'/'.join(parts) or '/'!r} into {self._target}: "
                             f"{err.strerror}", temporary=temporary)
 
-    def _check_pool(self) -> None:
-        failure = self._pool.failure
-        if failure is not None:
-            raise self._failed(failure.parts, failure.error)
-
     def finish(self) -> None:
-        """Finish the files in hand; then set directory metadata deepest first, after their
-        contents, and restore the others'."""
-        self._pool.drain()
-        self._check_pool()
+        """Set directory metadata deepest first, after their contents, and restore the others'."""
         try:
             self._finish_dirs()
         except OSError as err:
@@ -403,17 +392,6 @@ class RootfsWriter:
             mode &= ~0o6000
             self.dropped_setuid.append("/".join(parts))
         group = self._tree.group
-        if type(data) is tuple and member.size <= MAX_FILE:  # whole in memory: to the pool
-            self._check_pool()
-            for chunk in data:
-                self._count(len(chunk))
-            owner = _owner(member) if self.chown else None
-            if owner is not None and owner[0] == self._uid and owner[1] == group:
-                owner = None  # it has them already
-            chmod = mode if mode & self._unset_bits or group == UNKNOWN else None
-            self._pool.submit(self._create(dir_fd, parts, mode), parts, data, owner, chmod,
-                              _mtime_ns(member))
-            return
         fd = self._create(dir_fd, parts, mode)
         try:
             for chunk in data:
