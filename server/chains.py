@@ -1,13 +1,17 @@
-"""Layer chains: publish an image's layers as chain trees (by OCI ChainID), only those missing.
+"""Layer chains: publish the layers below an image's top one as chain trees (by OCI ChainID),
+only those missing; the image's own tree is the top chain's clone with its top layer applied.
 
 Chain n is chain n-1's tree with layer n applied; equal ChainIDs mean equal trees, so chains are
-shared by every image, tag and repository built on the same layers. A rebuild that changes its
-top layer downloads and applies that layer alone.
+shared by every image, tag and repository built on the same layers. An image's whole stack is
+made a chain only once another image builds on it (then it is a chain below that one's top): a
+nightly rebuild that changes its top layer makes one new tree, its image, and applies that
+layer alone.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
@@ -17,45 +21,59 @@ from ligoenv.oci.pull import download_layers
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions, apply_layer
 
-from .publishers.base import ChainStep, Fill, Publisher
+from .publishers.base import ChainStep, Publisher
+from .publishers.staged import Fill
 
 log = logging.getLogger(__name__)
 
 
 def built_from(config: ImageConfig) -> list[Digest]:
-    """The layer chains an image's tree is built from, bottom to top: its index record lists them
-    (`chains`; the last is its `chain`), and garbage collection keeps them while it stays."""
-    return chain_ids(config.diff_ids)
+    """The layer chains an image's tree is built from, bottom to top: all its layers but the
+    top one (none for an image of one layer, whose tree starts empty). Its index record lists
+    them (`chains`; the last is its `chain`), and garbage collection keeps them while it stays."""
+    return chain_ids(config.diff_ids)[:-1]
+
+
+@dataclass(frozen=True)
+class ChainedImage:
+    """An image whose chains are published: its tree is `base`'s (empty when None) with `top`
+    applied."""
+
+    base: Digest | None
+    top: Fill  # the image's top layer
+    layers: _Layers
+
+    @property
+    def written(self) -> int:
+        """Bytes written by the chains made for it, and by its top layer once applied."""
+        return self.layers.written
 
 
 def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
                  manifest: ImageManifest, config: ImageConfig, cache: LayerCache,
-                 options: UnpackOptions) -> tuple[Digest, int]:
-    """Publish the chains of `manifest` that are missing (downloading only their layers);
-    return the top chain's ID and the bytes its new layers wrote. A cached layer found corrupt
-    is downloaded once more."""
-    chains = chain_ids(config.diff_ids)
-    written = 0
+                 options: UnpackOptions) -> ChainedImage:
+    """Publish the chains below `manifest`'s top layer that are missing, downloading only their
+    layers and the top one. A cached layer found corrupt is downloaded once more."""
+    chains = built_from(config)
     for attempt in (1, 2):
         start = _first_missing(publisher, chains)
-        if start == len(chains):
-            break
         log.info("unpacking", extra={"manifest": str(manifest.digest),
-                                     "layers": len(chains) - start, "reused_chains": start})
+                                     "layers": len(manifest.layers) - start, "reused_chains": start})
         download_layers(client, repository, manifest.layers[start:], cache)
         layers = _Layers(cache, options)
         steps: list[ChainStep] = [
             (chains[i], layers.fill(manifest.layers[i], config.diff_ids[i]))
             for i in range(start, len(chains))]
         try:
-            publisher.add_chains(chains[start - 1] if start else None, steps)
-            written = layers.written
+            if steps:
+                publisher.add_chains(chains[start - 1] if start else None, steps)
             break
         except CorruptCacheEntry as corrupt:
             if attempt == 2:
                 raise
             log.warning("%s: downloading it again", corrupt)
-    return chains[-1], written
+    top = layers.fill(manifest.layers[-1], config.diff_ids[-1])
+    return ChainedImage(chains[-1] if chains else None, top, layers)
 
 
 def _first_missing(publisher: Publisher, chains: list[Digest]) -> int:

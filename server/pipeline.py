@@ -34,11 +34,11 @@ from ligoenv.store.index import manifest_record
 from ligoenv.store.provenance import Provenance
 
 from . import metrics
-from .chains import build_chains, built_from
+from .chains import ChainedImage, build_chains, built_from
 from .config import RegistryConfig, ServerConfig
 from .jobs import Action, PublishRequest, source_name
 from .publishers.base import Publisher
-from .publishers.staged import PublishOutcome, StagedImage, StagedPlatform
+from .publishers.staged import Fill, PublishOutcome, StagedImage, StagedPlatform
 from .registries import registry_client
 from .tagevents import may_move_tag, registry_tag
 
@@ -153,13 +153,12 @@ class RequestProcessor:
         if self.publisher.chains and manifest.layers:
             config = fetch_config(client, ref, manifest)
             watch = metrics.Stopwatch()
-            chain, written = build_chains(self.publisher, client, ref.repository, manifest, config,
-                                          self.cache, self._options)
-            metrics.unpacked(written, watch.seconds())
+            chained = build_chains(self.publisher, client, ref.repository, manifest, config,
+                                   self.cache, self._options)
             name = str(platform or _platform_of(config))
-            record = manifest_record(manifest, name, built_from(config))
-            return StagedPlatform(name, digest, record, None,
-                                  chain=chain, config=config, bind_points=bind_points,
+            return StagedPlatform(name, digest, manifest_record(manifest, name, built_from(config)),
+                                  None, chain=chained.base, top_layer=_counted(chained, watch),
+                                  config=config, bind_points=bind_points,
                                   provenance=Provenance.of(ref, digest, name, datetime.now(UTC)))
         staging = self.publisher.staging_dir()
         staging_dirs.append(staging)
@@ -187,6 +186,15 @@ class RequestProcessor:
         name = str(platform)
         log.info("already published: only the tag moves", extra={"platform": name})
         return StagedPlatform(name, manifest.digest, manifest_record(manifest, name, chains), None)
+
+
+def _counted(chained: ChainedImage, watch: metrics.Stopwatch) -> Fill:
+    """`chained`'s top layer, counting the whole unpack once the publisher has applied it."""
+    def apply(tree: Path) -> set[str]:
+        changed = chained.top(tree)
+        metrics.unpacked(chained.written, watch.seconds())
+        return changed
+    return apply
 
 
 def _platform_of(config: ImageConfig) -> Platform:

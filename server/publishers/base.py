@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from ligoenv.store.index.writer import IndexWriter
 from ligoenv.store.publishroot import PublishRoot
 
 from .metadata import foreign_tag_owner
-from .staged import PublishOutcome, StagedImage
+from .staged import Fill, PublishOutcome, StagedImage
 from .staging import StagingArea
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 TRASH_DIR = ".ligoenv/trash"  # trees garbage collection took out, deleted after the run
 TREES_LOCK = ".ligoenv/locks/trees.lock"
-# applies one layer to a chain's tree; returns the paths it made or changed (to seal)
-Fill = Callable[[Path], set[str]]
 ChainStep = tuple[Digest, Fill]  # a chain to add: its ChainID and how to fill its tree
 
 

@@ -100,8 +100,7 @@ class CvmfsPublisher(Publisher):
                     source = self.layout.chain_dir(parent) if parent is not None else None
                     with self._template_transaction(source, tree):
                         if source is None:
-                            tree.mkdir(mode=0o755, parents=True)
-                            os.chmod(tree, 0o755)  # noqa: S103 (the root of a public tree)
+                            _empty_tree(tree)
                         changed = fill(tree)
                         _nested_catalog(tree)
                         # sealed before anything clones it; a template clone of a sealed
@@ -182,7 +181,7 @@ class CvmfsPublisher(Publisher):
         published now."""
         copied = [p for p in image.platforms if p.tree is not None and not self.has_image(p.digest)]
         cloned = [p for p in image.platforms
-                  if p.tree is None and p.chain is not None and not self.has_image(p.digest)]
+                  if p.tree is None and p.top_layer is not None and not self.has_image(p.digest)]
         if copied and not self.gateway:
             with self._transaction(None):
                 for platform in copied:
@@ -198,19 +197,26 @@ class CvmfsPublisher(Publisher):
         return image, [p for p in image.platforms if p.digest in {n.digest for n in new}]
 
     def _clone_in(self, platform: StagedPlatform) -> tuple[str, ...]:
-        """Clone the image from its chain and complete it; returns the bind points made."""
-        assert platform.chain is not None and platform.config is not None
-        if not self.has_chain(platform.chain):  # e.g. rolled back with a crashed transaction
+        """The image as a template clone of its base chain (or an empty directory) with its top
+        layer applied, completed; returns the bind points made."""
+        assert platform.top_layer is not None and platform.config is not None
+        source = self.layout.chain_dir(platform.chain) if platform.chain is not None else None
+        if platform.chain is not None and not self.has_chain(platform.chain):
+            # e.g. rolled back with a crashed transaction
             raise PublishError(f"layer chain {platform.chain.short} of image "
                                f"{platform.digest.short} is not in /cvmfs/{self.repository}: "
                                "publish again to unpack it", temporary=True)
         tree = self.layout.image_dir(platform.digest)
-        with self._template_transaction(self.layout.chain_dir(platform.chain), tree):
+        with self._template_transaction(source, tree):
+            if source is None:
+                _empty_tree(tree)
             # new files only: the chain's stay as they are
+            changed = platform.top_layer(tree)
             made = complete_tree(tree, platform.config, bind_points=platform.bind_points,
                                  provenance=platform.provenance)
-            seal_paths(tree, completion_paths(platform.config, platform.bind_points),
-                       keep_ownership=self.keep_ownership)  # the rest is the sealed chain's
+            changed |= completion_paths(platform.config, platform.bind_points)
+            # the rest is the sealed chain's
+            seal_paths(tree, changed, keep_ownership=self.keep_ownership)
         return made
 
     def _publish_metadata(self, image: StagedImage) -> MetadataPlan:
@@ -383,3 +389,8 @@ def _last_line(result: subprocess.CompletedProcess[str]) -> str:
 
 def _describe(argv: list[str]) -> str:
     return " ".join([os.path.basename(argv[0]), *argv[1:3]])
+
+
+def _empty_tree(tree: Path) -> None:
+    tree.mkdir(mode=0o755, parents=True)
+    os.chmod(tree, 0o755)  # noqa: S103 (the root of a public tree)

@@ -146,28 +146,33 @@ class DirectoryPublisher(Publisher):
         return plan.index_changed
 
     def _clone_images(self, image: StagedImage, cloned: list[Path]) -> StagedImage:
-        """Stage a completed clone of its top chain for each new platform image built from one."""
+        """Stage the tree of each new platform image built by layer chain."""
         platforms = []
         for platform in image.platforms:
-            if platform.tree is None and platform.chain is not None and not self.has_image(platform.digest):
+            if platform.tree is None and platform.top_layer is not None \
+                    and not self.has_image(platform.digest):
                 platform = self._clone_image(platform, cloned)
             platforms.append(platform)
         return replace(image, platforms=tuple(platforms))
 
     def _clone_image(self, platform: StagedPlatform, cloned: list[Path]) -> StagedPlatform:
-        assert platform.chain is not None and platform.config is not None
-        if not self.has_chain(platform.chain):
+        """A clone of the image's base chain (or an empty tree) with its top layer applied,
+        completed and sealed."""
+        assert platform.top_layer is not None and platform.config is not None
+        if platform.chain is not None and not self.has_chain(platform.chain):
             raise PublishError(f"layer chain {platform.chain.short} of image {platform.digest.short} "
                                "is not published", temporary=True)
         staging = self.staging_dir()
         cloned.append(staging)
         tree = staging / "tree"
-        clone_tree(self.layout.chain_dir(platform.chain), tree, self._clone_method)
-        # writes new inodes only: the chain stays as it is
+        self._clone_or_empty(self.layout.chain_dir(platform.chain) if platform.chain else None, tree)
+        # both write new inodes only: the chain stays as it is
+        changed = platform.top_layer(tree)
         made = complete_tree(tree, platform.config, bind_points=platform.bind_points,
                              provenance=platform.provenance)
-        seal_paths(tree, completion_paths(platform.config, platform.bind_points),
-                   keep_ownership=self.keep_ownership)  # the rest is the sealed chain's
+        changed |= completion_paths(platform.config, platform.bind_points)
+        # the rest is the sealed chain's
+        seal_paths(tree, changed, keep_ownership=self.keep_ownership)
         return replace(platform, tree=tree, record=replace(platform.record, bind_points=made),
                        sealed=True)
 

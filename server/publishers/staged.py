@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from ligoenv.store.provenance import Provenance
 
 
+# applies one layer to a tree; returns the paths it made or changed (to seal)
+Fill = Callable[[Path], set[str]]
+
+
 @dataclass(frozen=True)
 class StagedPlatform:
     """One platform's image: its manifest digest, its record and where it was unpacked."""
@@ -26,13 +31,15 @@ class StagedPlatform:
     digest: Digest  # the manifest digest: the image directory's name
     record: DigestRecord  # e.g. ligoenv.store.index.manifest_record(manifest, platform)
     tree: Path | None  # a completed tree in staging_dir(); None when has_image(digest) said so
-    # or when the image is to be cloned from the published layer chain `chain` and completed
-    # for `config` (publishers with `chains`)
+    # or when `top_layer` is set: then the tree is made from the published layer chain `chain`
+    # (an empty tree when None), with the image's top layer applied, completed for `config`
+    # (publishers with `chains`)
     chain: Digest | None = None
+    top_layer: Fill | None = None
     config: ImageConfig | None = None
     bind_points: tuple[str, ...] = BIND_POINTS  # what completing a clone of `chain` makes
     provenance: Provenance | None = None  # where the tree came from, written by completion
-    sealed: bool = False  # `tree` is sealed already (a completed clone of a sealed chain)
+    sealed: bool = False  # `tree` is sealed already (made from `top_layer` on a sealed chain)
 
 
 @dataclass(frozen=True)

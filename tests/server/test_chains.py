@@ -129,19 +129,20 @@ def test_rebuilds_apply_only_their_new_layers_and_leave_the_parents_alone(
     first = image_of(lower)
     one = lab.publish("chains/app", "v1", first)
     ids = chain_ids([layer.diff_id for layer in lower])
-    assert lab.chains() == sorted(lab.chain(chain) for chain in ids)
-    assert lab.recorded_chain("chains/app", one) == ids[-1]
+    # the layers below the top one: the image's tree is the last of them with its top layer
+    assert lab.chains() == sorted(lab.chain(chain) for chain in ids[:-1])
+    assert lab.recorded_chain("chains/app", one) == ids[-2]
+    assert same_image_tree(lab.tree(one), tmp_path / "first", first)
     before = {path: frozen_facts(path) for path in [lab.tree(one), *lab.chains()]}
 
     rebuilt = image_of([*lower, rewrite])  # deletes, replaces, re-types, chmods, hard-links
     two = lab.publish("chains/app", "v2", rebuilt)
-    top = chain_ids([layer.diff_id for layer in rebuilt.layers])[-1]
     assert two["unpacked"] == [two["digest"]]
-    assert lab.chains() == sorted([*list(before)[1:], lab.chain(top)])  # one new chain
-    assert lab.recorded_chain("chains/app", two) == top
+    # one new chain: the first image's whole stack, now that an image builds on it
+    assert lab.chains() == sorted([*list(before)[1:], lab.chain(ids[-1])])
+    assert lab.recorded_chain("chains/app", two) == ids[-1]
     assert {path: frozen_facts(path) for path in before} == before  # byte- and metadata-identical
 
-    assert lab.chain_facts(top) == umoci_facts(tmp_path / "c", list(rebuilt.layers))
     assert same_image_tree(lab.tree(two), tmp_path / "i", rebuilt)
     for depth, chain in enumerate(ids, 1):
         assert lab.chain_facts(chain) == umoci_facts(tmp_path / f"p{depth}", list(lower[:depth]))
@@ -152,17 +153,25 @@ def test_a_changed_middle_layer_reuses_the_chains_below_it(
     lab = Publishing(config, registry)
     base, middle, top = rewritten_image()[:3]
     lab.publish("chains/mid", "v1", image_of([base, middle, top]))
-    assert len(lab.chains()) == 3
+    assert len(lab.chains()) == 2
     changed = Layer.from_entries([*MIDDLE, Entry("etc/motd", data=b"rebuilt\n", mtime=T)])
     image = image_of([base, changed, top])
     result = lab.publish("chains/mid", "v2", image)
-    assert len(lab.chains()) == 5  # the base chain is shared; two new ones above it
+    assert len(lab.chains()) == 3  # the base chain is shared; one new one above it
     assert same_image_tree(lab.tree(result), tmp_path, image)
 
     # another image on the same layers (another config) makes no chain at all
     same_layers = lab.publish("chains/other", "v1", image_of([base, changed, top], cmd=("/bin/ls",)))
-    assert same_layers["unpacked"] == [same_layers["digest"]] and len(lab.chains()) == 5
+    assert same_layers["unpacked"] == [same_layers["digest"]] and len(lab.chains()) == 3
     assert lab.recorded_chain("chains/other", same_layers) == lab.recorded_chain("chains/mid", result)
+
+
+def test_an_image_of_one_layer_is_unpacked_into_an_empty_tree(
+        tmp_path: Path, lab: Publishing) -> None:
+    image = image_of(rewritten_image()[:1])
+    result = lab.publish("chains/single", "v1", image)
+    assert lab.chains() == [] and lab.recorded_chain("chains/single", result) is None
+    assert same_image_tree(lab.tree(result), tmp_path, image)
 
 
 def test_without_chains_images_are_unpacked_whole(config: ServerConfig,

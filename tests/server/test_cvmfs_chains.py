@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -54,15 +55,21 @@ def written(cvmfs: Cvmfs) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def chain_image(pub: CvmfsPublisher, content: str, chain: Digest) -> StagedImage:
-    """`content`'s image as the worker hands it over with chains: no tree, its top chain."""
+TOP = applying(Entry("etc/top", data=b"top\n"))
+
+
+def chain_image(pub: CvmfsPublisher, content: str, chain: Digest | None,
+                top: Callable[[Path], set[str]] = TOP) -> StagedImage:
+    """`content`'s image as the worker hands it over with chains: no tree, the chain below its
+    top layer, and that layer."""
     image = stage(pub, content)
     platform = image.platforms[0]
     assert platform.tree is not None
     pub.discard(platform.tree)
     raw = build_busybox_image(content).config_bytes()
     config = parse_config(raw, Digest.of_bytes(raw))
-    return replace(image, platforms=(replace(platform, tree=None, chain=chain, config=config),))
+    return replace(image, platforms=(replace(platform, tree=None, chain=chain, top_layer=top,
+                                             config=config),))
 
 
 def test_chains_and_images_are_template_clones(cvmfs: Cvmfs) -> None:
@@ -92,7 +99,8 @@ def test_chains_and_images_are_template_clones(cvmfs: Cvmfs) -> None:
         ["publish", REPO], ["transaction", REPO], ["publish", REPO]]
     tree = cvmfs.mount / outcome.paths["linux/amd64"]
     assert (tree / "etc/motd").read_bytes() == b"rebuilt\n" and (tree / ".singularity.d/runscript").is_file()
-    assert not (child / ".singularity.d").exists()
+    assert (tree / "etc/top").read_bytes() == b"top\n"  # its top layer, in its own tree only
+    assert not (child / ".singularity.d").exists() and not (child / "etc/top").exists()
     assert written(cvmfs)[-2]["bytes"] < 64 * 1024  # the Apptainer files, not the image again
     assert not cvmfs.in_transaction()
 
@@ -141,3 +149,16 @@ def test_the_stand_in_refuses_impossible_templates(cvmfs: Cvmfs) -> None:
     outside = cvmfs.run("transaction", "-T", f"{source}=/.chains/aa/copy", f"{REPO}/.images")
     assert outside.returncode == 1 and "outside the lease" in outside.stderr
     assert not cvmfs.in_transaction()
+
+
+def test_an_image_without_a_base_chain_is_its_top_layer_in_a_new_directory(cvmfs: Cvmfs) -> None:
+    pub = cvmfs.publisher(gateway=True)
+    image = chain_image(pub, "one", None, BASE)
+    digest = image.top_digest
+    pub.publish(image)
+    image_dir = f".images/{digest.hex[:2]}/{digest.hex}"
+    # a lease on the nearest directory there (no template to clone)
+    assert cvmfs.log()[:3] == [["list"], ["transaction", f"{REPO}/.images"], ["publish", REPO]]
+    tree = cvmfs.mount / image_dir
+    assert (tree / "etc/motd").read_bytes() == b"base\n" and (tree / ".singularity.d/runscript").is_file()
+    assert stat.S_IMODE(tree.stat().st_mode) == 0o755 and not (cvmfs.mount / ".chains").exists()
