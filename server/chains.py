@@ -17,7 +17,7 @@ from pathlib import Path
 from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
 from ligoenv.oci.digest import Digest, chain_ids
 from ligoenv.oci.manifest import Descriptor, ImageConfig, ImageManifest, layer_compression
-from ligoenv.oci.pull import download_layers
+from ligoenv.oci.pull import Downloads
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions, apply_layer
 
@@ -53,20 +53,21 @@ def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
                  manifest: ImageManifest, config: ImageConfig, cache: LayerCache,
                  options: UnpackOptions) -> ChainedImage:
     """Publish the chains below `manifest`'s top layer that are missing, downloading only their
-    layers and the top one. A cached layer found corrupt is downloaded once more."""
+    layers and the top one; each chain's layer is applied as soon as it has arrived, while the
+    later ones download. A cached layer found corrupt is downloaded once more."""
     chains = built_from(config)
     for attempt in (1, 2):
         start = _first_missing(publisher, chains)
         log.info("unpacking", extra={"manifest": str(manifest.digest),
                                      "layers": len(manifest.layers) - start, "reused_chains": start})
-        download_layers(client, repository, manifest.layers[start:], cache)
-        layers = _Layers(cache, options)
-        steps: list[ChainStep] = [
-            (chains[i], layers.fill(manifest.layers[i], config.diff_ids[i]))
-            for i in range(start, len(chains))]
         try:
-            if steps:
-                publisher.add_chains(chains[start - 1] if start else None, steps)
+            with Downloads(client, repository, manifest.layers[start:], cache) as downloads:
+                layers = _Layers(cache, options, downloads)
+                steps: list[ChainStep] = [
+                    (chains[i], layers.fill(manifest.layers[i], config.diff_ids[i]))
+                    for i in range(start, len(chains))]
+                if steps:
+                    publisher.add_chains(chains[start - 1] if start else None, steps)
             break
         except CorruptCacheEntry as corrupt:
             if attempt == 2:
@@ -88,15 +89,17 @@ class _Layers:
     """Applies cached layers, counting what they expand to against the image's cap (the chains
     found published were capped when they were built)."""
 
-    def __init__(self, cache: LayerCache, options: UnpackOptions) -> None:
+    def __init__(self, cache: LayerCache, options: UnpackOptions, downloads: Downloads) -> None:
         self.cache = cache
         self.options = options
+        self.downloads = downloads
         self.expanded = 0
         self.written = 0
 
     def fill(self, layer: Descriptor, diff_id: Digest) -> Fill:
         def apply(tree: Path) -> set[str]:
             changed: set[str] = set()
+            self.downloads.wait(layer)
             # Read through the digest check: a changed cached blob must say so (and leave the
             # cache) instead of being blamed on the image as a bad archive.
             with self.cache.open(layer) as blob:

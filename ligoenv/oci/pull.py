@@ -15,7 +15,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient, client_for
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
 
-__all__ = ["PulledImage", "ResolvedImage", "client_for", "pull", "resolve_image", "unpack_cached"]
+__all__ = ["Downloads", "PulledImage", "ResolvedImage", "client_for", "pull", "resolve_image",
+           "unpack_cached"]
 
 log = logging.getLogger(__name__)
 
@@ -186,24 +187,57 @@ def _download_and_unpack(client: RegistryClient, repository: str, layers: Sequen
 def download_layers(client: RegistryClient, repository: str, layers: Sequence[Descriptor],
                     cache: LayerCache, progress: Progress | None = None) -> None:
     """Download the layers the cache lacks, in parallel; the first failure stops the others."""
-    unique = list({layer.digest: layer for layer in layers}.values())
-    counter = _Counter(sum(layer.size for layer in unique), progress)
-    counter.add(sum(layer.size for layer in unique if cache.has(layer)))
-    missing = [layer for layer in unique if not cache.has(layer)]
-    if not missing:
-        return
-    cancel = threading.Event()
-    with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, len(missing)),
-                            thread_name_prefix="ligoenv-pull") as pool:
-        futures = [pool.submit(cache.ensure, client, repository, layer, counter.add, cancel)
-                   for layer in missing]
+    with Downloads(client, repository, layers, cache, progress) as downloads:
+        downloads.wait_all()
+
+
+class Downloads:
+    """The layers the cache lacks, downloading in parallel in the background, so that a caller
+    can apply one layer while the next ones arrive: `wait(layer)` before reading it from the
+    cache. The first failure stops the others. Leaving the context waits for all of them, or,
+    on an error (Ctrl-C included), stops those still running."""
+
+    def __init__(self, client: RegistryClient, repository: str, layers: Sequence[Descriptor],
+                 cache: LayerCache, progress: Progress | None = None) -> None:
+        unique = list({layer.digest: layer for layer in layers}.values())
+        counter = _Counter(sum(layer.size for layer in unique), progress)
+        counter.add(sum(layer.size for layer in unique if cache.has(layer)))
+        missing = [layer for layer in unique if not cache.has(layer)]
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(DOWNLOAD_THREADS, len(missing))),
+                                        thread_name_prefix="ligoenv-pull")
+        self._futures = {layer.digest: self._pool.submit(cache.ensure, client, repository, layer,
+                                                         counter.add, self._cancel)
+                         for layer in missing}  # in layer order: the first one is needed first
+
+    def __enter__(self) -> Downloads:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.wait_all()
+        self._stop()
+
+    def wait(self, layer: Descriptor) -> None:
+        """Return once `layer` is in the cache; raise what its download raised."""
+        future = self._futures.get(layer.digest)
+        if future is not None:
+            self._result(future)
+
+    def wait_all(self) -> None:
+        for future in as_completed(self._futures.values()):
+            self._result(future)
+
+    def _result(self, future: Future[Path]) -> None:
         try:
-            for future in as_completed(futures):
-                future.result()
+            future.result()
         except BaseException:  # the first failure, or Ctrl-C: the other downloads are moot
-            cancel.set()  # running ones stop before their next chunk, and close their responses
-            pool.shutdown(cancel_futures=True)
+            self._stop()
             raise
+
+    def _stop(self) -> None:
+        self._cancel.set()  # running ones stop before their next chunk, and close their responses
+        self._pool.shutdown(cancel_futures=True)
 
 
 def _unpack(cache: LayerCache, layers: Sequence[Descriptor], diff_ids: Sequence[Digest],

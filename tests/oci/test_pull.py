@@ -29,7 +29,7 @@ from ligoenv.oci.errors import (
 )
 from ligoenv.oci.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor
 from ligoenv.oci.platform import Platform
-from ligoenv.oci.pull import pull, remove_tree, resolve_image
+from ligoenv.oci.pull import Downloads, pull, remove_tree, resolve_image
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
@@ -547,3 +547,19 @@ def test_an_index_inside_an_index_is_a_permanent_named_error(
                                  f"({inner.short}), which ligoenv does not support")
     assert not caught.value.temporary
     assert not (tmp_path / "tree").exists()
+
+
+def test_downloads_let_a_layer_be_read_while_the_next_ones_arrive(
+        registry: RegistryProcess, client: RegistryClient, repo: str, tmp_path: Path) -> None:
+    pushed = push_image(registry.host, repo, "v1", three_layer_image("downloads"))
+    layers = resolve_image(client, ref_on(registry, f"{repo}@{pushed}")).manifest.layers
+    cache = LayerCache(tmp_path / "cache")
+    with Downloads(client, repo, layers, cache) as downloads:
+        downloads.wait(layers[0])
+        assert cache.has(layers[0])
+    assert all(cache.has(layer) for layer in layers)  # leaving waits for the others
+
+    missing = Descriptor(LAYER_GZIP, Digest.of_bytes(b"never pushed"), 12)
+    with pytest.raises(NotFound), Downloads(client, repo, [missing, *layers], cache) as downloads:
+        downloads.wait(missing)
+    assert not cache.has(missing)
