@@ -20,6 +20,7 @@ from ligoenv.oci.manifest import Descriptor, ImageConfig, ImageManifest, layer_c
 from ligoenv.oci.pull import Downloads
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.unpack import UnpackOptions, apply_layer
+from ligoenv.store.errors import PublishError
 
 from .publishers.base import ChainStep, Publisher
 from .publishers.staged import Fill
@@ -73,8 +74,20 @@ def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
             if attempt == 2:
                 raise
             log.warning("%s: downloading it again", corrupt)
-    top = layers.fill(manifest.layers[-1], config.diff_ids[-1])
+    top = _retried_if_corrupt(layers.fill(manifest.layers[-1], config.diff_ids[-1]))
     return ChainedImage(chains[-1] if chains else None, top, layers)
+
+
+def _retried_if_corrupt(fill: Fill) -> Fill:
+    """`fill`, failing the job for a retry if its cached layer is found corrupt (the cache has
+    dropped it: the retry downloads it again). The publisher applies it to the image's tree,
+    half-written by then: only a new tree may be tried again."""
+    def apply(tree: Path) -> set[str]:
+        try:
+            return fill(tree)
+        except CorruptCacheEntry as corrupt:
+            raise PublishError(f"{corrupt}: publishing again", temporary=True) from None
+    return apply
 
 
 def _first_missing(publisher: Publisher, chains: list[Digest]) -> int:

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from ligoenv.oci.cache import LayerCache
 from ligoenv.oci.digest import Digest, chain_ids
 from ligoenv.oci.manifest import parse_config
 from ligoenv.store.completion import complete_tree
+from ligoenv.store.errors import PublishError
 from ligoenv_server.config import ServerConfig, load_config
 from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
@@ -181,3 +183,19 @@ def test_without_chains_images_are_unpacked_whole(config: ServerConfig,
     result = lab.publish("chains/off", "v1", image_of(rewritten_image()))
     assert lab.chains() == [] and (lab.tree(result) / "opt/bash-too").is_file()
     assert lab.recorded_chain("chains/off", result) is None
+
+
+def test_a_corrupt_cached_top_layer_fails_the_job_for_a_retry(
+        tmp_path: Path, config: ServerConfig, registry: RegistryProcess) -> None:
+    lab = Publishing(config, registry)
+    layers = rewritten_image()[:2]
+    lab.publish("chains/corrupt", "v1", image_of(layers))
+    cached = LayerCache(config.worker.cache_dir).path_for(layers[-1].digest)
+    cached.write_bytes(bytes(cached.stat().st_size))  # same size, other bytes
+    other = image_of(layers, cmd=("/bin/ls",))  # the same layers: only the top one to apply
+    with pytest.raises(PublishError, match="publishing again") as caught:
+        lab.publish("chains/corrupt", "v2", other)
+    assert caught.value.temporary and not cached.exists()
+    assert [p for p in lab.root.glob(".ligoenv/staging/*") if p.suffix != ".lock"] == []
+    retried = lab.publish("chains/corrupt", "v2", other)  # downloads it again
+    assert same_image_tree(lab.tree(retried), tmp_path, other)
