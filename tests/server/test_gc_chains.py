@@ -8,7 +8,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ligoenv.oci.digest import Digest, chain_ids
+from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import ImageManifest, parse_config
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
@@ -16,6 +16,7 @@ from ligoenv.store.index import DigestRecord, RepositoryIndex
 from ligoenv.store.index.files import LocalFiles
 from ligoenv.store.index.reader import load_repository
 from ligoenv.store.pins import PinSet
+from ligoenv_server.chains import built_from
 from ligoenv_server.config import load_config
 from ligoenv_server.gcpolicy import CHAIN_GRACE, GcPolicy, plan_gc
 from ligoenv_server.gcrun import GarbageCollector
@@ -23,6 +24,7 @@ from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
 from ligoenv_server.publishers.factory import publisher_from
 from testbed.images import build_busybox_image, push_image
+from testbed.ocibuild import Entry, Layer
 from testbed.registry import RegistryProcess, free_port
 from testbed.stack import server_config
 from testbed.trees import frozen_facts
@@ -30,6 +32,7 @@ from testbed.trees import frozen_facts
 REPOSITORY = "gcchains/app"
 POLICY = GcPolicy(grace=timedelta(days=30), keep_last=1, max_trees=100)
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
+APP = Layer.from_entries([Entry("opt/app", data=b"app\n")])
 
 
 def chains_of(registry: RegistryProcess, digest: Digest) -> list[Digest]:
@@ -37,7 +40,7 @@ def chains_of(registry: RegistryProcess, digest: Digest) -> list[Digest]:
         manifest = client.fetch_manifest(Reference(registry.host, REPOSITORY, None, digest))
         assert isinstance(manifest, ImageManifest)
         config = parse_config(client.fetch_blob(REPOSITORY, manifest.config), manifest.config.digest)
-    return chain_ids(config.diff_ids)
+    return built_from(config)
 
 
 def test_chains_no_kept_image_needs_are_collected(tmp_path: Path, registry: RegistryProcess) -> None:
@@ -48,7 +51,9 @@ def test_chains_no_kept_image_needs_are_collected(tmp_path: Path, registry: Regi
     layout = publisher.layout
 
     def publish(name: str, when: datetime) -> Digest:
-        digest = push_image(registry.host, REPOSITORY, "nightly", build_busybox_image(name))
+        # busybox, a layer of its name, APP on top: two chains, the second its own
+        image = build_busybox_image(name, extra_layers=[APP])
+        digest = push_image(registry.host, REPOSITORY, "nightly", image)
         processor.process(PublishRequest(registry.host, REPOSITORY, "nightly", str(digest),
                                          "distribution:local", when))
         return digest
