@@ -1,5 +1,6 @@
 """Layer chains: publish the layers below an image's top one as chain trees (by OCI ChainID),
-only those missing; the image's own tree is the top chain's clone with its top layer applied.
+only those missing; the image's own tree is a clone of the highest of them with its top layer
+applied.
 
 Chain n is chain n-1's tree with layer n applied; equal ChainIDs mean equal trees, so chains are
 shared by every image, tag and repository built on the same layers. An image's whole stack is

@@ -4,9 +4,10 @@
 With layer chains (the default), each chain's tree is made in the repository by a template
 transaction (`transaction -T /<parent chain>=/<chain>`, which clones the parent's catalog
 entries without touching file data) followed by that chain's layer alone, and an image's tree
-likewise from its top chain plus the Apptainer files: a rebuild writes only its new layers into
-the repository. Without chains (for gateway publishers whose CVMFS release cannot open template
-transactions through the gateway), images are unpacked on local disk and copied in whole.
+likewise from the chain below its top layer plus that layer and the Apptainer files: a rebuild
+writes only its new layers into the repository. Without chains (for gateway publishers whose
+CVMFS release cannot open template transactions through the gateway), images are unpacked on
+local disk and copied in whole.
 Either way there is one transaction per subpath with a gateway (so several publisher nodes can
 work at once), or for the whole repository without; the index and the links follow in their own
 short transaction(s).
