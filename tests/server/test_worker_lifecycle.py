@@ -64,7 +64,8 @@ def test_sigkill_during_unpack_leaves_nothing_visible_and_retry_completes(
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert _published_trees(stack) == []
-    assert _published_trees(stack, ".chains") == []  # an image's new chains appear together
+    # the chains below the big top layer appear together, complete, before it is unpacked
+    assert len(_published_trees(stack, ".chains")) in (0, 2)
     assert not (stack.root / stack.registry.host / "lvk/big:v1").exists()
     assert stack.index("lvk/big") is None
 
@@ -77,9 +78,10 @@ def test_sigkill_during_unpack_leaves_nothing_visible_and_retry_completes(
     assert index is not None
     chain = index.digests[str(digest)].chain
     assert chain is not None
-    assert len(_published_trees(stack, ".chains")) == 3  # busybox, the tag file, the big layer
-    top = stack.root / ".chains" / chain.hex[:2] / chain.hex
-    assert len(list((top / "data").iterdir())) == BIG_FILES and not (top / ".singularity.d").exists()
+    # busybox, the tag file: the big top layer is in the image's own tree only
+    assert len(_published_trees(stack, ".chains")) == 2
+    base = stack.root / ".chains" / chain.hex[:2] / chain.hex
+    assert not (base / "data").exists() and not (base / ".singularity.d").exists()
     assert (stack.root / stack.registry.host / "lvk/big:v1").resolve() == trees[0].resolve()
     # Taken again after the kill; on a machine loaded enough to delay heartbeats past the 5 s
     # lease, once more, which is the lease doing its job.
