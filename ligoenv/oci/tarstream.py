@@ -220,6 +220,8 @@ class TarReader:
         if entry.sparse is not None:
             return self._sparse_data(entry)
         size = entry.size
+        if not size:
+            return ()  # nothing to write: an empty file (conda has thousands) takes no write()
         buf, pos = self._buf, self._pos
         if pos + size <= len(buf):  # the common case: one view, no copy
             self._pos = pos + size

@@ -137,6 +137,16 @@ def test_empty_streams_and_missing_end_blocks() -> None:
     assert ours(whole[:1024], 100) == ours(whole, 100)  # without the end-of-archive blocks
 
 
+def test_an_empty_file_has_no_pieces_to_write() -> None:
+    """An empty file costs no write(): its data is no pieces at all, not one empty piece."""
+    reader = TarReader(chunks_of(tar_bytes([Entry("empty"), Entry("next", data=b"x")]), 4096))
+    empty = reader.next()
+    assert empty is not None and empty.size == 0 and list(reader.data(empty)) == []
+    following = reader.next()
+    assert following is not None and following.name == "next"
+    assert b"".join(reader.data(following)) == b"x"
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda blob: blob[:148] + b"0000000\0" + blob[156:], "bad checksum"),
     (lambda blob: blob[:300], "unexpected end of data"),
