@@ -152,23 +152,13 @@ class GarbageCollector:
                 yield index
 
     def _trees_on_disk(self) -> list[str]:
-        images = self.layout.root / IMAGES_DIR
-        if not images.is_dir():
-            return []
-        return sorted(f"{IMAGES_DIR}/{prefix.name}/{tree.name}" for prefix in images.iterdir()
-                      if prefix.is_dir() for tree in prefix.iterdir() if _is_digest_hex(tree.name))
+        return sorted(_digest_trees(self.layout.root, IMAGES_DIR))
 
     def _chains_on_disk(self) -> dict[str, datetime]:
         """Each layer chain tree, and when it appeared (its ctime: set when it was renamed or
         cloned into place)."""
-        chains = self.layout.root / CHAINS_DIR
-        found = {}
-        for prefix in sorted(chains.iterdir()) if chains.is_dir() else []:
-            for tree in sorted(prefix.iterdir()) if prefix.is_dir() else []:
-                if _is_digest_hex(tree.name):
-                    since = datetime.fromtimestamp(tree.lstat().st_ctime, UTC)
-                    found[f"{CHAINS_DIR}/{prefix.name}/{tree.name}"] = since
-        return found
+        return {path: datetime.fromtimestamp(info.st_ctime, UTC)
+                for path, info in _digest_trees(self.layout.root, CHAINS_DIR).items()}
 
     def check_trees(self) -> list[str]:
         """Trees the index names (not collected) that are missing or lack a part every
@@ -192,6 +182,24 @@ def _count_outcomes(report: GcReport) -> None:
     metrics.gc_outcome("kept", counts["kept"])
     metrics.gc_outcome("deferred", counts["deferred"])
     metrics.gc_outcome("incomplete", counts["incomplete"])
+
+
+def _digest_trees(root: Path, area: str) -> dict[str, os.stat_result]:
+    """`area/xx/<hex>` trees under `root` (relative path -> lstat), never through a symlink: a
+    linked `xx` directory would make gc move trees from outside the root into its trash."""
+    found: dict[str, os.stat_result] = {}
+    base = root / area
+    if base.is_symlink() or not base.is_dir():
+        return found
+    with os.scandir(base) as prefixes:
+        for prefix in prefixes:
+            if not prefix.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(prefix.path) as trees:
+                for tree in trees:
+                    if _is_digest_hex(tree.name) and tree.is_dir(follow_symlinks=False):
+                        found[f"{area}/{prefix.name}/{tree.name}"] = tree.stat(follow_symlinks=False)
+    return found
 
 
 def _is_digest_hex(name: str) -> bool:

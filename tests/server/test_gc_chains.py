@@ -22,6 +22,7 @@ from ligoenv_server.gcpolicy import CHAIN_GRACE, GcPolicy, plan_gc
 from ligoenv_server.gcrun import GarbageCollector
 from ligoenv_server.jobs import PublishRequest
 from ligoenv_server.pipeline import RequestProcessor
+from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.factory import publisher_from
 from testbed.images import build_busybox_image, push_image
 from testbed.ocibuild import Entry, Layer
@@ -106,3 +107,22 @@ def test_a_record_without_its_chain_list_keeps_its_top_chain_only() -> None:
     plan = plan_gc([index], PinSet(), POLICY, LONG_AGO + timedelta(days=1), chains_on_disk=ages)
     assert [v.collect for v in plan.verdicts] == [False]
     assert sorted(plan.trees) == sorted(f".chains/{c.hex[:2]}/{c.hex}" for c in (base, other))
+
+
+def test_trees_are_never_found_through_a_symlink(tmp_path: Path) -> None:
+    """A prefix directory that is a symlink (or a tree that is one) leads out of the root: gc
+    must not take what it points at for an orphan and move it into its trash."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    hex_name = "cd" * 32
+    (outside / hex_name).mkdir(parents=True)
+    (outside / hex_name / "precious").write_text("not ours\n")
+    for area in (".images", ".chains"):
+        (root / area).mkdir(parents=True)
+        (root / area / "cd").symlink_to(outside)
+        (root / area / "ef").mkdir()
+        (root / area / "ef" / ("ef" * 32)).symlink_to(outside / hex_name)
+    publisher = DirectoryPublisher(root, chains=True)
+    later = datetime.now(UTC) + CHAIN_GRACE + timedelta(days=1)
+    report = GarbageCollector(publisher, POLICY, clock=lambda: later).run()
+    assert report.removed == [] and report.plan.trees == []
+    assert (outside / hex_name / "precious").read_text() == "not ours\n"
