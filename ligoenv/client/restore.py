@@ -13,7 +13,7 @@ import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from ligoenv.oci.platform import Platform
 from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import RegistryClient
 from ligoenv.oci.transport import FileSlice
+from ligoenv.oci.workers import run_all
 from ligoenv.store.lockfile import Environment, Lockfile, parse_lockfile
 
 if TYPE_CHECKING:
@@ -241,15 +242,8 @@ def _push(item: RestoredEnvironment, target: str, client_for: ClientFor,
 def _push_blobs(client: RegistryClient, repository: str, blobs: _ArchivedBlobs,
                 item: RestoredEnvironment) -> None:
     wanted = {d.digest for image in item.images for d in (image.manifest.config, *image.manifest.layers)}
-    with ThreadPoolExecutor(max_workers=PUSH_THREADS, thread_name_prefix="ligoenv-restore") as pool:
-        futures = [pool.submit(client.push_blob, repository, blobs.where[digest], digest)
-                   for digest in sorted(wanted, key=str)]
-        try:
-            for future in as_completed(futures):
-                future.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+    run_all([functools.partial(client.push_blob, repository, blobs.where[digest], digest)
+             for digest in sorted(wanted, key=str)], PUSH_THREADS, "ligoenv-restore")
 
 
 def rehosted(target: str, env: Environment) -> Reference:

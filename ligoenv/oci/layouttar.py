@@ -9,6 +9,7 @@ the tar once, keeping each blob only after its content matched the name it is st
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -17,7 +18,6 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.errors import ArchiveError, DigestMismatch
+from ligoenv.oci.workers import run_all
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
@@ -127,15 +128,8 @@ def _fill_blobs(fd: int, blobs: list[tuple[int, BlobEntry]], progress: Progress 
 
     # Largest first, so that one big layer does not start last and finish alone.
     ordered = sorted(blobs, key=lambda item: item[1].size, reverse=True)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(ordered))),
-                            thread_name_prefix="ligoenv-archive") as pool:
-        futures = [pool.submit(_fill_one, fd, offset, entry, advance) for offset, entry in ordered]
-        try:
-            for future in as_completed(futures):
-                future.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+    run_all([functools.partial(_fill_one, fd, offset, entry, advance) for offset, entry in ordered],
+            threads, "ligoenv-archive")
 
 
 def _fill_one(fd: int, offset: int, entry: BlobEntry, advance: Progress) -> None:
