@@ -52,14 +52,26 @@ def seal_paths(tree: Path, paths: Iterable[str], *, keep_ownership: bool = False
     try:
         changed = _seal_root(tree, owner)
         with _Directories(tree) as directories:
-            # as lists of components, sorted paths come depth first: each directory is opened once
-            for parts in sorted(path.split("/") for path in paths if path):
-                dir_fd = directories.open(parts[:-1])
+            for parts, names in _by_directory(paths):
+                dir_fd = directories.open(parts)
                 if dir_fd is not None:
-                    changed += _seal_if_there(parts[-1], dir_fd, owner)
+                    for name in names:
+                        changed += _seal_if_there(name, dir_fd, owner)
     except OSError as error:
         raise _failed(tree, error) from None
     return changed
+
+
+def _by_directory(paths: Iterable[str]) -> list[tuple[list[str], list[str]]]:
+    """`paths` grouped by the directory that holds them: (its components, the names in it), in
+    depth-first order, so that `_Directories` opens each directory once."""
+    names: dict[str, list[str]] = {}
+    for path in paths:
+        if path:
+            parent, _, name = path.rpartition("/")
+            names.setdefault(parent, []).append(name)
+    return sorted(((parent.split("/") if parent else [], group) for parent, group in names.items()),
+                  key=lambda item: item[0])
 
 
 def _owner(keep_ownership: bool) -> tuple[int, int] | None:
