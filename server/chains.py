@@ -11,6 +11,7 @@ layer alone.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +66,9 @@ def build_chains(publisher: Publisher, client: RegistryClient, repository: str,
         try:
             with Downloads(client, repository, manifest.layers[start:], cache) as downloads:
                 layers = _Layers(cache, options, downloads)
-                steps: list[ChainStep] = [
-                    (chains[i], layers.fill(manifest.layers[i], config.diff_ids[i]))
-                    for i in range(start, len(chains))]
+                steps = [ChainStep(chains[i], layers.fill(manifest.layers[i], config.diff_ids[i]),
+                                   functools.partial(downloads.wait, manifest.layers[i]))
+                         for i in range(start, len(chains))]
                 if steps:
                     publisher.add_chains(chains[start - 1] if start else None, steps)
             break

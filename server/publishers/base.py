@@ -11,11 +11,11 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.digest import Digest
@@ -34,7 +34,20 @@ if TYPE_CHECKING:
 
 TRASH_DIR = ".ligoenv/trash"  # trees garbage collection took out, deleted after the run
 TREES_LOCK = ".ligoenv/locks/trees.lock"
-ChainStep = tuple[Digest, Fill]  # a chain to add: its ChainID and how to fill its tree
+
+
+def _at_hand() -> None:
+    pass
+
+
+class ChainStep(NamedTuple):
+    """A chain to add: its ChainID and how to fill its tree. `arrived` returns once the layer
+    `fill` applies is at hand (downloaded), for a publisher that must not wait while it holds
+    a lock or a transaction; `fill` waits for it as well."""
+
+    chain: Digest
+    fill: Fill
+    arrived: Callable[[], None] = _at_hand
 
 
 class Publisher(abc.ABC):

@@ -93,9 +93,12 @@ class CvmfsPublisher(Publisher):
     def add_chains(self, parent: Digest | None, steps: list[ChainStep]) -> None:
         """One transaction per chain: a template clone of its parent (or an empty directory),
         then its layer, then `.cvmfscatalog` (a nested catalog per chain, as DUCC makes)."""
-        with self._node_lock():
-            self._recover()
-            for chain, fill in steps:
+        for chain, fill, arrived in steps:
+            # Its layer downloads before the node's lock is taken: the repository's other
+            # publications go on meanwhile instead of waiting behind an idle transaction.
+            arrived()
+            with self._node_lock():
+                self._recover()
                 tree = self.layout.chain_dir(chain)
                 if not self.has_chain(chain):
                     source = self.layout.chain_dir(parent) if parent is not None else None
@@ -108,7 +111,7 @@ class CvmfsPublisher(Publisher):
                         # chain needs sealing only where its layer wrote
                         seal_paths(tree, {*changed, ".cvmfscatalog"},
                                    keep_ownership=self.keep_ownership)
-                parent = chain
+            parent = chain
 
     def untag(self, registry: str, repository: str, tag: str, when: datetime,
               source: str) -> bool:

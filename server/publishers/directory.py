@@ -88,7 +88,7 @@ class DirectoryPublisher(Publisher):
         staged: list[tuple[Digest, Path]] = []
         source = self.layout.chain_dir(parent) if parent is not None else None
         try:
-            for chain, fill in steps:
+            for chain, fill, _arrived in steps:  # the clone is made while the layer downloads
                 tree = self.staging_dir() / "tree"
                 staged.append((chain, tree))
                 self._clone_or_empty(source, tree)

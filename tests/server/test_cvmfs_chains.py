@@ -4,6 +4,7 @@ transaction writes."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import stat
@@ -17,6 +18,7 @@ from ligoenv.oci.digest import Digest
 from ligoenv.oci.manifest import layer_compression, parse_config
 from ligoenv.oci.unpack import apply_layer
 from ligoenv.store.errors import PublishError
+from ligoenv_server.publishers.base import ChainStep
 from ligoenv_server.publishers.cvmfs import CvmfsPublisher
 from ligoenv_server.publishers.staged import StagedImage
 from testbed.images import build_busybox_image
@@ -74,10 +76,10 @@ def chain_image(pub: CvmfsPublisher, content: str, chain: Digest | None,
 
 def test_chains_and_images_are_template_clones(cvmfs: Cvmfs) -> None:
     pub = cvmfs.publisher()
-    pub.add_chains(None, [(A, BASE)])
+    pub.add_chains(None, [ChainStep(A, BASE)])
     parent = pub.layout.chain_dir(A)
     before = frozen_facts(parent)
-    pub.add_chains(A, [(B, REBUILD)])
+    pub.add_chains(A, [ChainStep(B, REBUILD)])
     assert cvmfs.log() == [
         ["list"], ["transaction", REPO], ["publish", REPO],
         ["list"], ["transaction", REPO], ["publish", REPO],  # makes .chains/bb for the template
@@ -107,18 +109,39 @@ def test_chains_and_images_are_template_clones(cvmfs: Cvmfs) -> None:
 
 def test_gateway_leases_for_template_transactions(cvmfs: Cvmfs) -> None:
     pub = cvmfs.publisher(gateway=True)
-    pub.add_chains(None, [(A, BASE), (B, REBUILD)])
+    pub.add_chains(None, [ChainStep(A, BASE), ChainStep(B, REBUILD)])
     assert cvmfs.log() == [
         ["list"], ["transaction", f"{REPO}/.chains"], ["publish", REPO],
-        ["transaction", f"{REPO}/.chains/bb"], ["publish", REPO],
+        ["list"], ["transaction", f"{REPO}/.chains/bb"], ["publish", REPO],  # the lock is per chain
         ["transaction", "-T", f"/.chains/aa/{A.hex}=/.chains/bb/{B.hex}", f"{REPO}/.chains/bb/{B.hex}"],
         ["publish", REPO]]
     assert written(cvmfs)[-1] == {"path": f".chains/bb/{B.hex}", "bytes": 15, "files": 2}
 
 
+def test_a_chain_waits_for_its_layer_holding_neither_the_lock_nor_a_transaction(
+        cvmfs: Cvmfs) -> None:
+    """A 5 GB layer takes minutes to download: meanwhile the repository's other publications
+    must be able to take the node's lock and open their transactions."""
+    pub = cvmfs.publisher()
+    seen: list[tuple[bool, bool]] = []
+
+    def downloading() -> None:
+        with open(pub._lock_path, "a") as lock:  # what another worker on this node would take
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free = True
+            except BlockingIOError:
+                free = False
+        seen.append((free, cvmfs.in_transaction()))
+
+    pub.add_chains(None, [ChainStep(A, BASE, downloading), ChainStep(B, REBUILD, downloading)])
+    assert seen == [(True, False), (True, False)]
+    assert pub.has_chain(A) and pub.has_chain(B)
+
+
 def test_a_failed_layer_aborts_its_chain_and_keeps_the_parent(cvmfs: Cvmfs) -> None:
     pub = cvmfs.publisher()
-    pub.add_chains(None, [(A, BASE)])
+    pub.add_chains(None, [ChainStep(A, BASE)])
     before = frozen_facts(pub.layout.chain_dir(A))
     cvmfs.log()
 
@@ -127,7 +150,7 @@ def test_a_failed_layer_aborts_its_chain_and_keeps_the_parent(cvmfs: Cvmfs) -> N
         raise OSError("disk full")
 
     with pytest.raises(PublishError, match="rolled back"):
-        pub.add_chains(A, [(B, broken)])
+        pub.add_chains(A, [ChainStep(B, broken)])
     assert cvmfs.log()[-2:] == [
         ["transaction", "-T", f"/.chains/aa/{A.hex}=/.chains/bb/{B.hex}", REPO], ["abort", "-f", REPO]]
     assert not pub.has_chain(B) and frozen_facts(pub.layout.chain_dir(A)) == before
@@ -136,7 +159,7 @@ def test_a_failed_layer_aborts_its_chain_and_keeps_the_parent(cvmfs: Cvmfs) -> N
 
 def test_the_stand_in_refuses_impossible_templates(cvmfs: Cvmfs) -> None:
     pub = cvmfs.publisher()
-    pub.add_chains(None, [(A, BASE)])
+    pub.add_chains(None, [ChainStep(A, BASE)])
     source = f"/.chains/aa/{A.hex}"
     refusals = {
         f"/.chains/aa/{'cc' * 32}=/.chains/aa/new": "does not exist",  # missing source

@@ -17,6 +17,7 @@ from ligoenv.oci.errors import NotFound
 from ligoenv.oci.platform import Platform
 from ligoenv.store.errors import ConfigError, PublishError
 from ligoenv.store.index import open_index_reader
+from ligoenv_server.publishers.base import ChainStep
 from ligoenv_server.publishers.directory import DirectoryPublisher
 from ligoenv_server.publishers.factory import make_publisher
 from testbed.images import TAG_FILE
@@ -353,15 +354,15 @@ def test_layer_chains_appear_whole_or_not_at_all(tmp_path: Path) -> None:
 
     pub = publisher(tmp_path)
     with pytest.raises(Crash):
-        pub.add_chains(None, [(c1, write("one")), (c2, fail)])
+        pub.add_chains(None, [ChainStep(c1, write("one")), ChainStep(c2, fail)])
     crashing = publisher(tmp_path, on_step=crash)
     with pytest.raises(Crash):
-        crashing.add_chains(None, [(c1, write("one")), (c2, write("two"))])
+        crashing.add_chains(None, [ChainStep(c1, write("one")), ChainStep(c2, write("two"))])
     assert not pub.has_chain(c1) and list(tmp_path.glob(".chains/*/*")) == []
     assert [p for p in (tmp_path / ".ligoenv/staging").iterdir() if p.suffix != ".lock"] == []
 
-    pub.add_chains(None, [(c1, write("one"))])
-    pub.add_chains(c1, [(c2, write("two"))])
+    pub.add_chains(None, [ChainStep(c1, write("one"))])
+    pub.add_chains(c1, [ChainStep(c2, write("two"))])
     assert tree_files(pub.layout.chain_dir(c1)) == ["one"]
     assert tree_files(pub.layout.chain_dir(c2)) == ["one", "two"]
     assert (pub.layout.chain_dir(c2) / "one").samefile(pub.layout.chain_dir(c1) / "one")  # hard links
