@@ -1,8 +1,9 @@
 """pull(): a reference to an unpacked, verified root filesystem (the core of `ligoenv pull` and the worker).
 
 Resolve the manifest (choosing a platform from an index), fetch and check the config, download
-the layers in parallel into the cache, then apply them in order into a staging directory that
-is renamed onto the target only when every layer matched its diff_id.
+the layers in parallel into the cache and, in order, apply each into a staging directory as soon
+as it has arrived; the staging directory is renamed onto the target only when every layer matched
+its diff_id.
 """
 
 from __future__ import annotations
@@ -174,21 +175,17 @@ class _Counter:
 def _download_and_unpack(client: RegistryClient, repository: str, layers: Sequence[Descriptor],
                          diff_ids: Sequence[Digest], cache: LayerCache, target: Path,
                          options: UnpackOptions, progress: Progress | None) -> list[UnpackReport]:
-    """Download what the cache lacks, then unpack; once more if a cached blob turns out corrupt."""
+    """Download what the cache lacks and apply each layer as soon as it has arrived, while the
+    later ones download; all over again if a cached blob turns out corrupt (the cache has
+    dropped it by then)."""
+    def attempt() -> list[UnpackReport]:
+        with Downloads(client, repository, layers, cache, progress) as downloads:
+            return _unpack(cache, layers, diff_ids, target, options, downloads.wait)
     try:
-        download_layers(client, repository, layers, cache, progress)
-        return _unpack(cache, layers, diff_ids, target, options)
+        return attempt()
     except CorruptCacheEntry as corrupt:
         log.warning("%s: downloading it again", corrupt)
-    download_layers(client, repository, layers, cache, progress)
-    return _unpack(cache, layers, diff_ids, target, options)
-
-
-def download_layers(client: RegistryClient, repository: str, layers: Sequence[Descriptor],
-                    cache: LayerCache, progress: Progress | None = None) -> None:
-    """Download the layers the cache lacks, in parallel; the first failure stops the others."""
-    with Downloads(client, repository, layers, cache, progress) as downloads:
-        downloads.wait_all()
+    return attempt()
 
 
 class Downloads:
@@ -219,10 +216,15 @@ class Downloads:
         self._stop()
 
     def wait(self, layer: Descriptor) -> None:
-        """Return once `layer` is in the cache; raise what its download raised."""
-        future = self._futures.get(layer.digest)
-        if future is not None:
+        """Return once `layer` is in the cache; raise what its download raised, or what another
+        download raised meanwhile (the image cannot be had without it)."""
+        wanted = self._futures.get(layer.digest)
+        if wanted is None:
+            return
+        for future in as_completed(self._futures.values()):
             self._result(future)
+            if future is wanted:
+                return
 
     def wait_all(self) -> None:
         for future in as_completed(self._futures.values()):
@@ -241,12 +243,16 @@ class Downloads:
 
 
 def _unpack(cache: LayerCache, layers: Sequence[Descriptor], diff_ids: Sequence[Digest],
-            target: Path, options: UnpackOptions) -> list[UnpackReport]:
+            target: Path, options: UnpackOptions,
+            arrived: Callable[[Descriptor], None] = lambda layer: None) -> list[UnpackReport]:
+    """Apply `layers` from the cache in order, each once `arrived(layer)` has returned, into a
+    staging directory renamed onto `target` when all of them matched their diff_ids."""
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
         staging.chmod(0o755)
         reports: list[UnpackReport] = []
         for layer, diff_id in zip(layers, diff_ids, strict=True):
+            arrived(layer)
             # Read through the digest check: a cached blob changed since its download must say
             # so (and leave the cache) instead of being blamed on the image as a bad archive.
             with cache.open(layer) as blob:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,31 @@ def test_a_missing_layer_stops_the_other_downloads(stub: Stub, tmp_path: Path) -
     assert stub.hung_up.wait(10) and stub.aborted == [f"/v2/lab/app/blobs/{slow.digest}"]
     assert leftovers(tmp_path) == [] and not (tmp_path / "out").exists()
     assert os.listdir(tmp_path / "cache/blobs/sha256") == []
+
+
+def test_a_layer_is_applied_while_the_next_one_downloads(stub: Stub, tmp_path: Path) -> None:
+    """The second layer's blob is served only once the first layer's file is in the staging
+    tree (or after 10 s): a pull that downloaded every layer before unpacking would have the
+    second one in its cache by the time the first is applied."""
+    first, second = files_layer({"first": "1"}), files_layer({"second": "2"})
+    first_applied = threading.Event()
+    ref = stub_image(stub, [first, second], {second.digest: Reply(200, {}, second.blob,
+                                                                  wait=first_applied)})
+    second_cached = tmp_path / "cache/blobs/sha256" / second.digest.hex
+    seen: list[bool] = []
+
+    def watch() -> None:
+        while not stub.stopping.is_set() and not first_applied.is_set():
+            if list(tmp_path.glob(".out.partial-*/first")):
+                seen.append(second_cached.exists())
+                first_applied.set()
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    pull(ref, tmp_path / "out", cache=LayerCache(tmp_path / "cache"))
+    assert seen == [False]
+    assert (tmp_path / "out/first").read_text() == "1" and (tmp_path / "out/second").read_text() == "2"
 
 
 def test_ctrl_c_stops_the_downloads(stub: Stub, tmp_path: Path) -> None:
