@@ -114,10 +114,10 @@ class _Layers:
     def fill(self, layer: Descriptor, diff_id: Digest) -> Fill:
         def apply(tree: Path) -> set[str]:
             changed: set[str] = set()
-            self.downloads.wait(layer)
-            # Read through the digest check: a changed cached blob must say so (and leave the
-            # cache) instead of being blamed on the image as a bad archive.
-            with self.cache.open(layer) as blob:
+            # Read as it downloads, or from the cache through the digest check: a changed cached
+            # blob must say so (and leave the cache) instead of being blamed on the image as a
+            # bad archive.
+            with self.downloads.open(layer) as blob:
                 report = apply_layer(blob, layer_compression(layer.media_type), tree, self.options,
                                      diff_id, expanded_before=self.expanded,
                                      compressed_size=layer.size, changed=changed)

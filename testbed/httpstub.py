@@ -19,6 +19,8 @@ class Reply:
     length: bool = True  # False: no Content-Length, the body ends when the connection closes
     hold: float = 0.0  # seconds to keep the connection silent after the body
     wait: threading.Event | None = None  # answer only once this is set (or after 10 s)
+    pause_at: int = 0  # with `resume`: send this many bytes of the body, then the rest once
+    resume: threading.Event | None = None  # this is set (or after 10 s)
 
 
 class Stub:
@@ -81,7 +83,12 @@ class Stub:
                         self.close_connection = True
 
             def _body(self, reply: Reply) -> None:
-                if not reply.trickle:
+                if reply.resume is not None:
+                    self.wfile.write(reply.body[:reply.pause_at])
+                    self.wfile.flush()
+                    reply.resume.wait(10)
+                    self.wfile.write(reply.body[reply.pause_at:])
+                elif not reply.trickle:
                     self.wfile.write(reply.body)
                 for byte in reply.body if reply.trickle else b"":
                     if stub.stopping.wait(reply.trickle):

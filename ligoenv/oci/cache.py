@@ -21,6 +21,7 @@ from ligoenv.oci.errors import DigestMismatch
 from ligoenv.oci.manifest import Descriptor
 
 if TYPE_CHECKING:  # a cache that is only read needs no HTTP client (`run --lock` stays fast)
+    from ligoenv.oci.growing import GrowingBlob
     from ligoenv.oci.registry import RegistryClient
 
 
@@ -53,10 +54,11 @@ class LayerCache:
 
     def ensure(self, client: RegistryClient, repository: str, descriptor: Descriptor,
                progress: Callable[[int], None] | None = None,
-               cancel: threading.Event | None = None) -> Path:
+               cancel: threading.Event | None = None, growing: GrowingBlob | None = None) -> Path:
         """The path of the blob, downloading it first unless it is already cached.
 
-        Setting `cancel` stops a download before its next chunk (DownloadCancelled).
+        Setting `cancel` stops a download before its next chunk (DownloadCancelled); `growing`
+        hears of the download as it goes (RegistryClient.download_blob).
         """
         path = self.path_for(descriptor.digest)
         if self.has(descriptor):
@@ -66,7 +68,8 @@ class LayerCache:
             if not self.has(descriptor):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # wrong size: truncated by a crash or tampered with
-                client.download_blob(repository, descriptor, path, progress, cancel=cancel)
+                client.download_blob(repository, descriptor, path, progress, cancel=cancel,
+                                     growing=growing)
         return path
 
     def store(self, digest: Digest, size: int, stream: Readable) -> Path:

@@ -1,9 +1,9 @@
 """pull(): a reference to an unpacked, verified root filesystem (the core of `ligoenv pull` and the worker).
 
 Resolve the manifest (choosing a platform from an index), fetch and check the config, download
-the layers in parallel into the cache and, in order, apply each into a staging directory as soon
-as it has arrived; the staging directory is renamed onto the target only when every layer matched
-its diff_id.
+the layers in parallel into the cache and, in order, apply each into a staging directory as it
+arrives (ligoenv.oci.growing); the staging directory is renamed onto the target only when every
+layer matched its diff_id.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ligoenv.oci.cache import CorruptCacheEntry, LayerCache
-from ligoenv.oci.digest import Digest
+from ligoenv.oci.digest import Digest, Readable
 from ligoenv.oci.errors import PlatformNotFound, RegistryError, UsageError
+from ligoenv.oci.growing import DownloadFailed, GrowingBlob
 from ligoenv.oci.manifest import (
     Descriptor,
     ImageConfig,
@@ -175,12 +177,12 @@ class _Counter:
 def _download_and_unpack(client: RegistryClient, repository: str, layers: Sequence[Descriptor],
                          diff_ids: Sequence[Digest], cache: LayerCache, target: Path,
                          options: UnpackOptions, progress: Progress | None) -> list[UnpackReport]:
-    """Download what the cache lacks and apply each layer as soon as it has arrived, while the
-    later ones download; all over again if a cached blob turns out corrupt (the cache has
-    dropped it by then)."""
+    """Download what the cache lacks and apply each layer as it arrives, while the later ones
+    download; all over again if a cached blob turns out corrupt (the cache has dropped it by
+    then)."""
     def attempt() -> list[UnpackReport]:
         with Downloads(client, repository, layers, cache, progress) as downloads:
-            return _unpack(cache, layers, diff_ids, target, options, downloads.wait)
+            return _unpack(cache, layers, diff_ids, target, options, downloads.open)
     try:
         return attempt()
     except CorruptCacheEntry as corrupt:
@@ -190,9 +192,10 @@ def _download_and_unpack(client: RegistryClient, repository: str, layers: Sequen
 
 class Downloads:
     """The layers the cache lacks, downloading in parallel in the background, so that a caller
-    can apply one layer while the next ones arrive: `wait(layer)` before reading it from the
-    cache. The first failure stops the others. Leaving the context waits for all of them, or,
-    on an error (Ctrl-C included), stops those still running."""
+    can apply one layer while it and the next ones arrive: `open(layer)` reads it as it
+    downloads (or from the cache), `wait(layer)` returns once it is in the cache. The first
+    failure stops the others. Leaving the context waits for all of them, or, on an error
+    (Ctrl-C included), stops those still running."""
 
     def __init__(self, client: RegistryClient, repository: str, layers: Sequence[Descriptor],
                  cache: LayerCache, progress: Progress | None = None) -> None:
@@ -200,20 +203,43 @@ class Downloads:
         counter = _Counter(sum(layer.size for layer in unique), progress)
         counter.add(sum(layer.size for layer in unique if cache.has(layer)))
         missing = [layer for layer in unique if not cache.has(layer)]
+        self._cache = cache
         self._cancel = threading.Event()
+        self._growing = {layer.digest: GrowingBlob() for layer in missing}
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(DOWNLOAD_THREADS, len(missing))),
                                         thread_name_prefix="ligoenv-pull")
-        self._futures = {layer.digest: self._pool.submit(cache.ensure, client, repository, layer,
-                                                         counter.add, self._cancel)
+        self._futures = {layer.digest: self._pool.submit(self._download, client, repository, layer,
+                                                         counter.add)
                          for layer in missing}  # in layer order: the first one is needed first
 
     def __enter__(self) -> Downloads:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if kind is None:
-            self.wait_all()
-        self._stop()
+        try:
+            if kind is None:
+                self.wait_all()
+        finally:
+            self._stop()
+            for growing in self._growing.values():
+                growing.close()
+
+    @contextlib.contextmanager
+    def open(self, layer: Descriptor) -> Iterator[Readable]:
+        """`layer`'s blob to read to its end: followed as it downloads, or from the cache. Either
+        way what is read is checked against its digest before its end is reached."""
+        growing = self._growing.get(layer.digest)
+        reader = growing.follow() if growing is not None else None
+        if reader is None:  # cached already, or downloaded before anyone followed it
+            self.wait(layer)
+            with self._cache.open(layer) as blob:
+                yield blob
+            return
+        try:
+            yield reader
+        except DownloadFailed:
+            self._raise_failure()
+            raise
 
     def wait(self, layer: Descriptor) -> None:
         """Return once `layer` is in the cache; raise what its download raised, or what another
@@ -230,6 +256,23 @@ class Downloads:
         for future in as_completed(self._futures.values()):
             self._result(future)
 
+    def _download(self, client: RegistryClient, repository: str, layer: Descriptor,
+                  progress: Callable[[int], None]) -> Path:
+        growing = self._growing[layer.digest]
+        try:
+            path = self._cache.ensure(client, repository, layer, progress, self._cancel, growing)
+        except BaseException:
+            self._abandon()  # whoever follows another layer stops too: the image is lost
+            raise
+        growing.finished(ok=True)
+        return path
+
+    def _raise_failure(self) -> None:
+        """Raise what the failed download raised (a follower only knows that one failed)."""
+        for future in as_completed(self._futures.values()):
+            if not future.cancelled():
+                self._result(future)
+
     def _result(self, future: Future[Path]) -> None:
         try:
             future.result()
@@ -237,25 +280,31 @@ class Downloads:
             self._stop()
             raise
 
+    def _abandon(self) -> None:
+        for growing in self._growing.values():
+            growing.finished(ok=False)  # no-op for those that have finished
+
     def _stop(self) -> None:
         self._cancel.set()  # running ones stop before their next chunk, and close their responses
         self._pool.shutdown(cancel_futures=True)
+        self._abandon()  # the cancelled ones will never report
 
 
 def _unpack(cache: LayerCache, layers: Sequence[Descriptor], diff_ids: Sequence[Digest],
             target: Path, options: UnpackOptions,
-            arrived: Callable[[Descriptor], None] = lambda layer: None) -> list[UnpackReport]:
-    """Apply `layers` from the cache in order, each once `arrived(layer)` has returned, into a
-    staging directory renamed onto `target` when all of them matched their diff_ids."""
+            source: Callable[[Descriptor], AbstractContextManager[Readable]] | None = None
+            ) -> list[UnpackReport]:
+    """Apply `layers` in order, each read from `source` (default: the cache), into a staging
+    directory renamed onto `target` when all of them matched their diff_ids."""
+    source = source or cache.open
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
         staging.chmod(0o755)
         reports: list[UnpackReport] = []
         for layer, diff_id in zip(layers, diff_ids, strict=True):
-            arrived(layer)
             # Read through the digest check: a cached blob changed since its download must say
             # so (and leave the cache) instead of being blamed on the image as a bad archive.
-            with cache.open(layer) as blob:
+            with source(layer) as blob:
                 reports.append(apply_layer(blob, layer_compression(layer.media_type), staging, options,
                                            diff_id, expanded_before=sum(r.expanded_bytes for r in reports),
                                            compressed_size=layer.size))

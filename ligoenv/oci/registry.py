@@ -22,6 +22,7 @@ from ligoenv.oci.atomicfile import fsync_dir
 from ligoenv.oci.credentials import Credentials, find_credentials
 from ligoenv.oci.digest import Digest, VerifyingReader
 from ligoenv.oci.errors import DigestMismatch, InvalidReference, LigoenvError, NotFound, RegistryError
+from ligoenv.oci.growing import GrowingBlob
 from ligoenv.oci.httperrors import error_text
 from ligoenv.oci.manifest import ACCEPT_HEADER, Descriptor, ImageIndex, ImageManifest, parse_manifest
 from ligoenv.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, in_repository
@@ -174,21 +175,29 @@ class RegistryClient:
             return reader.read()
 
     def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
-                      progress: Progress | None = None, cancel: threading.Event | None = None) -> None:
+                      progress: Progress | None = None, cancel: threading.Event | None = None,
+                      growing: GrowingBlob | None = None) -> None:
         """Stream a blob to `dest` through a temp file beside it; never leaves an unverified file.
 
         Setting `cancel` stops the download before its next chunk with DownloadCancelled.
+        `growing` is told of the temp file and of each chunk written to it, for a reader that
+        follows the download (it reports the end itself: see Downloads).
         """
         what = f"download of blob {descriptor.digest.short} of {repository}"
         _stop_if(cancel, what)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        if growing is not None:
+            growing.started(fd)
         try:
             with os.fdopen(fd, "wb") as out, self.open_blob(repository, descriptor) as reader:
                 # A chunk is whatever has arrived, so a slow download sees `cancel` promptly too.
                 while chunk := reader.read(1 << 20):
                     _stop_if(cancel, what)
                     out.write(chunk)
+                    if growing is not None:
+                        out.flush()  # in the file, for the reader that follows it
+                        growing.grew(len(chunk))
                     if progress is not None:
                         progress(len(chunk))
                 out.flush()

@@ -21,6 +21,7 @@ from isal import isal_zlib  # ISA-L's inflate: about twice zlib's speed, the sam
 
 from ligoenv.oci.digest import Digest, Readable
 from ligoenv.oci.errors import DigestMismatch, LigoenvError, UnsafeArchive
+from ligoenv.oci.growing import GrowingReader
 from ligoenv.oci.rootfs import RatioCap, RootfsWriter
 from ligoenv.oci.tarstream import TarEntry, TarReader
 
@@ -92,6 +93,10 @@ def apply_layer(blob: Readable, compression: str, target: Path,
         stream.close()  # the blob is ours again
         _drain(blob)  # a corrupt download says so (DigestMismatch) before the archive is blamed
         raise UnsafeArchive(f"layer is not a valid {_FORMATS[compression]}: {err}") from None
+    except BaseException:
+        if isinstance(blob, GrowingReader):
+            blob.abandon()  # its reading thread must not wait for the rest of the download
+        raise
     finally:
         stream.close()
         writer.close()

@@ -48,6 +48,8 @@ from testbed.images import (
 )
 from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Image, Layer, canonical_json
 from testbed.registry import RegistryProcess
+from testbed.throttle import ThrottledProxy
+from testbed.trees import frozen_facts
 from tests.oci.conftest import blob_file
 
 
@@ -105,6 +107,20 @@ def test_pull_multi_layer_image(registry: RegistryProcess, repo: str, tmp_path: 
     total = pulled.manifest.total_size - pulled.manifest.config.size
     assert seen[-1] == (total, total)
     assert leftovers(tmp_path) == []
+
+
+def test_pull_through_a_paced_link_makes_the_same_tree(registry: RegistryProcess, repo: str,
+                                                      tmp_path: Path) -> None:
+    """The benchmarks' network link (testbed.throttle) relays every byte, in parallel."""
+    push_image(registry.host, repo, "v1", three_layer_image("paced"))
+    direct, paced = tmp_path / "direct", tmp_path / "paced"
+    pull(ref_on(registry, f"{repo}:v1"), direct, cache=LayerCache(tmp_path / "cache-direct"))
+    with ThrottledProxy(registry.host, rate=50e6) as link:
+        pull(Reference.parse(f"{link.host}/{repo}:v1"), paced, cache=LayerCache(tmp_path / "cache-paced"))
+    facts = frozen_facts(paced), frozen_facts(direct)
+    for each in facts:
+        del each["."]  # the staging directory's own mtime: when it was made
+    assert facts[0] == facts[1]
 
 
 def test_pull_index_default_and_chosen_platform(registry: RegistryProcess, repo: str, tmp_path: Path,
@@ -313,21 +329,70 @@ def test_a_layer_is_applied_while_the_next_one_downloads(stub: Stub, tmp_path: P
     first_applied = threading.Event()
     ref = stub_image(stub, [first, second], {second.digest: Reply(200, {}, second.blob,
                                                                   wait=first_applied)})
-    second_cached = tmp_path / "cache/blobs/sha256" / second.digest.hex
-    seen: list[bool] = []
-
-    def watch() -> None:
-        while not stub.stopping.is_set() and not first_applied.is_set():
-            if list(tmp_path.glob(".out.partial-*/first")):
-                seen.append(second_cached.exists())
-                first_applied.set()
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    seen = watch_for(tmp_path / ".out.partial-*/first", first_applied, stub,
+                     tmp_path / "cache/blobs/sha256" / second.digest.hex)
     pull(ref, tmp_path / "out", cache=LayerCache(tmp_path / "cache"))
     assert seen == [False]
     assert (tmp_path / "out/first").read_text() == "1" and (tmp_path / "out/second").read_text() == "2"
+
+
+@pytest.mark.parametrize("media_type", [LAYER_GZIP, LAYER_ZSTD, LAYER_TAR], ids=["gzip", "zstd", "tar"])
+def test_a_layer_is_applied_while_it_downloads(stub: Stub, tmp_path: Path, media_type: str) -> None:
+    """The blob stops halfway until the layer's first file is in the staging tree (or for
+    10 s): a pull that waited for the whole blob would have it in its cache by then."""
+    # 10 MB: the zstd reader hands over 4 MB of output at a time
+    layer = files_layer({"a-first": "1", "z-big": os.urandom(10 << 20)}, media_type)
+    first_applied = threading.Event()
+    ref = stub_image(stub, [layer], {layer.digest: Reply(200, {}, layer.blob,
+                                                         pause_at=len(layer.blob) // 2,
+                                                         resume=first_applied)})
+    seen = watch_for(tmp_path / ".out.partial-*/a-first", first_applied, stub,
+                     tmp_path / "cache/blobs/sha256" / layer.digest.hex)
+    pull(ref, tmp_path / "out", cache=LayerCache(tmp_path / "cache"))
+    assert seen == [False]
+    assert (tmp_path / "out/a-first").read_text() == "1"
+    assert (tmp_path / "out/z-big").stat().st_size == 10 << 20
+
+
+def test_a_followed_download_that_fails_its_digest_leaves_nothing(stub: Stub, tmp_path: Path) -> None:
+    """Unpacked as it arrives, a tampered blob is found at its end: the pull fails with the
+    digest's error and neither the tree nor the blob stays."""
+    layer = files_layer({"a-first": "1", "z-big": os.urandom(3 << 20)})
+    tampered = bytearray(layer.blob)
+    tampered[len(tampered) // 2] ^= 0x01  # inside z-big's data: the archive still reads
+    ref = stub_image(stub, [layer], {layer.digest: Reply(200, {}, bytes(tampered))})
+    with pytest.raises(DigestMismatch, match=f"blob {layer.digest.short} of lab/app: expected"):
+        pull(ref, tmp_path / "out", cache=LayerCache(tmp_path / "cache"))
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out").exists()
+    assert os.listdir(tmp_path / "cache/blobs/sha256") == []
+
+
+def test_a_hostile_entry_stops_the_pull_without_waiting_for_the_rest(stub: Stub,
+                                                                     tmp_path: Path) -> None:
+    """The layer climbs out with '..' in its first entry; the rest of its blob would take
+    minutes to trickle in: the pull refuses it at once and hangs up."""
+    layer = Layer.from_entries([Entry("../escape", data=b"x"), Entry("filler", data=os.urandom(50_000))])
+    ref = stub_image(stub, [layer], {layer.digest: Reply(200, {}, layer.blob, trickle=0.005)})
+    with pytest.raises(UnsafeArchive, match="climbs out of the image"):
+        pull(ref, tmp_path / "out", cache=LayerCache(tmp_path / "cache"))
+    assert stub.hung_up.wait(10) and stub.aborted == [f"/v2/lab/app/blobs/{layer.digest}"]
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out").exists()
+    assert os.listdir(tmp_path / "cache/blobs/sha256") == []
+
+
+def watch_for(pattern: Path, event: threading.Event, stub: Stub, blob: Path) -> list[bool]:
+    """Once a file matches `pattern`, note whether `blob` is in the cache yet and set `event`."""
+    seen: list[bool] = []
+
+    def watch() -> None:
+        while not stub.stopping.is_set() and not event.is_set():
+            if list(pattern.parent.parent.glob(f"{pattern.parent.name}/{pattern.name}")):
+                seen.append(blob.exists())
+                event.set()
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen
 
 
 def test_ctrl_c_stops_the_downloads(stub: Stub, tmp_path: Path) -> None:
@@ -460,6 +525,9 @@ def test_corrupted_cache_entry_is_fetched_once_only(registry: RegistryProcess, r
     class Corrupting(CountingClient):
         def download_blob(self, repository: str, descriptor: Descriptor, dest: Path,
                           progress: Progress | None = None, **kwargs: Any) -> None:
+            # Not followed (as a download by another process is not): each copy is read back
+            # from the cache.
+            kwargs.pop("growing", None)
             super().download_blob(repository, descriptor, dest, progress, **kwargs)
             if descriptor.digest == top.digest:  # a disk that flips a bit of every copy
                 data = bytearray(dest.read_bytes())
