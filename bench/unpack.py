@@ -15,8 +15,10 @@ and times, interleaved (one of each method per round), medians of --runs:
              no decompression, no digest)
   baseline   with --baseline DIR, `ligoenv pull` of another checkout (before and after a change)
 
-with the CPU time (user + system) and the peak RSS of each. `--rss-gb 5` also pulls a generated
-5 GB image once and reports the peak RSS of `ligoenv pull`; that image is deleted afterwards.
+with the CPU time (user + system) and the peak RSS of each. `--rate 100` pulls through a proxy
+that lets the registry send 100 MB/s in all, as over a network link, instead of at loopback
+speed. `--rss-gb 5` also pulls a generated 5 GB image once and reports the peak RSS of
+`ligoenv pull`; that image is deleted afterwards.
 
 Run: bash scripts/setup.sh && LIGOENV_SETUP_BENCH=1 bash scripts/setup.sh && .venv/bin/python bench/unpack.py
 """
@@ -52,6 +54,7 @@ from bench.common import (
     write_layout,
 )
 from testbed.registry import RegistryProcess
+from testbed.throttle import ThrottledProxy
 
 
 def build_rootfs(work: Path) -> Path:
@@ -154,6 +157,9 @@ def main() -> None:
     parser.add_argument("--images", default="debian,conda", help="which images, comma-separated")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (with its .venv) whose `ligoenv pull` is timed too")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="MB/s: pull through a proxy that paces what the registry sends, as "
+                             "over a network link (default: loopback speed)")
     parser.add_argument("--rss-gb", type=float, default=0,
                         help="also pull a generated image of this many GB once and report peak RSS")
     args = parser.parse_args()
@@ -165,14 +171,20 @@ def main() -> None:
     out = args.out or work
     out.mkdir(parents=True, exist_ok=True)
     registry = RegistryProcess(fresh(work / "registry")).start()
+    proxy = ThrottledProxy(registry.host, args.rate * 1e6) if args.rate else None
     try:
         refs = {name: push(work, registry.host, name, layers) for name, layers in images.items()}
+        if proxy is not None:
+            print(f"pulling through a link of {args.rate:g} MB/s")
+            refs = {name: ref.replace(registry.host, proxy.host, 1) for name, ref in refs.items()}
         results = {name: measure(out, refs[name], floors[name], args.runs, args.baseline) for name in images}
         for name, layers in images.items():
             report(name, results[name], layers, out)
         if args.rss_gb:
             big_rss(work, registry.host, args.rss_gb)
     finally:
+        if proxy is not None:
+            proxy.stop()
         registry.stop()
 
 
