@@ -103,6 +103,8 @@ class GrowingReader:
         self._blob._wake()
 
     def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
         fd, written = self._blob._wait_for(self._pos, self)
         end = min(self._pos + n, written) if n >= 0 else written
         pieces = []
