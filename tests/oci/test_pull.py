@@ -35,6 +35,7 @@ from ligoenv.oci.reference import Reference
 from ligoenv.oci.registry import Progress, RegistryClient
 from ligoenv.oci.unpack import UnpackOptions
 from testbed import hostile
+from testbed.forked import in_child
 from testbed.httpstub import Reply, Stub
 from testbed.images import (
     ARM64,
@@ -611,24 +612,6 @@ def test_a_file_that_cannot_be_written_stops_the_pull_and_leaves_nothing(
     assert message.startswith(f"cannot unpack 'data/f000' into {tmp_path}/.out.partial-")
     assert message.endswith(": File too large")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
-
-
-def in_child(function: Any) -> Any:
-    """Run `function` in a forked child (limits set there stay there); its JSON result."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            payload = {"result": function()}
-        except BaseException as err:
-            payload = {"result": f"{type(err).__name__}: {err}"}
-        os.write(write_end, json.dumps(payload).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        payload = json.loads(pipe.read())
-    os.waitpid(pid, 0)
-    return payload["result"]
 
 
 def test_an_index_inside_an_index_is_a_permanent_named_error(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import shutil
 import stat
@@ -23,6 +22,7 @@ from ligoenv.oci.manifest import layer_compression
 from ligoenv.oci.rootfs import process_umask
 from ligoenv.oci.unpack import UnpackOptions, UnpackReport, apply_layer
 from testbed import hostile
+from testbed.forked import in_child
 from testbed.ocibuild import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Entry, Layer, tar_bytes
 
 T0 = 1_600_000_000
@@ -365,25 +365,13 @@ def test_device_nodes_are_skipped_and_reported(target: Path) -> None:
 
 def run_as_nobody(function: Callable[[], Any]) -> Any:
     """Run `function` in a forked child with uid/gid 65534; return its JSON result or raise."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            payload = {"result": function()}
-        except BaseException as err:
-            payload = {"error": f"{type(err).__name__}: {err}"}
-        os.write(write_end, json.dumps(payload).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        payload = json.loads(pipe.read())
-    os.waitpid(pid, 0)
-    if "error" in payload:
-        raise AssertionError(payload["error"])
-    return payload["result"]
+    return in_child(function, prepare=_become_nobody)
+
+
+def _become_nobody() -> None:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="switches to the nobody user")
