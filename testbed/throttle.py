@@ -43,7 +43,11 @@ class ThrottledProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            server = socket.create_connection(self.upstream)
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:  # the server is gone: this client sees its connection closed
+                client.close()
+                continue
             for source, sink, paced in ((client, server, False), (server, client, True)):
                 threading.Thread(target=self._relay, args=(source, sink, paced), daemon=True).start()
 

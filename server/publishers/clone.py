@@ -48,21 +48,26 @@ def clone_tree(source: Path, target: Path, method: str = HARDLINK) -> None:
         _reflink_clone(source, target)
         return
     try:
-        info = os.stat(source, follow_symlinks=False)
-        if not stat.S_ISDIR(info.st_mode):
-            raise NotADirectoryError(20, "Not a directory", str(source))
-        source_fd = os.open(source, _DIRECTORY)
-        try:
-            os.mkdir(target, 0o700)
-            target_fd = os.open(target, _DIRECTORY)
-        except OSError:
-            os.close(source_fd)
-            raise
-        _link_tree(source_fd, target_fd, info)
+        _link_tree(*_open_pair(source, None, target, None))
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise PublishError(f"cannot clone {source} to {target}: {error.strerror}{where}",
                            temporary=True) from None
+
+
+def _open_pair(source: Path | str, source_dir: int | None, target: Path | str,
+               target_dir: int | None) -> tuple[int, int, os.stat_result]:
+    """Open the directory `source` (never through a symlink), make `target` beside it in the
+    clone, private until `_copy_attributes` gives it the source's mode; both fds and the
+    source's status."""
+    source_fd = os.open(source, _DIRECTORY, dir_fd=source_dir)
+    try:
+        info = os.fstat(source_fd)
+        os.mkdir(target, 0o700, dir_fd=target_dir)
+        return source_fd, os.open(target, _DIRECTORY, dir_fd=target_dir), info
+    except OSError:
+        os.close(source_fd)
+        raise
 
 
 def _link_tree(source_fd: int, target_fd: int, info: os.stat_result) -> None:
@@ -77,19 +82,12 @@ def _link_tree(source_fd: int, target_fd: int, info: os.stat_result) -> None:
         with os.scandir(source_fd) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    subdirectories.append((entry.name, entry.stat(follow_symlinks=False)))
+                    subdirectories.append(entry.name)
                 else:  # a symlink is linked itself, never followed
                     os.link(entry.name, entry.name, src_dir_fd=source_fd, dst_dir_fd=target_fd,
                             follow_symlinks=False)
-        for name, child in subdirectories:
-            os.mkdir(name, 0o700, dir_fd=target_fd)
-            child_source = os.open(name, _DIRECTORY, dir_fd=source_fd)
-            try:
-                child_target = os.open(name, _DIRECTORY, dir_fd=target_fd)
-            except OSError:
-                os.close(child_source)
-                raise
-            _link_tree(child_source, child_target, child)
+        for name in subdirectories:
+            _link_tree(*_open_pair(name, source_fd, name, target_fd))
         _copy_attributes(source_fd, target_fd, info)
     finally:
         os.close(source_fd)

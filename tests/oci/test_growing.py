@@ -10,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from ligoenv.oci.growing import DownloadFailed, GrowingBlob
+from ligoenv.oci.growing import DownloadFailed, GrowingBlob, GrowingReader
 
 
 @pytest.fixture()
-def download(tmp_path: Path) -> Iterator[tuple[GrowingBlob, int]]:
-    """A blob whose download has started: (the blob, the fd its downloader writes to)."""
+def download(tmp_path: Path) -> Iterator[tuple[GrowingBlob, int, GrowingReader]]:
+    """A blob whose download has started: the blob, the fd its downloader writes to, and a
+    reader following it."""
     fd, _ = tempfile.mkstemp(dir=tmp_path)  # read-write, as download_blob's temp file
     blob = GrowingBlob()
     blob.started(fd)
-    yield blob, fd
+    reader = blob.follow()
+    assert reader is not None
+    yield blob, fd, reader
     blob.close()
     os.close(fd)
 
@@ -30,10 +33,8 @@ def write(blob: GrowingBlob, fd: int, data: bytes) -> None:
 
 
 def test_a_reader_gets_what_has_arrived_and_the_end_only_once_it_finished(
-        download: tuple[GrowingBlob, int]) -> None:
-    blob, fd = download
-    reader = blob.follow()
-    assert reader is not None
+        download: tuple[GrowingBlob, int, GrowingReader]) -> None:
+    blob, fd, reader = download
     write(blob, fd, b"first ")
     assert reader.read(100) == b"first "  # what is there, without waiting for 100 bytes
     assert reader.read(0) == b""
@@ -54,10 +55,8 @@ def test_a_reader_gets_what_has_arrived_and_the_end_only_once_it_finished(
 
 
 def test_a_failed_download_fails_its_reader_even_with_bytes_unread(
-        download: tuple[GrowingBlob, int]) -> None:
-    blob, fd = download
-    reader = blob.follow()
-    assert reader is not None
+        download: tuple[GrowingBlob, int, GrowingReader]) -> None:
+    blob, fd, reader = download
     write(blob, fd, b"tampered")
     blob.finished(ok=False)
     blob.finished(ok=True)  # the first report stands
@@ -65,10 +64,8 @@ def test_a_failed_download_fails_its_reader_even_with_bytes_unread(
         reader.read(100)
 
 
-def test_an_abandoned_reader_stops_waiting(download: tuple[GrowingBlob, int]) -> None:
-    blob, _fd = download
-    reader = blob.follow()
-    assert reader is not None
+def test_an_abandoned_reader_stops_waiting(download: tuple[GrowingBlob, int, GrowingReader]) -> None:
+    _blob, _fd, reader = download
     failed: list[BaseException] = []
 
     def read() -> None:
